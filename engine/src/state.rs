@@ -1,0 +1,154 @@
+//! The state file of a resumable session: which bytes of the output file are durably written.
+//!
+//! Text, one fact per line, so an operator can read it:
+//! ```text
+//! ngx-upload-state 1
+//! total 511920
+//! received 0-51200,460809-511919
+//! ```
+//! Ranges are inclusive like the protocol's. Unknown keys are ignored, so later versions may add
+//! lines that older ones skip.
+
+use crate::range_set::RangeSet;
+use core::fmt;
+
+const MAGIC: &str = "ngx-upload-state 1";
+
+/// Largest state file accepted; bounds memory when reading one that is damaged or hostile.
+pub const MAX_STATE_LEN: usize = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionState {
+    pub total: u64,
+    pub received: RangeSet,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateError(pub String);
+
+impl fmt::Display for StateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl SessionState {
+    pub fn new(total: u64) -> Self {
+        Self {
+            total,
+            received: RangeSet::new(),
+        }
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.received.is_complete(self.total)
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = format!("{MAGIC}\ntotal {}\nreceived ", self.total);
+        for (i, (start, end)) in self.received.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&format!("{}-{}", start, end - 1));
+        }
+        out.push('\n');
+        out.into_bytes()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, StateError> {
+        let bad = |why: &str| StateError(why.to_string());
+        if bytes.len() > MAX_STATE_LEN {
+            return Err(bad("state file is too large"));
+        }
+        let text = core::str::from_utf8(bytes).map_err(|_| bad("state file is not text"))?;
+        let mut lines = text.lines();
+        if lines.next() != Some(MAGIC) {
+            return Err(bad("state file has no ngx-upload-state 1 header"));
+        }
+        let mut total = None;
+        let mut received = None;
+        for line in lines {
+            let (key, value) = line.split_once(' ').unwrap_or((line, ""));
+            match key {
+                "total" => {
+                    let n: u64 = value.parse().map_err(|_| bad("bad total"))?;
+                    if n == 0 || n > crate::content_range::MAX_OFFSET {
+                        return Err(bad("bad total"));
+                    }
+                    total = Some(n);
+                }
+                "received" => {
+                    let mut set = RangeSet::new();
+                    for span in value.split(',').filter(|s| !s.is_empty()) {
+                        let (a, b) = span.split_once('-').ok_or_else(|| bad("bad range"))?;
+                        let a: u64 = a.parse().map_err(|_| bad("bad range"))?;
+                        let b: u64 = b.parse().map_err(|_| bad("bad range"))?;
+                        if b < a || b == u64::MAX {
+                            return Err(bad("bad range"));
+                        }
+                        set.insert(a, b + 1);
+                    }
+                    received = Some(set);
+                }
+                _ => {}
+            }
+        }
+        let total = total.ok_or_else(|| bad("state file has no total"))?;
+        let received = received.ok_or_else(|| bad("state file has no received line"))?;
+        if received.iter().last().is_some_and(|(_, end)| end > total) {
+            return Err(bad("state file claims bytes beyond total"));
+        }
+        Ok(Self { total, received })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        let mut s = SessionState::new(511920);
+        assert_eq!(SessionState::decode(&s.encode()).unwrap(), s);
+        s.received.insert(0, 51201);
+        s.received.insert(460809, 511920);
+        let text = String::from_utf8(s.encode()).unwrap();
+        assert_eq!(
+            text,
+            "ngx-upload-state 1\ntotal 511920\nreceived 0-51200,460809-511919\n"
+        );
+        assert_eq!(SessionState::decode(text.as_bytes()).unwrap(), s);
+    }
+
+    #[test]
+    fn ignores_unknown_lines() {
+        let s =
+            SessionState::decode(b"ngx-upload-state 1\nfuture x\ntotal 3\nreceived 0-0\n").unwrap();
+        assert_eq!(s.total, 3);
+        assert_eq!(s.received.held(), 1);
+    }
+
+    #[test]
+    fn rejects_damaged_files() {
+        for bad in [
+            &b""[..],
+            b"ngx-upload-state 2\ntotal 3\nreceived \n",
+            b"ngx-upload-state 1\nreceived \n",
+            b"ngx-upload-state 1\ntotal 3\n",
+            b"ngx-upload-state 1\ntotal 0\nreceived \n",
+            b"ngx-upload-state 1\ntotal x\nreceived \n",
+            b"ngx-upload-state 1\ntotal 3\nreceived 0-3\n",
+            b"ngx-upload-state 1\ntotal 3\nreceived 2-1\n",
+            b"ngx-upload-state 1\ntotal 3\nreceived 0-\n",
+            b"ngx-upload-state 1\ntotal 3\nreceived 0-18446744073709551615\n",
+            b"ngx-upload-state 1\ntotal 3\nreceived \xff\n",
+        ] {
+            assert!(
+                SessionState::decode(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}
