@@ -1,1 +1,76 @@
+//! ngx-upload: large and resumable file uploads inside nginx, a drop-in replacement for
+//! nginx-upload-module. This file holds only the module's registration with nginx.
+//!
+//! - [`conf`]: directives and the location configuration;
+//! - [`handler`]: the content handler that streams a request body into its file;
+//! - [`handoff`]: passing the finished file to `upload_pass`;
+//! - [`variables`]: the `$upload_*` variables;
+//! - the upload logic itself lives in the `ngx-upload-engine` crate.
 
+use core::ffi::{c_char, c_void};
+use core::ptr::addr_of;
+
+use ngx::ffi::{ngx_conf_t, ngx_http_module_t, ngx_int_t, ngx_module_t, NGX_HTTP_MODULE};
+use ngx::http::{HttpModule, HttpModuleLocationConf};
+
+mod conf;
+mod handler;
+mod handoff;
+mod ngx_glue;
+mod variables;
+
+pub struct Module;
+
+impl HttpModule for Module {
+    fn module() -> &'static ngx_module_t {
+        // SAFETY: the module static is only mutated by nginx while loading configuration.
+        unsafe { &*addr_of!(ngx_http_upload_module) }
+    }
+
+    unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+        // SAFETY: nginx calls this with the configuration being parsed.
+        unsafe { variables::register(cf) }
+    }
+
+    unsafe extern "C" fn merge_loc_conf(
+        cf: *mut ngx_conf_t,
+        prev: *mut c_void,
+        conf: *mut c_void,
+    ) -> *mut c_char {
+        // SAFETY: nginx calls this with two location configurations of this module.
+        unsafe { conf::merge_loc_conf(cf, prev, conf) }
+    }
+}
+
+// SAFETY: create_loc_conf allocates an UploadConf, the type named here.
+unsafe impl HttpModuleLocationConf for Module {
+    type LocationConf = conf::UploadConf;
+}
+
+static MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
+    preconfiguration: Some(Module::preconfiguration),
+    postconfiguration: None,
+    create_main_conf: None,
+    init_main_conf: None,
+    create_srv_conf: None,
+    merge_srv_conf: None,
+    create_loc_conf: Some(Module::create_loc_conf),
+    merge_loc_conf: Some(Module::merge_loc_conf),
+};
+
+// The `ngx_modules` table nginx reads from a dynamic module; the name is the C module's, so
+// configurations and `nginx -V`-style listings carry over.
+ngx::ngx_modules!(ngx_http_upload_module);
+
+#[used]
+#[allow(non_upper_case_globals)]
+pub static mut ngx_http_upload_module: ngx_module_t = ngx_module_t {
+    ctx: addr_of!(MODULE_CTX) as *mut c_void,
+    // The address of the commands table, which nginx only reads.
+    commands: &raw mut conf::COMMANDS as *mut _,
+    type_: NGX_HTTP_MODULE as ngx_uint,
+    ..ngx_module_t::default()
+};
+
+#[allow(non_camel_case_types)]
+type ngx_uint = ngx::ffi::ngx_uint_t;

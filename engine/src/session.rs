@@ -88,16 +88,13 @@ impl SessionStore {
     }
 
     pub fn state_path(&self, id: &SessionId) -> Result<PathBuf, SessionError> {
-        let name = format!("{}.state", id.as_str());
-        // Levels are taken from the session id itself, not from the ".state" suffix, so a
-        // session's data and state files hash alike.
-        let dir = self
-            .state
-            .path_of(id.as_str())
+        // Levels come from the end of the whole leaf, `.state` included, as nginx-upload-module
+        // does it, so state files stay where existing deployments expect them.
+        self.state
+            .path_of(&format!("{}.state", id.as_str()))
             .ok_or(SessionError::IdTooShort {
                 need: self.state.min_name_len(),
-            })?;
-        Ok(dir.with_file_name(name))
+            })
     }
 
     /// Opens the session for a segment of `range`, creating it if it is new. Fails with
@@ -194,6 +191,12 @@ impl Session {
         let data = remove_if_present(&self.data_path);
         let state = remove_if_present(&self.state_path);
         data.and(state)
+    }
+
+    /// Removes the state file only: the upload is finished and its file belongs to the backend.
+    pub fn forget_state(&self) -> io::Result<()> {
+        let _lock = self.lock()?;
+        remove_if_present(&self.state_path)
     }
 
     fn lock(&self) -> io::Result<FileLock<'_>> {
@@ -391,7 +394,7 @@ mod tests {
         assert!(state.is_complete());
         let path = tmp.join("data/3/12/abc123");
         assert_eq!(fs::read(&path).unwrap(), content);
-        assert!(tmp.join("state/3/12/abc123.state").is_file());
+        assert!(tmp.join("state/e/at/abc123.state").is_file());
         fs::remove_dir_all(&tmp).unwrap();
     }
 

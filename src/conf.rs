@@ -1,0 +1,462 @@
+//! Directives: the location configuration, its parsing and its merging.
+//!
+//! Names, arguments, contexts and defaults are those of nginx-upload-module, so its configs load
+//! unchanged. Where nginx has a stock slot parser for a directive's syntax it is used, so values
+//! are checked and reported exactly as nginx does for its own directives.
+
+use core::ffi::{c_char, c_void};
+use core::mem::offset_of;
+use core::ptr;
+
+use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
+use ngx::ffi::{
+    ngx_command_t, ngx_conf_merge_path_value, ngx_conf_set_access_slot, ngx_conf_set_flag_slot,
+    ngx_conf_set_off_slot, ngx_conf_set_path_slot, ngx_conf_set_size_slot, ngx_conf_t, ngx_flag_t,
+    ngx_http_compile_complex_value, ngx_http_compile_complex_value_t, ngx_http_complex_value_t,
+    ngx_path_init_t, ngx_path_t, ngx_str_t, ngx_uint_t, off_t, NGX_CONF_1MORE, NGX_CONF_FLAG,
+    NGX_CONF_TAKE1, NGX_CONF_TAKE123, NGX_CONF_TAKE1234, NGX_CONF_TAKE2, NGX_HTTP_LIF_CONF,
+    NGX_HTTP_LMT_CONF, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
+    NGX_HTTP_PROXY_TEMP_PATH, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_OK,
+};
+use ngx::http::{HttpModuleLocationConf, Merge, MergeConfigError, NgxHttpCoreModule};
+use ngx::{ngx_conf_log_error, ngx_string};
+
+use crate::handler::upload_content_handler;
+use ngx_upload_engine::store::HashedDir;
+
+const UNSET_FLAG: ngx_flag_t = -1;
+const UNSET_SIZE: usize = usize::MAX;
+const UNSET_UINT: ngx_uint_t = ngx_uint_t::MAX;
+const UNSET_OFF: off_t = -1;
+
+/// A `name value` pair whose parts may hold variables, compiled once at configuration time.
+#[derive(Clone, Copy)]
+pub struct Template {
+    pub name: *mut ngx_http_complex_value_t,
+    pub value: *mut ngx_http_complex_value_t,
+}
+
+/// Inclusive range of response statuses for `upload_cleanup`.
+pub type StatusRange = (u16, u16);
+
+/// Per-location configuration. Fields filled by nginx's stock slot parsers keep nginx's types
+/// and start at nginx's "unset" values; lists are `None` until a directive in this block sets
+/// them, and a block's list replaces its parent's rather than extending it.
+pub struct UploadConf {
+    /// `upload_pass`: a location URI or `@name`, may hold variables; setting it makes this
+    /// location's content handler the upload handler.
+    pub pass: *mut ngx_http_complex_value_t,
+    pub resumable: ngx_flag_t,
+    pub store: *mut ngx_path_t,
+    pub state_store: *mut ngx_path_t,
+    pub store_access: ngx_uint_t,
+    pub buffer_size: usize,
+    pub max_file_size: off_t,
+    pub pass_args: ngx_flag_t,
+    pub tame_arrays: ngx_flag_t,
+    pub set_fields: Option<Vec<Template>>,
+    pub aggregate_fields: Option<Vec<Template>>,
+    pub add_headers: Option<Vec<Template>>,
+    pub cleanup: Option<Vec<StatusRange>>,
+}
+
+impl Default for UploadConf {
+    fn default() -> Self {
+        Self {
+            pass: ptr::null_mut(),
+            resumable: UNSET_FLAG,
+            store: ptr::null_mut(),
+            state_store: ptr::null_mut(),
+            store_access: UNSET_UINT,
+            buffer_size: UNSET_SIZE,
+            max_file_size: UNSET_OFF,
+            pass_args: UNSET_FLAG,
+            tame_arrays: UNSET_FLAG,
+            set_fields: None,
+            aggregate_fields: None,
+            add_headers: None,
+            cleanup: None,
+        }
+    }
+}
+
+fn merge_value<T: Copy + PartialEq>(this: &mut T, prev: T, unset: T, default: T) {
+    if *this == unset {
+        *this = if prev == unset { default } else { prev };
+    }
+}
+
+fn merge_list<T: Clone>(this: &mut Option<Vec<T>>, prev: &Option<Vec<T>>) {
+    if this.is_none() {
+        this.clone_from(prev);
+    }
+}
+
+impl Merge for UploadConf {
+    /// Everything but the storage paths, whose defaults need the configuration context; see
+    /// [`merge_loc_conf`].
+    fn merge(&mut self, prev: &Self) -> Result<(), MergeConfigError> {
+        // upload_pass is not inherited: it installs the content handler of its own block only.
+        merge_value(&mut self.resumable, prev.resumable, UNSET_FLAG, 0);
+        merge_value(&mut self.store_access, prev.store_access, UNSET_UINT, 0o600);
+        merge_value(
+            &mut self.buffer_size,
+            prev.buffer_size,
+            UNSET_SIZE,
+            page_size(),
+        );
+        merge_value(&mut self.max_file_size, prev.max_file_size, UNSET_OFF, 0);
+        merge_value(&mut self.pass_args, prev.pass_args, UNSET_FLAG, 0);
+        merge_value(&mut self.tame_arrays, prev.tame_arrays, UNSET_FLAG, 0);
+        merge_list(&mut self.set_fields, &prev.set_fields);
+        merge_list(&mut self.aggregate_fields, &prev.aggregate_fields);
+        merge_list(&mut self.add_headers, &prev.add_headers);
+        merge_list(&mut self.cleanup, &prev.cleanup);
+        Ok(())
+    }
+}
+
+/// Where files go when no `upload_store` / `upload_state_store` is configured: nginx's proxy
+/// temporary directory with levels `1 2`, as in nginx-upload-module.
+static mut DEFAULT_STORE: ngx_path_init_t = ngx_path_init_t {
+    name: ngx_str_t {
+        len: NGX_HTTP_PROXY_TEMP_PATH.count_bytes(),
+        data: NGX_HTTP_PROXY_TEMP_PATH.as_ptr() as *mut u8,
+    },
+    level: [1, 2, 0],
+};
+
+/// The `merge_loc_conf` callback.
+///
+/// # Safety
+/// Called by nginx with this module's location configurations.
+pub unsafe extern "C" fn merge_loc_conf(
+    cf: *mut ngx_conf_t,
+    prev: *mut c_void,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes two configurations created by this module's create_loc_conf.
+    let (prev, conf) = unsafe { (&*prev.cast::<UploadConf>(), &mut *conf.cast::<UploadConf>()) };
+    if conf.merge(prev).is_err() {
+        return NGX_CONF_ERROR;
+    }
+    for (this, prev) in [
+        (&mut conf.store, prev.store),
+        (&mut conf.state_store, prev.state_store),
+    ] {
+        // SAFETY: DEFAULT_STORE is only read here, during single-threaded configuration.
+        let default = unsafe { &mut *ptr::addr_of_mut!(DEFAULT_STORE) };
+        // SAFETY: the path fields are NULL or paths from ngx_conf_set_path_slot.
+        if unsafe { ngx_conf_merge_path_value(cf, this, prev, default) } != NGX_CONF_OK {
+            return NGX_CONF_ERROR;
+        }
+    }
+    NGX_CONF_OK
+}
+
+impl UploadConf {
+    pub fn resumable(&self) -> bool {
+        self.resumable == 1
+    }
+
+    pub fn data_dir(&self) -> Option<HashedDir> {
+        hashed_dir(self.store)
+    }
+
+    pub fn state_dir(&self) -> Option<HashedDir> {
+        hashed_dir(self.state_store)
+    }
+
+    /// `upload_store_access` as a file mode.
+    pub fn file_mode(&self) -> u32 {
+        (self.store_access & 0o777) as u32
+    }
+
+    pub fn cleans_up_on(&self, status: ngx_uint_t) -> bool {
+        self.cleanup
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .any(|&(lo, hi)| (lo as ngx_uint_t..=hi as ngx_uint_t).contains(&status))
+    }
+}
+
+fn hashed_dir(path: *mut ngx_path_t) -> Option<HashedDir> {
+    // SAFETY: a non-null path was allocated by ngx_conf_set_path_slot from the configuration
+    // pool, which lives as long as the configuration that refers to it.
+    let path = unsafe { path.as_ref()? };
+    let root = std::str::from_utf8(path.name.as_bytes()).ok()?;
+    Some(HashedDir::new(root, &path.level))
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 {
+        n as usize
+    } else {
+        4096
+    }
+}
+
+/// Most directives are allowed wherever nginx-upload-module allows them: any level, including
+/// `limit_except` and `if` blocks.
+const ANY_LEVEL: u32 = NGX_HTTP_MAIN_CONF
+    | NGX_HTTP_SRV_CONF
+    | NGX_HTTP_LOC_CONF
+    | NGX_HTTP_LMT_CONF
+    | NGX_HTTP_LIF_CONF;
+/// A few are not allowed in `limit_except` and `if`.
+const BLOCK_LEVEL: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
+
+const fn command(
+    name: ngx_str_t,
+    args: u32,
+    set: unsafe extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char,
+    offset: usize,
+) -> ngx_command_t {
+    ngx_command_t {
+        name,
+        type_: args as ngx_uint_t,
+        set: Some(set),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset,
+        post: ptr::null_mut(),
+    }
+}
+
+pub static mut COMMANDS: [ngx_command_t; 14] = [
+    command(
+        ngx_string!("upload_pass"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        set_pass,
+        0,
+    ),
+    command(
+        ngx_string!("upload_resumable"),
+        ANY_LEVEL | NGX_CONF_FLAG,
+        ngx_conf_set_flag_slot,
+        offset_of!(UploadConf, resumable),
+    ),
+    command(
+        ngx_string!("upload_store"),
+        ANY_LEVEL | NGX_CONF_TAKE1234,
+        set_path,
+        offset_of!(UploadConf, store),
+    ),
+    command(
+        ngx_string!("upload_state_store"),
+        BLOCK_LEVEL | NGX_CONF_TAKE1234,
+        set_path,
+        offset_of!(UploadConf, state_store),
+    ),
+    command(
+        ngx_string!("upload_store_access"),
+        ANY_LEVEL | NGX_CONF_TAKE123,
+        ngx_conf_set_access_slot,
+        offset_of!(UploadConf, store_access),
+    ),
+    command(
+        ngx_string!("upload_set_form_field"),
+        ANY_LEVEL | NGX_CONF_TAKE2,
+        set_template,
+        offset_of!(UploadConf, set_fields),
+    ),
+    command(
+        ngx_string!("upload_aggregate_form_field"),
+        ANY_LEVEL | NGX_CONF_TAKE2,
+        set_template,
+        offset_of!(UploadConf, aggregate_fields),
+    ),
+    command(
+        ngx_string!("upload_add_header"),
+        ANY_LEVEL | NGX_CONF_TAKE2,
+        set_template,
+        offset_of!(UploadConf, add_headers),
+    ),
+    command(
+        ngx_string!("upload_cleanup"),
+        ANY_LEVEL | NGX_CONF_1MORE,
+        set_cleanup,
+        0,
+    ),
+    command(
+        ngx_string!("upload_buffer_size"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        ngx_conf_set_size_slot,
+        offset_of!(UploadConf, buffer_size),
+    ),
+    command(
+        ngx_string!("upload_max_file_size"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        ngx_conf_set_off_slot,
+        offset_of!(UploadConf, max_file_size),
+    ),
+    command(
+        ngx_string!("upload_pass_args"),
+        ANY_LEVEL | NGX_CONF_FLAG,
+        ngx_conf_set_flag_slot,
+        offset_of!(UploadConf, pass_args),
+    ),
+    command(
+        ngx_string!("upload_tame_arrays"),
+        ANY_LEVEL | NGX_CONF_FLAG,
+        ngx_conf_set_flag_slot,
+        offset_of!(UploadConf, tame_arrays),
+    ),
+    ngx_command_t::empty(),
+];
+
+/// The arguments of the directive being parsed, directive name first.
+///
+/// # Safety
+/// `cf` must be the configuration being parsed, inside a directive handler.
+unsafe fn args<'a>(cf: *mut ngx_conf_t) -> &'a [ngx_str_t] {
+    // SAFETY: nginx fills cf->args with ngx_str_t values before calling a handler.
+    unsafe { (*(*cf).args).as_slice() }
+}
+
+/// `upload_pass location;` (a URI or `@name`, variables allowed).
+unsafe extern "C" fn set_pass(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes this module's location configuration for NGX_HTTP_LOC_CONF_OFFSET.
+    let conf = unsafe { &mut *conf.cast::<UploadConf>() };
+    if !conf.pass.is_null() {
+        return c"is duplicate".as_ptr().cast_mut();
+    }
+    // SAFETY: called by nginx while parsing this directive.
+    let target = unsafe { args(cf) }[1];
+    if target.is_empty() {
+        ngx_conf_log_error!(NGX_LOG_EMERG, cf, "upload_pass needs a location");
+        return NGX_CONF_ERROR;
+    }
+    let Some(pass) = compile(cf, &target) else {
+        return NGX_CONF_ERROR;
+    };
+    conf.pass = pass;
+    // SAFETY: cf is valid during parsing; the core location configuration of the block being
+    // parsed always exists.
+    let Some(clcf) = NgxHttpCoreModule::location_conf_mut(unsafe { &*cf }) else {
+        return NGX_CONF_ERROR;
+    };
+    clcf.handler = Some(upload_content_handler);
+    NGX_CONF_OK
+}
+
+/// `upload_store` / `upload_state_store`: nginx's own path syntax (`path [level1 [level2
+/// [level3]]]`), so nginx checks the levels and creates the directory at start.
+unsafe extern "C" fn set_path(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: called by nginx while parsing this directive.
+    if unsafe { args(cf) }[1].as_bytes().contains(&b'$') {
+        ngx_conf_log_error!(
+            NGX_LOG_EMERG,
+            cf,
+            "variables in upload_store and upload_state_store are not supported"
+        );
+        return NGX_CONF_ERROR;
+    }
+    // SAFETY: same arguments nginx gave us; the offset names an `*mut ngx_path_t` field.
+    unsafe { ngx_conf_set_path_slot(cf, cmd, conf) }
+}
+
+/// `upload_set_form_field`, `upload_aggregate_form_field`, `upload_add_header`: `name value`,
+/// both of which may hold variables.
+unsafe extern "C" fn set_template(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: the command's offset names an `Option<Vec<Template>>` field of UploadConf, which
+    // nginx passes for NGX_HTTP_LOC_CONF_OFFSET.
+    let list = unsafe {
+        &mut *conf
+            .cast::<u8>()
+            .add((*cmd).offset)
+            .cast::<Option<Vec<Template>>>()
+    };
+    // SAFETY: called by nginx while parsing this directive.
+    let args = unsafe { args(cf) };
+    let (Some(name), Some(value)) = (compile(cf, &args[1]), compile(cf, &args[2])) else {
+        return NGX_CONF_ERROR;
+    };
+    list.get_or_insert_with(Vec::new)
+        .push(Template { name, value });
+    NGX_CONF_OK
+}
+
+/// Compiles a string that may hold variables into a complex value in the configuration pool.
+fn compile(cf: *mut ngx_conf_t, source: &ngx_str_t) -> Option<*mut ngx_http_complex_value_t> {
+    // SAFETY: cf is valid during parsing; the pool outlives the configuration.
+    let pool = unsafe { ngx::core::Pool::from_ngx_pool((*cf).pool) };
+    let cv = pool.calloc_type::<ngx_http_complex_value_t>();
+    let value = pool.calloc_type::<ngx_str_t>();
+    if cv.is_null() || value.is_null() {
+        return None;
+    }
+    // SAFETY: value points to pool memory sized for one ngx_str_t; the compiler keeps a
+    // reference to it, so it must not live on the stack.
+    unsafe { *value = *source };
+    // SAFETY: a zeroed ngx_http_compile_complex_value_t is its documented initial state.
+    let mut ccv: ngx_http_compile_complex_value_t = unsafe { core::mem::zeroed() };
+    ccv.cf = cf;
+    ccv.value = value;
+    ccv.complex_value = cv;
+    // SAFETY: ccv is fully initialised as nginx expects.
+    if unsafe { ngx_http_compile_complex_value(&mut ccv) } != NGX_OK as isize {
+        return None;
+    }
+    Some(cv)
+}
+
+/// `upload_cleanup 400 404 499 500-505;`
+unsafe extern "C" fn set_cleanup(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes this module's location configuration for NGX_HTTP_LOC_CONF_OFFSET.
+    let conf = unsafe { &mut *conf.cast::<UploadConf>() };
+    if conf.cleanup.is_some() {
+        return c"is duplicate".as_ptr().cast_mut();
+    }
+    let mut ranges = Vec::new();
+    // SAFETY: called by nginx while parsing this directive.
+    for arg in unsafe { &args(cf)[1..] } {
+        match parse_status_range(arg.as_bytes()) {
+            Some(range) => ranges.push(range),
+            None => {
+                ngx_conf_log_error!(
+                    NGX_LOG_EMERG,
+                    cf,
+                    "invalid status \"{}\" in upload_cleanup: expected a status from 200 to 599 \
+                     or a range of them such as 500-505",
+                    arg
+                );
+                return NGX_CONF_ERROR;
+            }
+        }
+    }
+    conf.cleanup = Some(ranges);
+    NGX_CONF_OK
+}
+
+fn parse_status_range(arg: &[u8]) -> Option<StatusRange> {
+    let status = |s: &[u8]| -> Option<u16> {
+        let n: u16 = std::str::from_utf8(s).ok()?.parse().ok()?;
+        (s.len() == 3 && (200..=599).contains(&n)).then_some(n)
+    };
+    match arg.iter().position(|b| *b == b'-') {
+        Some(dash) => {
+            let (lo, hi) = (status(&arg[..dash])?, status(&arg[dash + 1..])?);
+            (lo <= hi).then_some((lo, hi))
+        }
+        None => status(arg).map(|s| (s, s)),
+    }
+}

@@ -1,0 +1,568 @@
+//! The content handler of an `upload_pass` location: checks a request's headers, opens where
+//! its bytes go, streams the body there, and either answers with the progress of a resumable
+//! upload or hands the finished file to the backend.
+
+use core::ffi::c_void;
+use core::ptr;
+use std::fs::File;
+use std::io::IoSlice;
+use std::path::PathBuf;
+
+use ngx::ffi::{
+    ngx_chain_t, ngx_http_finalize_request, ngx_http_read_client_request_body,
+    ngx_http_read_unbuffered_request_body, ngx_http_request_t, ngx_int_t, ngx_uint_t, NGX_DONE,
+    NGX_ERROR, NGX_HTTP_BAD_REQUEST, NGX_HTTP_CONFLICT, NGX_HTTP_INTERNAL_SERVER_ERROR,
+    NGX_HTTP_NOT_ALLOWED, NGX_HTTP_OPTIONS, NGX_HTTP_POST, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+    NGX_HTTP_SPECIAL_RESPONSE, NGX_HTTP_UNSUPPORTED_MEDIA_TYPE, NGX_LOG_ERR, NGX_OK,
+};
+use ngx::http::{HttpModule, HttpModuleLocationConf, Request};
+use ngx::ngx_log_error;
+
+use ngx_upload_engine::content_range::{self, ContentRange};
+use ngx_upload_engine::disposition;
+use ngx_upload_engine::session::{self, Session, SessionError, SessionStore};
+use ngx_upload_engine::session_id::SessionId;
+use ngx_upload_engine::state::SessionState;
+use ngx_upload_engine::store;
+
+use crate::conf::UploadConf;
+use crate::ngx_glue::{self, RequestHeaders};
+use crate::{handoff, Module};
+
+const NGX_HTTP_RANGE_NOT_SATISFIABLE: ngx_uint_t = 416;
+
+/// Where one request's body goes.
+pub enum Target {
+    /// A segment of a resumable session, written at `range.first`.
+    Segment {
+        session: Session,
+        range: ContentRange,
+    },
+    /// A whole file in one request: a new numbered file, or one named by the session id.
+    Whole {
+        path: PathBuf,
+        file: File,
+        max_size: u64,
+    },
+}
+
+/// Per-request state, owned by the request pool: dropping it (when the request ends) applies
+/// `upload_cleanup` and removes the file of a single-request upload that never completed.
+pub struct UploadCtx {
+    request: *mut ngx_http_request_t,
+    conf: &'static UploadConf,
+    pub target: Target,
+    /// Bytes of the body written so far.
+    pub received: u64,
+    /// Length the body must have, when known in advance (Content-Length).
+    expected: Option<u64>,
+    pub field_name: Vec<u8>,
+    pub file_name: Vec<u8>,
+    pub content_type: Vec<u8>,
+    /// This request passed the finished file to `upload_pass`.
+    pub handed_off: bool,
+}
+
+impl UploadCtx {
+    pub fn conf(&self) -> &'static UploadConf {
+        self.conf
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        match &self.target {
+            Target::Segment { session, .. } => session.data_path(),
+            Target::Whole { path, .. } => path,
+        }
+    }
+
+    /// Size of the finished file.
+    pub fn file_size(&self) -> u64 {
+        match &self.target {
+            Target::Segment { range, .. } => range.total,
+            Target::Whole { .. } => self.received,
+        }
+    }
+
+    /// `$upload_content_range`: the segment's range, or the whole file's.
+    pub fn content_range(&self) -> String {
+        match &self.target {
+            Target::Segment { range, .. } => range.to_string(),
+            Target::Whole { .. } if self.received == 0 => "bytes 0-0/0".to_string(),
+            Target::Whole { .. } => {
+                format!("bytes 0-{}/{}", self.received - 1, self.received)
+            }
+        }
+    }
+
+    /// Writes body buffers at their place in the file.
+    fn write(&mut self, bufs: &[IoSlice<'_>]) -> Result<(), Failure> {
+        let len: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+        let (file, offset, limit) = match &self.target {
+            Target::Segment { session, range } => {
+                (session.file(), range.first + self.received, range.len())
+            }
+            Target::Whole { file, max_size, .. } => (file, self.received, *max_size),
+        };
+        if self.received + len > limit {
+            return Err(match self.target {
+                Target::Segment { .. } => Failure::new(
+                    NGX_HTTP_RANGE_NOT_SATISFIABLE,
+                    format!("body is longer than the {limit} bytes of its Content-Range"),
+                ),
+                Target::Whole { .. } => Failure::new(
+                    NGX_HTTP_REQUEST_ENTITY_TOO_LARGE as ngx_uint_t,
+                    format!("file is larger than upload_max_file_size {limit}"),
+                ),
+            });
+        }
+        session::write_all_at(file, offset, bufs).map_err(|e| {
+            Failure::new(
+                NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_uint_t,
+                format!("writing \"{}\" failed: {e}", self.path().display()),
+            )
+        })?;
+        self.received += len;
+        Ok(())
+    }
+}
+
+impl Drop for UploadCtx {
+    fn drop(&mut self) {
+        // SAFETY: the context is dropped by a cleanup of the request's own pool, which runs
+        // before the pool's memory (which holds the request) is freed.
+        let status = unsafe { (*self.request).headers_out.status };
+        let cleanup = self.handed_off && self.conf.cleans_up_on(status);
+        match &self.target {
+            Target::Whole { path, .. } => {
+                if !self.handed_off || cleanup {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+            Target::Segment { session, .. } if self.handed_off => {
+                if cleanup {
+                    let _ = session.remove();
+                } else if status < 400 {
+                    // The backend has the file: the session is over, as in the C module.
+                    let _ = session.forget_state();
+                }
+                // Any other failure keeps the state, so the client can retry the hand-off.
+            }
+            Target::Segment { .. } => {}
+        }
+    }
+}
+
+/// A request that cannot go on: the status to answer and what to log.
+pub struct Failure {
+    pub status: ngx_uint_t,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(status: ngx_uint_t, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> Failure {
+    Failure::new(NGX_HTTP_BAD_REQUEST as ngx_uint_t, message)
+}
+
+impl From<SessionError> for Failure {
+    fn from(e: SessionError) -> Self {
+        let status = match e {
+            SessionError::IdTooShort { .. } => NGX_HTTP_BAD_REQUEST,
+            SessionError::TotalMismatch { .. } => NGX_HTTP_CONFLICT,
+            SessionError::DamagedState(_) | SessionError::Io(_) => NGX_HTTP_INTERNAL_SERVER_ERROR,
+        };
+        Failure::new(status as ngx_uint_t, e.to_string())
+    }
+}
+
+/// Logs a failure and turns it into the handler's return value.
+fn fail(r: *mut ngx_http_request_t, failure: Failure) -> ngx_int_t {
+    // SAFETY: r is the live request being handled.
+    let log = unsafe { (*(*r).connection).log };
+    ngx_log_error!(NGX_LOG_ERR, log, "upload: {}", failure.message);
+    failure.status as ngx_int_t
+}
+
+/// The `upload_pass` location's content handler.
+///
+/// # Safety
+/// Called by nginx with a live request.
+pub unsafe extern "C" fn upload_content_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls content handlers with a valid request.
+    let request = unsafe { Request::from_ngx_http_request(r) };
+    let Some(conf) = Module::location_conf(request) else {
+        return NGX_ERROR as ngx_int_t;
+    };
+    // SAFETY: r is valid (above).
+    let method = unsafe { (*r).method } as u32;
+    if method == NGX_HTTP_OPTIONS {
+        return ngx_glue::answer_options(r, conf);
+    }
+    if method != NGX_HTTP_POST {
+        // SAFETY: r is valid; the method name points into the request line.
+        let name = unsafe { (*r).method_name };
+        return fail(
+            r,
+            Failure::new(
+                NGX_HTTP_NOT_ALLOWED as ngx_uint_t,
+                format!("method {} is not allowed, uploads use POST", name),
+            ),
+        );
+    }
+    let ctx = match start(r, conf) {
+        Ok(ctx) => ctx,
+        Err(failure) => return fail(r, failure),
+    };
+    let Some(ctx) = request.pool().allocate(ctx).as_mut() else {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    };
+    request.set_module_ctx(ptr::from_mut(ctx).cast::<c_void>(), Module::module());
+    // SAFETY: r is valid; streaming the body is how the bytes reach the file without being
+    // buffered whole.
+    unsafe { (*r).set_request_body_no_buffering(1) };
+    // SAFETY: r is valid and its body has not been read yet.
+    let rc = unsafe { ngx_http_read_client_request_body(r, Some(body_started)) };
+    if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
+        return rc;
+    }
+    NGX_DONE as ngx_int_t
+}
+
+/// Checks the request headers and opens where the body will go.
+fn start(r: *mut ngx_http_request_t, conf: &'static UploadConf) -> Result<UploadCtx, Failure> {
+    // SAFETY: r is the live request of the content handler.
+    let headers = unsafe { RequestHeaders::of(r) };
+    let content_type = headers.content_type.unwrap_or_default();
+    if starts_with_ignore_case(content_type, b"multipart/form-data") {
+        return Err(Failure::new(
+            NGX_HTTP_UNSUPPORTED_MEDIA_TYPE as ngx_uint_t,
+            "multipart/form-data uploads are not supported by this version",
+        ));
+    }
+    if !conf.resumable() {
+        return Err(Failure::new(
+            NGX_HTTP_UNSUPPORTED_MEDIA_TYPE as ngx_uint_t,
+            "a raw upload (not multipart/form-data) needs \"upload_resumable on\"",
+        ));
+    }
+    let Some(disposition) = headers.content_disposition else {
+        return Err(Failure::new(
+            NGX_HTTP_UNSUPPORTED_MEDIA_TYPE as ngx_uint_t,
+            "a raw upload needs a Content-Disposition header",
+        ));
+    };
+    let disposition = disposition::parse(disposition).map_err(|e| {
+        bad_request(format!(
+            "Content-Disposition \"{}\" {e}",
+            String::from_utf8_lossy(disposition)
+        ))
+    })?;
+    let session_id = headers
+        .session_id
+        .map(|id| {
+            SessionId::parse(id).map_err(|e| {
+                bad_request(format!(
+                    "session id \"{}\" {e}",
+                    String::from_utf8_lossy(id)
+                ))
+            })
+        })
+        .transpose()?;
+    let range = headers
+        .content_range
+        .map(|value| {
+            content_range::parse(value).map_err(|e| {
+                Failure::new(
+                    NGX_HTTP_RANGE_NOT_SATISFIABLE,
+                    format!("Content-Range \"{}\" {e}", String::from_utf8_lossy(value)),
+                )
+            })
+        })
+        .transpose()?;
+    let max_file_size = u64::try_from(conf.max_file_size).ok().filter(|m| *m > 0);
+    let expected = u64::try_from(headers.content_length).ok();
+    let too_large = |size: u64| {
+        Failure::new(
+            NGX_HTTP_REQUEST_ENTITY_TOO_LARGE as ngx_uint_t,
+            format!(
+                "file of {size} bytes is larger than upload_max_file_size {}",
+                conf.max_file_size
+            ),
+        )
+    };
+    let data_dir = conf.data_dir().ok_or_else(|| {
+        Failure::new(
+            NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_uint_t,
+            "upload_store is not a path",
+        )
+    })?;
+    let file_mode = conf.file_mode();
+    let target = match (range, session_id) {
+        (Some(_), None) => {
+            return Err(bad_request(
+                "Content-Range needs a session id (X-Session-ID)",
+            ));
+        }
+        (Some(range), Some(id)) => {
+            if let Some(expected) = expected.filter(|n| *n != range.len()) {
+                return Err(Failure::new(
+                    NGX_HTTP_RANGE_NOT_SATISFIABLE,
+                    format!(
+                        "Content-Length {expected} differs from the {} bytes of Content-Range \"{range}\"",
+                        range.len()
+                    ),
+                ));
+            }
+            if max_file_size.is_some_and(|max| range.total > max) {
+                return Err(too_large(range.total));
+            }
+            let state = conf.state_dir().ok_or_else(|| {
+                Failure::new(
+                    NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_uint_t,
+                    "upload_state_store is not a path",
+                )
+            })?;
+            let store = SessionStore {
+                data: data_dir,
+                state,
+                file_mode,
+            };
+            let session = store.open(&id, &range).map_err(|e| {
+                let mut failure = Failure::from(e);
+                failure.message = format!("session \"{id}\": {}", failure.message);
+                failure
+            })?;
+            Target::Segment { session, range }
+        }
+        (None, id) => {
+            if expected == Some(0) || (expected.is_none() && !headers.chunked) {
+                return Err(bad_request("a raw upload needs a non-empty body"));
+            }
+            let max_size = max_file_size.unwrap_or(content_range::MAX_OFFSET);
+            if let Some(size) = expected.filter(|n| *n > max_size) {
+                return Err(too_large(size));
+            }
+            let io_failure = |e: std::io::Error| {
+                Failure::new(
+                    NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_uint_t,
+                    format!(
+                        "cannot create a file in \"{}\": {e}",
+                        data_dir.root.display()
+                    ),
+                )
+            };
+            let (path, file) = match id {
+                Some(id) => {
+                    let path = data_dir.path_of(id.as_str()).ok_or_else(|| {
+                        bad_request(format!(
+                            "session id \"{id}\" is shorter than the {} characters of upload_store levels",
+                            data_dir.min_name_len()
+                        ))
+                    })?;
+                    let file = store::open_rw(&path, file_mode).map_err(io_failure)?;
+                    file.set_len(0).map_err(io_failure)?;
+                    (path, file)
+                }
+                None => store::create_numbered(&data_dir, file_mode).map_err(io_failure)?,
+            };
+            Target::Whole {
+                path,
+                file,
+                max_size,
+            }
+        }
+    };
+    let field_name = disposition.name.unwrap_or_default();
+    let field_name = if conf.tame_arrays == 1 {
+        ngx_upload_engine::form::tame_array_name(&field_name).to_vec()
+    } else {
+        field_name
+    };
+    let file_name = disposition
+        .filename
+        .as_deref()
+        .map(disposition::base_name)
+        .unwrap_or_default()
+        .to_vec();
+    Ok(UploadCtx {
+        request: r,
+        conf,
+        target,
+        received: 0,
+        expected: if headers.chunked { None } else { expected },
+        field_name,
+        file_name,
+        content_type: content_type.to_vec(),
+        handed_off: false,
+    })
+}
+
+fn starts_with_ignore_case(value: &[u8], prefix: &[u8]) -> bool {
+    value.len() >= prefix.len() && value[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
+
+/// # Safety
+/// `r` must be a request whose module context was set by the content handler.
+pub unsafe fn ctx_of<'a>(r: *mut ngx_http_request_t) -> Option<&'a mut UploadCtx> {
+    // SAFETY: r is valid; the context slot is NULL or an UploadCtx from the request pool, only
+    // ever reached through the request, by one handler at a time.
+    unsafe {
+        let slot = *(*r).ctx.add(Module::module().ctx_index);
+        slot.cast::<UploadCtx>().as_mut()
+    }
+}
+
+/// Called once by `ngx_http_read_client_request_body` with what has arrived so far.
+unsafe extern "C" fn body_started(r: *mut ngx_http_request_t) {
+    // SAFETY: r is the request whose body reading the content handler started.
+    unsafe {
+        (*r).read_event_handler = Some(body_readable);
+        if take_body_buffers(r) {
+            if (*r).reading_body() == 0 {
+                finish(r);
+            }
+        }
+    }
+}
+
+/// Read event while the body streams in.
+unsafe extern "C" fn body_readable(r: *mut ngx_http_request_t) {
+    loop {
+        // SAFETY: r is a live request reading its body unbuffered.
+        let rc = unsafe { ngx_http_read_unbuffered_request_body(r) };
+        if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t || rc == NGX_ERROR as ngx_int_t {
+            // The client went away, timed out or sent a malformed body; what a resumable
+            // session already recorded stays.
+            // SAFETY: r is live; finalizing ends our part in it.
+            unsafe { ngx_http_finalize_request(r, rc) };
+            return;
+        }
+        // SAFETY: as above.
+        let progressed = unsafe { take_body_buffers(r) };
+        if !progressed {
+            return;
+        }
+        // SAFETY: as above.
+        if unsafe { (*r).reading_body() } == 0 {
+            // SAFETY: as above.
+            unsafe { finish(r) };
+            return;
+        }
+        if rc != NGX_OK as ngx_int_t {
+            return; // NGX_AGAIN: nginx calls again when more arrives
+        }
+    }
+}
+
+/// Writes the body buffers nginx holds to the file and marks them consumed. Returns false if
+/// the request was finalized because of a failure.
+unsafe fn take_body_buffers(r: *mut ngx_http_request_t) -> bool {
+    // SAFETY: r is live and has a context (set before the body was read).
+    let Some(ctx) = (unsafe { ctx_of(r) }) else {
+        // SAFETY: r is live.
+        unsafe { ngx_http_finalize_request(r, NGX_ERROR as ngx_int_t) };
+        return false;
+    };
+    // SAFETY: request_body exists once ngx_http_read_client_request_body ran.
+    let rb = unsafe { &mut *(*r).request_body };
+    let mut slices: Vec<IoSlice<'_>> = Vec::new();
+    let mut cl: *mut ngx_chain_t = rb.bufs;
+    while !cl.is_null() {
+        // SAFETY: the chain and its buffers belong to the request body and are live.
+        let b = unsafe { &*(*cl).buf };
+        if !b.pos.is_null() && b.last > b.pos {
+            // SAFETY: [pos, last) is the unread data of a memory buffer; with
+            // request_body_no_buffering nginx never puts body data in a file.
+            slices.push(IoSlice::new(unsafe {
+                core::slice::from_raw_parts(b.pos, b.last.offset_from(b.pos) as usize)
+            }));
+        }
+        // SAFETY: as above.
+        cl = unsafe { (*cl).next };
+    }
+    let written = ctx.write(&slices);
+    drop(slices);
+    let mut cl = rb.bufs;
+    while !cl.is_null() {
+        // SAFETY: as above; consuming lets nginx reuse the buffer for the next read.
+        unsafe {
+            let b = &mut *(*cl).buf;
+            b.pos = b.last;
+            cl = (*cl).next;
+        }
+    }
+    rb.bufs = ptr::null_mut();
+    if let Err(failure) = written {
+        let status = fail(r, failure);
+        // SAFETY: r is live.
+        unsafe { ngx_http_finalize_request(r, status) };
+        return false;
+    }
+    true
+}
+
+/// The whole body is in the file: record it, then answer or hand off.
+unsafe fn finish(r: *mut ngx_http_request_t) {
+    // SAFETY: r is live with a context (checked by the caller's take_body_buffers).
+    let Some(ctx) = (unsafe { ctx_of(r) }) else {
+        return;
+    };
+    let rc = match complete(r, ctx) {
+        Ok(rc) => rc,
+        Err(failure) => fail(r, failure),
+    };
+    // SAFETY: r is live; this ends the reference taken by ngx_http_read_client_request_body.
+    unsafe { ngx_http_finalize_request(r, rc) };
+}
+
+fn complete(r: *mut ngx_http_request_t, ctx: &mut UploadCtx) -> Result<ngx_int_t, Failure> {
+    if let Some(expected) = ctx.expected.filter(|n| *n != ctx.received) {
+        return Err(bad_request(format!(
+            "body ended after {} of {expected} bytes",
+            ctx.received
+        )));
+    }
+    let state: Option<SessionState> = match &ctx.target {
+        Target::Segment { session, range } => {
+            if ctx.received != range.len() {
+                return Err(Failure::new(
+                    NGX_HTTP_RANGE_NOT_SATISFIABLE,
+                    format!(
+                        "body of {} bytes does not fill Content-Range \"{range}\"",
+                        ctx.received
+                    ),
+                ));
+            }
+            let (start, end) = range.span();
+            Some(
+                session
+                    .record(start, end, ctx.conf.file_mode())
+                    .map_err(|e| {
+                        let mut failure = Failure::from(e);
+                        failure.message = format!(
+                            "recording {range} in \"{}\": {}",
+                            session.state_path().display(),
+                            failure.message
+                        );
+                        failure
+                    })?,
+            )
+        }
+        Target::Whole { .. } => None,
+    };
+    ngx_glue::add_configured_headers(r, ctx.conf);
+    match state {
+        Some(state) if !state.is_complete() => Ok(ngx_glue::answer_progress(r, &state)),
+        _ => {
+            ctx.handed_off = true;
+            handoff::pass_to_backend(r, ctx)
+        }
+    }
+}
