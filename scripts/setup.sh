@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what building and testing ngx-upload needs on Debian 12, as root. Sourced by
+# scripts/test.sh and scripts/demo.sh; safe to run again (installs only what is missing).
+set -euo pipefail
+
+debian_packages=(
+    build-essential pkg-config curl ca-certificates
+    libclang-dev libpcre2-dev zlib1g-dev libssl-dev   # nginx-sys: bindgen and the vendored nginx
+    nginx nginx-dev                                     # Debian's nginx 1.22 and its module tree
+)
+
+missing=()
+for p in "${debian_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # The nginx package starts its service; this project never uses it.
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if command -v systemctl >/dev/null 2>&1; then systemctl stop nginx 2>/dev/null || true; fi
+fi
+
+if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "setup: installing the Rust toolchain with rustup"
+    curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi

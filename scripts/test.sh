@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every test of ngx-upload: the engine's unit tests, and the integration tests that start
+# real nginx with the module, first the vendored nginx 1.28, then Debian's packaged 1.22.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+
+echo "== build (module, vendored nginx, backend)"
+cargo build --workspace --all-targets
+
+echo "== unit and integration tests against the vendored nginx"
+cargo test --workspace --no-fail-fast
+
+echo "== the module built for Debian's packaged nginx"
+bash scripts/build-debian-module.sh
+NGX_UPLOAD_NGINX=/usr/sbin/nginx \
+NGX_UPLOAD_MODULE="$PWD/target/debian/release/libngx_upload.so" \
+    cargo test --test resumable --no-fail-fast
