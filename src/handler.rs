@@ -13,7 +13,7 @@ use ngx::ffi::{
     ngx_http_read_unbuffered_request_body, ngx_http_request_t, ngx_int_t, ngx_uint_t, NGX_DONE,
     NGX_ERROR, NGX_HTTP_BAD_REQUEST, NGX_HTTP_CONFLICT, NGX_HTTP_INTERNAL_SERVER_ERROR,
     NGX_HTTP_NOT_ALLOWED, NGX_HTTP_OPTIONS, NGX_HTTP_POST, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-    NGX_HTTP_SPECIAL_RESPONSE, NGX_HTTP_UNSUPPORTED_MEDIA_TYPE, NGX_LOG_ERR, NGX_OK,
+    NGX_HTTP_SPECIAL_RESPONSE, NGX_HTTP_UNSUPPORTED_MEDIA_TYPE, NGX_LOG_ERR,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, Request};
 use ngx::ngx_log_error;
@@ -424,10 +424,15 @@ unsafe extern "C" fn body_started(r: *mut ngx_http_request_t) {
     // SAFETY: r is the request whose body reading the content handler started.
     unsafe {
         (*r).read_event_handler = Some(body_readable);
-        if take_body_buffers(r) {
-            if (*r).reading_body() == 0 {
-                finish(r);
-            }
+        if take_body_buffers(r).is_none() {
+            return;
+        }
+        if (*r).reading_body() == 0 {
+            finish(r);
+        } else {
+            // nginx stops reading when its buffer is full; what waits in the socket raises no
+            // new event, so read on now that the buffer is free.
+            body_readable(r);
         }
     }
 }
@@ -445,31 +450,31 @@ unsafe extern "C" fn body_readable(r: *mut ngx_http_request_t) {
             return;
         }
         // SAFETY: as above.
-        let progressed = unsafe { take_body_buffers(r) };
-        if !progressed {
+        let Some(consumed) = (unsafe { take_body_buffers(r) }) else {
             return;
-        }
+        };
         // SAFETY: as above.
         if unsafe { (*r).reading_body() } == 0 {
             // SAFETY: as above.
             unsafe { finish(r) };
             return;
         }
-        if rc != NGX_OK as ngx_int_t {
-            return; // NGX_AGAIN: nginx calls again when more arrives
+        if consumed == 0 {
+            return; // nothing more for now: nginx calls again when data arrives
         }
     }
 }
 
-/// Writes the body buffers nginx holds to the file and marks them consumed. Returns false if
-/// the request was finalized because of a failure.
-unsafe fn take_body_buffers(r: *mut ngx_http_request_t) -> bool {
+/// Writes the body buffers nginx holds to the file and marks them consumed. Returns the bytes
+/// written, or `None` if the request was finalized because of a failure.
+unsafe fn take_body_buffers(r: *mut ngx_http_request_t) -> Option<u64> {
     // SAFETY: r is live and has a context (set before the body was read).
     let Some(ctx) = (unsafe { ctx_of(r) }) else {
         // SAFETY: r is live.
         unsafe { ngx_http_finalize_request(r, NGX_ERROR as ngx_int_t) };
-        return false;
+        return None;
     };
+    let before = ctx.received;
     // SAFETY: request_body exists once ngx_http_read_client_request_body ran.
     let rb = unsafe { &mut *(*r).request_body };
     let mut slices: Vec<IoSlice<'_>> = Vec::new();
@@ -503,9 +508,9 @@ unsafe fn take_body_buffers(r: *mut ngx_http_request_t) -> bool {
         let status = fail(r, failure);
         // SAFETY: r is live.
         unsafe { ngx_http_finalize_request(r, status) };
-        return false;
+        return None;
     }
-    true
+    Some(ctx.received - before)
 }
 
 /// The whole body is in the file: record it, then answer or hand off.
