@@ -134,15 +134,19 @@ fn value_token_len(s: &[u8]) -> usize {
         .count()
 }
 
-/// Reads a quoted string after its opening quote; returns the unescaped value and the rest.
+/// Reads a quoted string after its opening quote; returns the value and the rest.
+///
+/// Only `\"` is taken as an escape: old Internet Explorer sends Windows paths unescaped
+/// (`filename="C:\Users\me\f.txt"`), and taking every backslash as an escape would glue the
+/// path elements together before they can be stripped.
 fn quoted(s: &[u8]) -> Result<(Vec<u8>, &[u8]), DispositionError> {
     let mut value = Vec::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {
         match s[i] {
             b'"' => return Ok((value, &s[i + 1..])),
-            b'\\' if i + 1 < s.len() => {
-                value.push(s[i + 1]);
+            b'\\' if s.get(i + 1) == Some(&b'"') => {
+                value.push(b'"');
                 i += 2;
             }
             b => {
@@ -222,9 +226,16 @@ mod tests {
     }
 
     #[test]
-    fn unescapes_quoted_pairs() {
+    fn unescapes_quoted_quotes_only() {
         let d = ok(r#"attachment; filename="say \"hi\" \\o/.txt""#);
-        assert_eq!(d.filename.as_deref(), Some(&br#"say "hi" \o/.txt"#[..]));
+        assert_eq!(d.filename.as_deref(), Some(&br#"say "hi" \\o/.txt"#[..]));
+    }
+
+    #[test]
+    fn keeps_unescaped_windows_paths() {
+        let d = ok(r#"form-data; name="f"; filename="C:\Users\me\f.txt""#);
+        assert_eq!(d.filename.as_deref(), Some(&br#"C:\Users\me\f.txt"#[..]));
+        assert_eq!(base_name(d.filename.as_deref().unwrap()), b"f.txt");
     }
 
     #[test]

@@ -1,12 +1,16 @@
 //! The upload engine of ngx-upload: everything about an upload that needs no nginx.
 //!
 //! Header parsers ([`content_range`], [`disposition`], [`session_id`]), the set of received
-//! ranges ([`range_set`]), the on-disk session ([`session`], [`state`], [`store`]) and the
-//! hand-off body ([`form`]). The nginx module calls into this crate; nothing here calls nginx.
+//! ranges ([`range_set`]), the on-disk session ([`session`], [`state`], [`store`]), the
+//! hand-off body ([`form`]) and the file hashes ([`hashing`], [`hash_state`]). The nginx module
+//! calls into this crate; nothing here calls nginx.
 
 pub mod content_range;
 pub mod disposition;
 pub mod form;
+pub mod hash_state;
+pub mod hashing;
+pub mod multipart;
 pub mod range_set;
 pub mod session;
 pub mod session_id;
