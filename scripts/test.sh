@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 source scripts/setup.sh
 
 echo "== build (module, vendored nginx, backend)"
-cargo build --workspace --all-targets
+cargo build --workspace
 
 echo "== unit and integration tests against the vendored nginx"
 cargo test --workspace --no-fail-fast
@@ -15,4 +15,4 @@ echo "== the module built for Debian's packaged nginx"
 bash scripts/build-debian-module.sh
 NGX_UPLOAD_NGINX=/usr/sbin/nginx \
 NGX_UPLOAD_MODULE="$PWD/target/debian/release/libngx_upload.so" \
-    cargo test --test resumable --no-fail-fast
+    cargo test -p ngx-upload --no-fail-fast
