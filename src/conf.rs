@@ -10,10 +10,12 @@ use core::ptr;
 
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_merge_path_value, ngx_conf_set_access_slot, ngx_conf_set_flag_slot,
-    ngx_conf_set_off_slot, ngx_conf_set_path_slot, ngx_conf_set_size_slot, ngx_conf_t, ngx_flag_t,
+    ngx_array_create, ngx_array_push, ngx_array_t, ngx_command_t, ngx_conf_merge_path_value,
+    ngx_conf_set_access_slot, ngx_conf_set_flag_slot, ngx_conf_set_off_slot,
+    ngx_conf_set_path_slot, ngx_conf_set_size_slot, ngx_conf_t, ngx_flag_t,
     ngx_http_compile_complex_value, ngx_http_compile_complex_value_t, ngx_http_complex_value_t,
-    ngx_path_init_t, ngx_path_t, ngx_str_t, ngx_uint_t, off_t, NGX_CONF_1MORE, NGX_CONF_FLAG,
+    ngx_path_init_t, ngx_path_t, ngx_regex_compile, ngx_regex_compile_t, ngx_regex_elt_t,
+    ngx_regex_exec_array, ngx_str_t, ngx_uint_t, off_t, NGX_CONF_1MORE, NGX_CONF_FLAG,
     NGX_CONF_TAKE1, NGX_CONF_TAKE123, NGX_CONF_TAKE1234, NGX_CONF_TAKE2, NGX_HTTP_LIF_CONF,
     NGX_HTTP_LMT_CONF, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
     NGX_HTTP_PROXY_TEMP_PATH, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_OK,
@@ -22,6 +24,7 @@ use ngx::http::{HttpModuleLocationConf, Merge, MergeConfigError, NgxHttpCoreModu
 use ngx::{ngx_conf_log_error, ngx_string};
 
 use crate::handler::upload_content_handler;
+use ngx_upload_engine::hashing::{Algorithm, Algorithms, Case};
 use ngx_upload_engine::store::HashedDir;
 
 const UNSET_FLAG: ngx_flag_t = -1;
@@ -58,6 +61,17 @@ pub struct UploadConf {
     pub aggregate_fields: Option<Vec<Template>>,
     pub add_headers: Option<Vec<Template>>,
     pub cleanup: Option<Vec<StatusRange>>,
+    /// `upload_pass_form_field`: an array of `ngx_regex_elt_t` for `ngx_regex_exec_array`.
+    pub pass_fields: *mut ngx_array_t,
+    pub max_part_header_len: usize,
+    pub max_output_body_len: usize,
+    pub empty_field_names: ngx_flag_t,
+    /// Accepted for compatibility; see README.
+    pub limit_rate: usize,
+    pub merge_buffer_size: usize,
+    pub range_header_buffer_size: usize,
+    /// Hashes the field templates use, found when they are parsed.
+    pub hashes: Option<Algorithms>,
 }
 
 impl Default for UploadConf {
@@ -76,6 +90,14 @@ impl Default for UploadConf {
             aggregate_fields: None,
             add_headers: None,
             cleanup: None,
+            pass_fields: ptr::null_mut(),
+            max_part_header_len: UNSET_SIZE,
+            max_output_body_len: UNSET_SIZE,
+            empty_field_names: UNSET_FLAG,
+            limit_rate: UNSET_SIZE,
+            merge_buffer_size: UNSET_SIZE,
+            range_header_buffer_size: UNSET_SIZE,
+            hashes: None,
         }
     }
 }
@@ -112,6 +134,45 @@ impl Merge for UploadConf {
         merge_list(&mut self.aggregate_fields, &prev.aggregate_fields);
         merge_list(&mut self.add_headers, &prev.add_headers);
         merge_list(&mut self.cleanup, &prev.cleanup);
+        if self.pass_fields.is_null() {
+            self.pass_fields = prev.pass_fields;
+        }
+        merge_value(
+            &mut self.max_part_header_len,
+            prev.max_part_header_len,
+            UNSET_SIZE,
+            512,
+        );
+        merge_value(
+            &mut self.max_output_body_len,
+            prev.max_output_body_len,
+            UNSET_SIZE,
+            100 * 1024,
+        );
+        merge_value(
+            &mut self.empty_field_names,
+            prev.empty_field_names,
+            UNSET_FLAG,
+            0,
+        );
+        merge_value(&mut self.limit_rate, prev.limit_rate, UNSET_SIZE, 0);
+        merge_value(
+            &mut self.merge_buffer_size,
+            prev.merge_buffer_size,
+            UNSET_SIZE,
+            page_size() / 2,
+        );
+        merge_value(
+            &mut self.range_header_buffer_size,
+            prev.range_header_buffer_size,
+            UNSET_SIZE,
+            256,
+        );
+        if self.set_fields.is_some() || self.aggregate_fields.is_some() {
+            // The hashes follow the templates that use them.
+        } else if self.hashes.is_none() {
+            self.hashes = prev.hashes;
+        }
         Ok(())
     }
 }
@@ -172,6 +233,24 @@ impl UploadConf {
         (self.store_access & 0o777) as u32
     }
 
+    pub fn hash_algorithms(&self) -> Algorithms {
+        self.hashes.unwrap_or(Algorithms::NONE)
+    }
+
+    /// Whether a form field is passed on to the backend (`upload_pass_form_field`).
+    pub fn passes_field(&self, name: &[u8], log: *mut ngx::ffi::ngx_log_t) -> bool {
+        if self.pass_fields.is_null() || name.is_empty() {
+            return false;
+        }
+        let mut s = ngx_str_t {
+            len: name.len(),
+            data: name.as_ptr().cast_mut(),
+        };
+        // SAFETY: pass_fields is an array of compiled regexes from the configuration pool;
+        // the subject is only read.
+        unsafe { ngx_regex_exec_array(self.pass_fields, &mut s, log) == NGX_OK as isize }
+    }
+
     pub fn cleans_up_on(&self, status: ngx_uint_t) -> bool {
         self.cleanup
             .as_deref()
@@ -225,7 +304,7 @@ const fn command(
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 14] = [
+pub static mut COMMANDS: [ngx_command_t; 21] = [
     command(
         ngx_string!("upload_pass"),
         ANY_LEVEL | NGX_CONF_TAKE1,
@@ -303,6 +382,52 @@ pub static mut COMMANDS: [ngx_command_t; 14] = [
         ANY_LEVEL | NGX_CONF_FLAG,
         ngx_conf_set_flag_slot,
         offset_of!(UploadConf, tame_arrays),
+    ),
+    command(
+        ngx_string!("upload_pass_form_field"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        set_pass_form_field,
+        0,
+    ),
+    command(
+        ngx_string!("upload_max_part_header_len"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        ngx_conf_set_size_slot,
+        offset_of!(UploadConf, max_part_header_len),
+    ),
+    command(
+        ngx_string!("upload_max_output_body_len"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        ngx_conf_set_size_slot,
+        offset_of!(UploadConf, max_output_body_len),
+    ),
+    command(
+        ngx_string!("upload_empty_fiels_names"),
+        ANY_LEVEL | NGX_CONF_FLAG,
+        ngx_conf_set_flag_slot,
+        offset_of!(UploadConf, empty_field_names),
+    ),
+    command(
+        ngx_string!("upload_limit_rate"),
+        NGX_HTTP_MAIN_CONF
+            | NGX_HTTP_SRV_CONF
+            | NGX_HTTP_LOC_CONF
+            | NGX_HTTP_LIF_CONF
+            | NGX_CONF_TAKE1,
+        ngx_conf_set_size_slot,
+        offset_of!(UploadConf, limit_rate),
+    ),
+    command(
+        ngx_string!("upload_merge_buffer_size"),
+        BLOCK_LEVEL | NGX_CONF_TAKE1,
+        ngx_conf_set_size_slot,
+        offset_of!(UploadConf, merge_buffer_size),
+    ),
+    command(
+        ngx_string!("upload_range_header_buffer_size"),
+        BLOCK_LEVEL | NGX_CONF_TAKE1,
+        ngx_conf_set_size_slot,
+        offset_of!(UploadConf, range_header_buffer_size),
     ),
     ngx_command_t::empty(),
 ];
@@ -388,6 +513,79 @@ unsafe extern "C" fn set_template(
     };
     list.get_or_insert_with(Vec::new)
         .push(Template { name, value });
+    // SAFETY: nginx passes this module's location configuration.
+    let conf = unsafe { &mut *conf.cast::<UploadConf>() };
+    for arg in &args[1..] {
+        for (alg, _) in hash_variables(arg.as_bytes()) {
+            conf.hashes.get_or_insert(Algorithms::NONE).insert(alg);
+        }
+    }
+    NGX_CONF_OK
+}
+
+/// The `$upload_file_<hash>` variables a template names (`$name` or `${name}`).
+fn hash_variables(template: &[u8]) -> impl Iterator<Item = (Algorithm, Case)> + '_ {
+    template.split(|b| *b == b'$').skip(1).filter_map(|rest| {
+        let rest = rest.strip_prefix(b"{").unwrap_or(rest);
+        let len = rest
+            .iter()
+            .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_')
+            .count();
+        Algorithm::from_variable(std::str::from_utf8(&rest[..len]).ok()?)
+    })
+}
+
+/// `upload_pass_form_field regex;` (repeatable): ordinary form fields whose name matches are
+/// passed to the backend; all others are dropped.
+unsafe extern "C" fn set_pass_form_field(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes this module's location configuration for NGX_HTTP_LOC_CONF_OFFSET.
+    let conf = unsafe { &mut *conf.cast::<UploadConf>() };
+    // SAFETY: cf is valid while parsing.
+    let pool = unsafe { (*cf).pool };
+    if conf.pass_fields.is_null() {
+        // SAFETY: creating an array in the configuration pool.
+        conf.pass_fields =
+            unsafe { ngx_array_create(pool, 2, core::mem::size_of::<ngx_regex_elt_t>()) };
+        if conf.pass_fields.is_null() {
+            return NGX_CONF_ERROR;
+        }
+    }
+    // SAFETY: called by nginx while parsing this directive.
+    let pattern = unsafe { args(cf) }[1];
+    let mut err = [0u8; 256];
+    // SAFETY: zeroed is the documented initial state of ngx_regex_compile_t.
+    let mut rc: ngx_regex_compile_t = unsafe { core::mem::zeroed() };
+    rc.pattern = pattern;
+    rc.pool = pool;
+    rc.err = ngx_str_t {
+        len: err.len(),
+        data: err.as_mut_ptr(),
+    };
+    // SAFETY: rc is initialised as ngx_regex_compile expects.
+    if unsafe { ngx_regex_compile(&mut rc) } != NGX_OK as isize {
+        ngx_conf_log_error!(
+            NGX_LOG_EMERG,
+            cf,
+            "invalid regex \"{}\" in upload_pass_form_field: {}",
+            pattern,
+            String::from_utf8_lossy(&err[..rc.err.len.min(err.len())])
+        );
+        return NGX_CONF_ERROR;
+    }
+    // SAFETY: pushing onto an array of ngx_regex_elt_t created above.
+    let elt = unsafe { ngx_array_push(conf.pass_fields) }.cast::<ngx_regex_elt_t>();
+    if elt.is_null() {
+        return NGX_CONF_ERROR;
+    }
+    // SAFETY: elt points to room for one element; the pattern lives in the configuration.
+    unsafe {
+        (*elt).regex = rc.regex;
+        (*elt).name = pattern.data;
+    }
     NGX_CONF_OK
 }
 

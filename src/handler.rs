@@ -26,8 +26,11 @@ use ngx_upload_engine::state::SessionState;
 use ngx_upload_engine::store;
 
 use crate::conf::UploadConf;
+use crate::multipart::{Finished, MultipartUpload};
 use crate::ngx_glue::{self, RequestHeaders};
 use crate::{handoff, Module};
+use ngx_upload_engine::hash_state::{finish_from_file, HashProgress};
+use ngx_upload_engine::hashing::{Algorithms, Digests, MultiHasher};
 
 const NGX_HTTP_RANGE_NOT_SATISFIABLE: ngx_uint_t = 416;
 
@@ -44,6 +47,15 @@ pub enum Target {
         file: File,
         max_size: u64,
     },
+    /// A browser form: any number of files and fields.
+    Multipart(Box<MultipartUpload>),
+}
+
+/// The file the variables describe while a multipart file's fields are evaluated.
+pub struct Described {
+    pub path: PathBuf,
+    pub size: u64,
+    pub number: u32,
 }
 
 /// Per-request state, owned by the request pool: dropping it (when the request ends) applies
@@ -59,6 +71,12 @@ pub struct UploadCtx {
     pub field_name: Vec<u8>,
     pub file_name: Vec<u8>,
     pub content_type: Vec<u8>,
+    /// Set while the fields of one file of a multipart request are evaluated.
+    pub described: Option<Described>,
+    /// Hashes of the file, once complete, when a template uses them.
+    pub digests: Option<Digests>,
+    /// Hashes of a single-request upload, computed as the bytes stream by.
+    hasher: Option<MultiHasher>,
     /// This request passed the finished file to `upload_pass`.
     pub handed_off: bool,
 }
@@ -69,39 +87,57 @@ impl UploadCtx {
     }
 
     pub fn path(&self) -> &std::path::Path {
+        if let Some(d) = &self.described {
+            return &d.path;
+        }
         match &self.target {
             Target::Segment { session, .. } => session.data_path(),
             Target::Whole { path, .. } => path,
+            Target::Multipart(_) => std::path::Path::new(""),
         }
     }
 
     /// Size of the finished file.
     pub fn file_size(&self) -> u64 {
+        if let Some(d) = &self.described {
+            return d.size;
+        }
         match &self.target {
             Target::Segment { range, .. } => range.total,
-            Target::Whole { .. } => self.received,
+            Target::Whole { .. } | Target::Multipart(_) => self.received,
         }
+    }
+
+    /// `$upload_file_number`: files count from 1 in a request.
+    pub fn file_number(&self) -> u32 {
+        self.described.as_ref().map_or(1, |d| d.number)
     }
 
     /// `$upload_content_range`: the segment's range, or the whole file's.
     pub fn content_range(&self) -> String {
         match &self.target {
             Target::Segment { range, .. } => range.to_string(),
-            Target::Whole { .. } if self.received == 0 => "bytes 0-0/0".to_string(),
-            Target::Whole { .. } => {
-                format!("bytes 0-{}/{}", self.received - 1, self.received)
-            }
+            _ => match self.file_size() {
+                0 => "bytes 0-0/0".to_string(),
+                size => format!("bytes 0-{}/{size}", size - 1),
+            },
         }
     }
 
     /// Writes body buffers at their place in the file.
     fn write(&mut self, bufs: &[IoSlice<'_>]) -> Result<(), Failure> {
         let len: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+        if let Target::Multipart(upload) = &mut self.target {
+            upload.feed(bufs)?;
+            self.received += len;
+            return Ok(());
+        }
         let (file, offset, limit) = match &self.target {
             Target::Segment { session, range } => {
                 (session.file(), range.first + self.received, range.len())
             }
             Target::Whole { file, max_size, .. } => (file, self.received, *max_size),
+            Target::Multipart(_) => unreachable!("handled above"),
         };
         if self.received + len > limit {
             return Err(match self.target {
@@ -109,11 +145,14 @@ impl UploadCtx {
                     NGX_HTTP_RANGE_NOT_SATISFIABLE,
                     format!("body is longer than the {limit} bytes of its Content-Range"),
                 ),
-                Target::Whole { .. } => Failure::new(
+                _ => Failure::new(
                     NGX_HTTP_REQUEST_ENTITY_TOO_LARGE as ngx_uint_t,
                     format!("file is larger than upload_max_file_size {limit}"),
                 ),
             });
+        }
+        if let Some(hasher) = &mut self.hasher {
+            bufs.iter().for_each(|b| hasher.update(b));
         }
         session::write_all_at(file, offset, bufs).map_err(|e| {
             Failure::new(
@@ -124,6 +163,25 @@ impl UploadCtx {
         self.received += len;
         Ok(())
     }
+}
+
+impl UploadCtx {
+    /// Removes what a failed request stored that no session keeps: a single-request file, the
+    /// files of a form. Segments stay: they are part of a session that may resume.
+    fn discard_unfinished(&mut self) {
+        if self.handed_off {
+            return;
+        }
+        match &mut self.target {
+            Target::Whole { path, .. } => remove_quietly(path),
+            Target::Multipart(upload) => upload.files.drain(..).for_each(|p| remove_quietly(&p)),
+            Target::Segment { .. } => {}
+        }
+    }
+}
+
+fn remove_quietly(path: &std::path::Path) {
+    let _ = std::fs::remove_file(path);
 }
 
 impl Drop for UploadCtx {
@@ -148,6 +206,13 @@ impl Drop for UploadCtx {
                 // Any other failure keeps the state, so the client can retry the hand-off.
             }
             Target::Segment { .. } => {}
+            Target::Multipart(upload) => {
+                if !self.handed_off || cleanup {
+                    for path in &upload.files {
+                        let _ = std::fs::remove_file(path);
+                    }
+                }
+            }
         }
     }
 }
@@ -156,6 +221,12 @@ impl Drop for UploadCtx {
 pub struct Failure {
     pub status: ngx_uint_t,
     pub message: String,
+}
+
+impl core::fmt::Display for Failure {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 impl Failure {
@@ -240,11 +311,40 @@ fn start(r: *mut ngx_http_request_t, conf: &'static UploadConf) -> Result<Upload
     // SAFETY: r is the live request of the content handler.
     let headers = unsafe { RequestHeaders::of(r) };
     let content_type = headers.content_type.unwrap_or_default();
-    if starts_with_ignore_case(content_type, b"multipart/form-data") {
-        return Err(Failure::new(
-            NGX_HTTP_UNSUPPORTED_MEDIA_TYPE as ngx_uint_t,
-            "multipart/form-data uploads are not supported by this version",
-        ));
+    let hasher = {
+        let algorithms = conf.hash_algorithms();
+        (algorithms != Algorithms::NONE).then(|| MultiHasher::new(algorithms))
+    };
+    if starts_with_ignore_case(content_type, b"multipart/") {
+        let store = conf.data_dir().ok_or_else(|| {
+            Failure::new(
+                NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_uint_t,
+                "upload_store is not a path",
+            )
+        })?;
+        // SAFETY: r is live.
+        let (log, unique) = unsafe {
+            let c = (*r).connection;
+            (
+                (*c).log,
+                format!("{:x}{:x}", ngx::ffi::ngx_time(), (*c).number),
+            )
+        };
+        let upload = MultipartUpload::new(conf, content_type, store, log, &unique)?;
+        return Ok(UploadCtx {
+            request: r,
+            conf,
+            target: Target::Multipart(Box::new(upload)),
+            received: 0,
+            expected: None,
+            field_name: Vec::new(),
+            file_name: Vec::new(),
+            content_type: Vec::new(),
+            described: None,
+            digests: None,
+            hasher: None,
+            handed_off: false,
+        });
     }
     if !conf.resumable() {
         return Err(Failure::new(
@@ -400,6 +500,9 @@ fn start(r: *mut ngx_http_request_t, conf: &'static UploadConf) -> Result<Upload
         field_name,
         file_name,
         content_type: content_type.to_vec(),
+        described: None,
+        digests: None,
+        hasher,
         handed_off: false,
     })
 }
@@ -446,7 +549,7 @@ unsafe extern "C" fn body_readable(r: *mut ngx_http_request_t) {
             // The client went away, timed out or sent a malformed body; what a resumable
             // session already recorded stays.
             // SAFETY: r is live; finalizing ends our part in it.
-            unsafe { ngx_http_finalize_request(r, rc) };
+            unsafe { abort(r, rc) };
             return;
         }
         // SAFETY: as above.
@@ -504,13 +607,79 @@ unsafe fn take_body_buffers(r: *mut ngx_http_request_t) -> Option<u64> {
         }
     }
     rb.bufs = ptr::null_mut();
+    let consumed = ctx.received - before;
+    let written = written.and_then(|()| describe_finished_files(r));
     if let Err(failure) = written {
         let status = fail(r, failure);
         // SAFETY: r is live.
-        unsafe { ngx_http_finalize_request(r, status) };
+        unsafe { abort(r, status) };
         return None;
     }
-    Some(ctx.received - before)
+    Some(consumed)
+}
+
+/// Ends a request that failed before its hand-off: files that hold no complete upload go now,
+/// before the answer, rather than when nginx frees the request.
+///
+/// # Safety
+/// `r` must be live.
+unsafe fn abort(r: *mut ngx_http_request_t, status: ngx_int_t) {
+    // SAFETY: r is live; its context, if any, is ours.
+    if let Some(ctx) = unsafe { ctx_of(r) } {
+        ctx.discard_unfinished();
+    }
+    // SAFETY: r is live.
+    unsafe { ngx_http_finalize_request(r, status) };
+}
+
+/// Adds the fields of the multipart parts that ended: a passed field as it came, a file as its
+/// evaluated `upload_*_form_field` templates, with the variables describing that file.
+fn describe_finished_files(r: *mut ngx_http_request_t) -> Result<(), Failure> {
+    loop {
+        // SAFETY: r is live with our context; each borrow ends before templates are evaluated
+        // (evaluation reads the context through the variables).
+        let next = match unsafe { ctx_of(r) } {
+            Some(UploadCtx {
+                target: Target::Multipart(upload),
+                ..
+            }) => upload.next_finished(),
+            _ => None,
+        };
+        let fields = match next {
+            None => return Ok(()),
+            Some(Finished::Field { name, value }) => vec![(name, value)],
+            Some(Finished::File(stored)) => {
+                // SAFETY: as above.
+                if let Some(ctx) = unsafe { ctx_of(r) } {
+                    ctx.field_name = stored.field_name;
+                    ctx.file_name = stored.file_name;
+                    ctx.content_type = stored.content_type;
+                    ctx.digests = stored.digests;
+                    ctx.described = Some(Described {
+                        path: stored.path,
+                        size: stored.size,
+                        number: stored.number,
+                    });
+                }
+                // SAFETY: as above.
+                let conf = match unsafe { ctx_of(r) } {
+                    Some(ctx) => ctx.conf,
+                    None => return Ok(()),
+                };
+                handoff::evaluate_fields(r, conf)?
+            }
+        };
+        // SAFETY: as above.
+        if let Some(UploadCtx {
+            target: Target::Multipart(upload),
+            ..
+        }) = unsafe { ctx_of(r) }
+        {
+            for (name, value) in fields {
+                upload.add_field(&name, &value)?;
+            }
+        }
+    }
 }
 
 /// The whole body is in the file: record it, then answer or hand off.
@@ -519,15 +688,31 @@ unsafe fn finish(r: *mut ngx_http_request_t) {
     let Some(ctx) = (unsafe { ctx_of(r) }) else {
         return;
     };
-    let rc = match complete(r, ctx) {
-        Ok(rc) => rc,
-        Err(failure) => fail(r, failure),
-    };
-    // SAFETY: r is live; this ends the reference taken by ngx_http_read_client_request_body.
-    unsafe { ngx_http_finalize_request(r, rc) };
+    match complete(r, ctx) {
+        // SAFETY: r is live; this ends the reference taken by
+        // ngx_http_read_client_request_body.
+        Ok(rc) => unsafe { ngx_http_finalize_request(r, rc) },
+        // SAFETY: as above.
+        Err(failure) => unsafe { abort(r, fail(r, failure)) },
+    }
 }
 
 fn complete(r: *mut ngx_http_request_t, ctx: &mut UploadCtx) -> Result<ngx_int_t, Failure> {
+    if let Target::Multipart(upload) = &mut ctx.target {
+        upload.finish()?;
+        describe_finished_files(r)?;
+        // SAFETY: r is live with our context.
+        let Some(ctx) = (unsafe { ctx_of(r) }) else {
+            return Err(Failure::new(
+                NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_uint_t,
+                "lost context",
+            ));
+        };
+        ctx.described = None;
+        ngx_glue::add_configured_headers(r, ctx.conf);
+        ctx.handed_off = true;
+        return handoff::pass_to_backend(r, ctx);
+    }
     if let Some(expected) = ctx.expected.filter(|n| *n != ctx.received) {
         return Err(bad_request(format!(
             "body ended after {} of {expected} bytes",
@@ -560,8 +745,27 @@ fn complete(r: *mut ngx_http_request_t, ctx: &mut UploadCtx) -> Result<ngx_int_t
                     })?,
             )
         }
-        Target::Whole { .. } => None,
+        Target::Whole { .. } => {
+            ctx.digests = ctx.hasher.take().map(MultiHasher::finish);
+            None
+        }
+        Target::Multipart(_) => unreachable!("handled above"),
     };
+    if let (Some(state), Target::Segment { session, .. }) = (&state, &ctx.target) {
+        let algorithms = ctx.conf.hash_algorithms();
+        if state.is_complete() && algorithms != Algorithms::NONE {
+            // Segments may have come in any order: hash the assembled file.
+            ctx.digests = Some(
+                finish_from_file(session.file(), HashProgress::new(algorithms), state.total)
+                    .map_err(|e| {
+                        Failure::new(
+                            NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_uint_t,
+                            format!("hashing \"{}\" failed: {e}", session.data_path().display()),
+                        )
+                    })?,
+            );
+        }
+    }
     ngx_glue::add_configured_headers(r, ctx.conf);
     match state {
         Some(state) if !state.is_complete() => Ok(ngx_glue::answer_progress(r, &state)),

@@ -12,7 +12,8 @@ use ngx::ffi::{
 
 use ngx_upload_engine::form::FormBody;
 
-use crate::handler::{Failure, UploadCtx};
+use crate::conf::UploadConf;
+use crate::handler::{Failure, Target, UploadCtx};
 use crate::ngx_glue::{evaluate, pool_str, push_header};
 
 /// What nginx-upload-module sends when no field is configured, so the body is never empty.
@@ -24,39 +25,61 @@ fn internal_error(message: impl Into<String>) -> Failure {
 
 /// Replaces the request body with the form and redirects to `upload_pass`. Returns what the
 /// caller finalizes the request with.
-pub fn pass_to_backend(r: *mut ngx_http_request_t, ctx: &UploadCtx) -> Result<ngx_int_t, Failure> {
+pub fn pass_to_backend(
+    r: *mut ngx_http_request_t,
+    ctx: &mut UploadCtx,
+) -> Result<ngx_int_t, Failure> {
     let body = build_form(r, ctx)?;
     // SAFETY: r is live; its body has been read completely.
     unsafe { replace_body(r, &body.0, &body.1)? };
     redirect(r, ctx)
 }
 
-/// Evaluates the field templates into the form body; returns (content type, body).
-fn build_form(r: *mut ngx_http_request_t, ctx: &UploadCtx) -> Result<(Vec<u8>, Vec<u8>), Failure> {
-    // The boundary only has to be absent from the values; the time and the connection number
-    // make it different from request to request.
-    // SAFETY: r is live.
-    let unique = unsafe { format!("{:x}{:x}", ngx::ffi::ngx_time(), (*(*r).connection).number) };
-    let mut form = FormBody::new(&unique);
-    let conf = ctx.conf();
+/// The `upload_set_form_field` and `upload_aggregate_form_field` fields describing the file
+/// the variables describe now; fields whose name evaluates empty are left out.
+pub fn evaluate_fields(
+    r: *mut ngx_http_request_t,
+    conf: &UploadConf,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Failure> {
     let templates = conf
         .set_fields
         .iter()
         .chain(conf.aggregate_fields.iter())
         .flatten();
-    let mut fields = 0;
+    let mut fields = Vec::new();
     for t in templates {
         let name = evaluate(r, t.name)
             .ok_or_else(|| internal_error("evaluating an upload field name failed"))?;
         let value = evaluate(r, t.value)
             .ok_or_else(|| internal_error("evaluating an upload field value failed"))?;
-        if name.is_empty() {
-            continue;
+        if !name.is_empty() {
+            fields.push((name, value));
         }
-        form.add_field(&name, &value);
-        fields += 1;
     }
-    if fields == 0 {
+    Ok(fields)
+}
+
+/// The form body of the hand-off; returns (content type, body).
+fn build_form(
+    r: *mut ngx_http_request_t,
+    ctx: &mut UploadCtx,
+) -> Result<(Vec<u8>, Vec<u8>), Failure> {
+    let mut form = match &mut ctx.target {
+        Target::Multipart(upload) => std::mem::replace(&mut upload.form, FormBody::new("")),
+        _ => {
+            // The boundary only has to be absent from the values; the time and the connection
+            // number make it differ from request to request.
+            // SAFETY: r is live.
+            let unique =
+                unsafe { format!("{:x}{:x}", ngx::ffi::ngx_time(), (*(*r).connection).number) };
+            let mut form = FormBody::new(&unique);
+            for (name, value) in evaluate_fields(r, ctx.conf())? {
+                form.add_field(&name, &value);
+            }
+            form
+        }
+    };
+    if form.is_empty() {
         form.add_field(DUMMY_FIELD, b"");
     }
     let content_type = form.content_type().into_bytes();

@@ -16,6 +16,7 @@ use ngx::http::{HttpModule, HttpModuleLocationConf};
 mod conf;
 mod handler;
 mod handoff;
+mod multipart;
 mod ngx_glue;
 mod variables;
 

@@ -22,13 +22,43 @@ const VARIABLES: &[(&str, Getter)] = &[
     ("upload_content_range", |ctx| {
         ctx.content_range().into_bytes()
     }),
-    // A raw upload carries one file.
-    ("upload_file_number", |_| b"1".to_vec()),
+    ("upload_file_number", |ctx| {
+        ctx.file_number().to_string().into_bytes()
+    }),
     ("upload_file_size", |ctx| {
         ctx.file_size().to_string().into_bytes()
     }),
+    ("upload_file_md5", |ctx| digest(ctx, "upload_file_md5")),
+    ("upload_file_md5_uc", |ctx| {
+        digest(ctx, "upload_file_md5_uc")
+    }),
+    ("upload_file_sha1", |ctx| digest(ctx, "upload_file_sha1")),
+    ("upload_file_sha1_uc", |ctx| {
+        digest(ctx, "upload_file_sha1_uc")
+    }),
+    ("upload_file_sha256", |ctx| {
+        digest(ctx, "upload_file_sha256")
+    }),
+    ("upload_file_sha256_uc", |ctx| {
+        digest(ctx, "upload_file_sha256_uc")
+    }),
+    ("upload_file_sha512", |ctx| {
+        digest(ctx, "upload_file_sha512")
+    }),
+    ("upload_file_sha512_uc", |ctx| {
+        digest(ctx, "upload_file_sha512_uc")
+    }),
+    ("upload_file_crc32", |ctx| digest(ctx, "upload_file_crc32")),
 ];
 
+/// A hash of the finished file; empty until the file is complete.
+fn digest(ctx: &UploadCtx, variable: &str) -> Vec<u8> {
+    ctx.digests
+        .as_ref()
+        .and_then(|d| d.variable(variable))
+        .unwrap_or_default()
+        .into_bytes()
+}
 /// Registers the variables; called from preconfiguration.
 ///
 /// # Safety

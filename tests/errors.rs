@@ -70,20 +70,34 @@ fn methods_other_than_post_get_405() {
 }
 
 #[test]
-fn multipart_form_data_gets_415() {
+fn malformed_multipart_gets_400_and_leaves_no_file() {
     let env = UploadEnv::start("");
-    let body = b"--x\r\nContent-Disposition: form-data; name=\"a\"; filename=\"a.txt\"\r\n\r\nhi\r\n--x--\r\n";
-    expect_refusal(
-        &env,
-        &build_request(
-            "POST",
-            "/upload",
-            &[("Content-Type", "multipart/form-data; boundary=x")],
-            Some(body),
+    let part = b"--x\r\nContent-Disposition: form-data; name=\"a\"; filename=\"a.txt\"\r\n\r\nhi";
+    for (content_type, body, mentions) in [
+        ("multipart/form-data", &part[..], &["boundary"][..]),
+        (
+            "multipart/form-data; boundary=x",
+            &part[..],
+            &["multipart"][..],
         ),
-        415,
-        &["multipart"],
-    );
+        (
+            "multipart/form-data; boundary=x",
+            &b"garbage\r\n--y\r\n"[..],
+            &["multipart"][..],
+        ),
+    ] {
+        expect_refusal(
+            &env,
+            &build_request(
+                "POST",
+                "/upload",
+                &[("Content-Type", content_type)],
+                Some(body),
+            ),
+            400,
+            mentions,
+        );
+    }
 }
 
 #[test]

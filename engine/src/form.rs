@@ -6,6 +6,7 @@
 pub struct FormBody {
     boundary: String,
     body: Vec<u8>,
+    fields: usize,
 }
 
 impl FormBody {
@@ -15,6 +16,7 @@ impl FormBody {
         Self {
             boundary: format!("------------------ngxupload{unique}"),
             body: Vec::new(),
+            fields: 0,
         }
     }
 
@@ -26,7 +28,17 @@ impl FormBody {
         format!("multipart/form-data; boundary={}", self.boundary)
     }
 
+    /// Bytes of the body so far, without the closing delimiter.
+    pub fn len(&self) -> usize {
+        self.body.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fields == 0
+    }
+
     pub fn add_field(&mut self, name: &[u8], value: &[u8]) {
+        self.fields += 1;
         self.body.extend_from_slice(b"--");
         self.body.extend_from_slice(self.boundary.as_bytes());
         self.body
@@ -76,7 +88,13 @@ mod tests {
         );
         f.add_field(b"file.name", b"big.TXT");
         f.add_field(b"a\"b", b"");
+        assert!(!f.is_empty());
+        let len_before_closing = f.len();
         let body = String::from_utf8(f.finish()).unwrap();
+        assert_eq!(
+            body.len(),
+            len_before_closing + "--------------------ngxuploadx--\r\n".len()
+        );
         assert_eq!(
             body,
             "--------------------ngxuploadx\r\n\
