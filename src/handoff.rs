@@ -16,6 +16,9 @@ use crate::conf::UploadConf;
 use crate::handler::{Failure, Target, UploadCtx};
 use crate::ngx_glue::{evaluate, pool_str, push_header};
 
+/// A form field's name and value.
+pub type FormField = (Vec<u8>, Vec<u8>);
+
 /// What nginx-upload-module sends when no field is configured, so the body is never empty.
 const DUMMY_FIELD: &[u8] = b"<ngx_upload_module_dummy>";
 
@@ -40,7 +43,7 @@ pub fn pass_to_backend(
 pub fn evaluate_fields(
     r: *mut ngx_http_request_t,
     conf: &UploadConf,
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Failure> {
+) -> Result<Vec<FormField>, Failure> {
     let templates = conf
         .set_fields
         .iter()

@@ -34,7 +34,7 @@ pub struct StoredFile {
 
 /// What a finished part contributes to the hand-off form, in body order.
 pub enum Finished {
-    File(StoredFile),
+    File(Box<StoredFile>),
     Field { name: Vec<u8>, value: Vec<u8> },
 }
 
@@ -42,8 +42,8 @@ enum Current {
     None,
     File {
         file: File,
-        stored: StoredFile,
-        hasher: Option<MultiHasher>,
+        stored: Box<StoredFile>,
+        hasher: Option<Box<MultiHasher>>,
     },
     Field {
         name: Vec<u8>,
@@ -196,11 +196,12 @@ impl PartSink for MultipartUpload {
                 })?;
             self.files.push(path.clone());
             self.files_started += 1;
-            let hasher = (self.hashes != Algorithms::NONE).then(|| MultiHasher::new(self.hashes));
+            let hasher =
+                (self.hashes != Algorithms::NONE).then(|| Box::new(MultiHasher::new(self.hashes)));
             self.current = Current::File {
                 file,
                 hasher,
-                stored: StoredFile {
+                stored: Box::new(StoredFile {
                     field_name: field_name.to_vec(),
                     file_name: file_name.to_vec(),
                     content_type: headers.content_type().unwrap_or_default().to_vec(),
@@ -208,7 +209,7 @@ impl PartSink for MultipartUpload {
                     size: 0,
                     number: self.files_started,
                     digests: None,
-                },
+                }),
             };
             return Ok(PartAction::Accept);
         }
@@ -277,7 +278,7 @@ impl PartSink for MultipartUpload {
             Current::File {
                 mut stored, hasher, ..
             } => {
-                stored.digests = hasher.map(MultiHasher::finish);
+                stored.digests = hasher.map(|h| h.finish());
                 self.finished.push(Finished::File(stored));
             }
             Current::Field { name, value } => self.finished.push(Finished::Field { name, value }),
