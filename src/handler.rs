@@ -11,9 +11,10 @@ use std::path::PathBuf;
 use ngx::ffi::{
     ngx_chain_t, ngx_http_finalize_request, ngx_http_read_client_request_body,
     ngx_http_read_unbuffered_request_body, ngx_http_request_t, ngx_int_t, ngx_uint_t, NGX_DONE,
-    NGX_ERROR, NGX_HTTP_BAD_REQUEST, NGX_HTTP_CONFLICT, NGX_HTTP_INTERNAL_SERVER_ERROR,
-    NGX_HTTP_NOT_ALLOWED, NGX_HTTP_OPTIONS, NGX_HTTP_POST, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-    NGX_HTTP_SPECIAL_RESPONSE, NGX_HTTP_UNSUPPORTED_MEDIA_TYPE, NGX_LOG_ERR,
+    NGX_ERROR, NGX_HTTP_BAD_REQUEST, NGX_HTTP_CONFLICT, NGX_HTTP_HEAD,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_NOT_FOUND, NGX_HTTP_OPTIONS,
+    NGX_HTTP_POST, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, NGX_HTTP_SPECIAL_RESPONSE,
+    NGX_HTTP_UNSUPPORTED_MEDIA_TYPE, NGX_LOG_ERR,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, Request};
 use ngx::ngx_log_error;
@@ -276,6 +277,9 @@ pub unsafe extern "C" fn upload_content_handler(r: *mut ngx_http_request_t) -> n
     if method == NGX_HTTP_OPTIONS {
         return ngx_glue::answer_options(r, conf);
     }
+    if let Some(rc) = status_query(r, conf, method) {
+        return rc;
+    }
     if method != NGX_HTTP_POST {
         // SAFETY: r is valid; the method name points into the request line.
         let name = unsafe { (*r).method_name };
@@ -304,6 +308,62 @@ pub unsafe extern "C" fn upload_content_handler(r: *mut ngx_http_request_t) -> n
         return rc;
     }
     NGX_DONE as ngx_int_t
+}
+
+/// A client asking what a session holds before it resumes: `HEAD`, or a `POST` with a session
+/// id, no range and no body. Answers `200` with the same `Range` report a segment gets (`404`
+/// for an unknown session); `None` when the request is not such a query.
+fn status_query(r: *mut ngx_http_request_t, conf: &UploadConf, method: u32) -> Option<ngx_int_t> {
+    // SAFETY: r is the live request of the content handler.
+    let headers = unsafe { RequestHeaders::of(r) };
+    let empty_body =
+        headers.content_length == 0 || (headers.content_length < 0 && !headers.chunked);
+    let query = method == NGX_HTTP_HEAD
+        || (method == NGX_HTTP_POST
+            && empty_body
+            && headers.content_range.is_none()
+            && headers.session_id.is_some()
+            && !starts_with_ignore_case(headers.content_type.unwrap_or_default(), b"multipart/"));
+    if !query {
+        return None;
+    }
+    let answer = || -> Result<ngx_int_t, Failure> {
+        if !conf.resumable() {
+            return Err(Failure::new(
+                NGX_HTTP_NOT_ALLOWED as ngx_uint_t,
+                "status queries need \"upload_resumable on\"",
+            ));
+        }
+        let id = headers
+            .session_id
+            .ok_or_else(|| bad_request("a status query needs a session id (X-Session-ID)"))?;
+        let id = SessionId::parse(id).map_err(|e| {
+            bad_request(format!(
+                "session id \"{}\" {e}",
+                String::from_utf8_lossy(id)
+            ))
+        })?;
+        let (Some(data), Some(state)) = (conf.data_dir(), conf.state_dir()) else {
+            return Err(Failure::new(
+                NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_uint_t,
+                "upload_store is not a path",
+            ));
+        };
+        let store = SessionStore {
+            data,
+            state,
+            file_mode: conf.file_mode(),
+        };
+        match store.progress(&id)? {
+            Some(state) => Ok(ngx_glue::answer_status(r, &state)),
+            None => Err(Failure::new(
+                NGX_HTTP_NOT_FOUND as ngx_uint_t,
+                format!("status query for unknown session \"{id}\""),
+            )),
+        }
+    };
+    // The body, if any, is empty; nginx discards it.
+    Some(answer().unwrap_or_else(|failure| fail(r, failure)))
 }
 
 /// Checks the request headers and opens where the body will go.

@@ -172,6 +172,26 @@ pub fn answer_progress(r: *mut ngx_http_request_t, state: &SessionState) -> ngx_
     send_body(r, report.as_bytes())
 }
 
+/// `200 OK` with the same report, for a client asking what a session holds.
+pub fn answer_status(r: *mut ngx_http_request_t, state: &SessionState) -> ngx_int_t {
+    let report = state.received.report(state.total).to_string();
+    // SAFETY: r is live.
+    unsafe {
+        (*r).headers_out.status = NGX_HTTP_OK as _;
+        if push_header(
+            r,
+            &mut (*r).headers_out.headers,
+            b"Range",
+            report.as_bytes(),
+        )
+        .is_none()
+        {
+            return NGX_ERROR as ngx_int_t;
+        }
+    }
+    send_body(r, report.as_bytes())
+}
+
 /// `OPTIONS`: an empty 200 with the configured headers (CORS preflight setups rely on it).
 pub fn answer_options(r: *mut ngx_http_request_t, conf: &UploadConf) -> ngx_int_t {
     add_configured_headers(r, conf);

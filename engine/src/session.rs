@@ -97,6 +97,22 @@ impl SessionStore {
             })
     }
 
+    /// What a session holds, for a client asking before it resumes; `None` if there is no such
+    /// session (or its output file is gone, so nothing it claims is there). Creates nothing.
+    pub fn progress(&self, id: &SessionId) -> Result<Option<SessionState>, SessionError> {
+        if !self.data_path(id)?.exists() {
+            return Ok(None);
+        }
+        // The state file is replaced by rename, so an unlocked read sees a whole version.
+        match fs::read(self.state_path(id)?) {
+            Ok(bytes) => SessionState::decode(&bytes)
+                .map(Some)
+                .map_err(SessionError::DamagedState),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Opens the session for a segment of `range`, creating it if it is new. Fails with
     /// [`SessionError::TotalMismatch`] if the session exists with another total size.
     pub fn open(&self, id: &SessionId, range: &ContentRange) -> Result<Session, SessionError> {
@@ -444,6 +460,20 @@ mod tests {
             Err(SessionError::DamagedState(_))
         ));
         assert_eq!(fs::read(s.state_path()).unwrap(), b"garbage");
+        fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn progress_reports_without_creating_anything() {
+        let tmp = crate::store::tests::tempdir();
+        let st = store(&tmp, &[1]);
+        assert!(st.progress(&id("none1")).unwrap().is_none());
+        assert!(!tmp.join("data").exists() && !tmp.join("state").exists());
+        let s = st.open(&id("some1"), &range("bytes 5-9/10")).unwrap();
+        write_at(s.file(), 5, b"56789").unwrap();
+        s.record(5, 10, 0o600).unwrap();
+        let p = st.progress(&id("some1")).unwrap().unwrap();
+        assert_eq!(p.received.report(p.total).to_string(), "5-9/10");
         fs::remove_dir_all(&tmp).unwrap();
     }
 
