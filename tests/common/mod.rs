@@ -158,6 +158,41 @@ fn check_module_is_fresh(module: &Path) {
     }
 }
 
+/// The version of the nginx under test, from `nginx -v` (`nginx version: nginx/1.28.3`).
+pub fn nginx_version() -> (u32, u32, u32) {
+    static VERSION: std::sync::OnceLock<(u32, u32, u32)> = std::sync::OnceLock::new();
+    *VERSION.get_or_init(|| {
+        let nginx = nginx_binary();
+        let output = Command::new(&nginx)
+            .arg("-v")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {} -v: {e}", nginx.display()));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stderr),
+            String::from_utf8_lossy(&output.stdout)
+        );
+        let version = text
+            .split("nginx/")
+            .nth(1)
+            .map(|rest| {
+                rest.split(|c: char| !(c.is_ascii_digit() || c == '.'))
+                    .next()
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default();
+        let mut numbers = version.split('.').map(|n| n.parse::<u32>());
+        match (numbers.next(), numbers.next(), numbers.next()) {
+            (Some(Ok(a)), Some(Ok(b)), Some(Ok(c))) => (a, b, c),
+            _ => panic!(
+                "cannot read the version of {} from `nginx -v`: {text:?}",
+                nginx.display()
+            ),
+        }
+    })
+}
+
 /// Whether this process runs as root (nginx then needs `user root;` to write where we can).
 pub fn running_as_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -205,6 +240,8 @@ pub struct Skeleton {
     pub main_lines: Vec<String>,
     pub http_lines: Vec<String>,
     pub backend: Option<SocketAddr>,
+    /// Serve HTTP/2 over cleartext (h2c) on the listening port.
+    pub http2: bool,
 }
 
 impl Default for Skeleton {
@@ -215,6 +252,7 @@ impl Default for Skeleton {
             main_lines: Vec::new(),
             http_lines: Vec::new(),
             backend: None,
+            http2: false,
         }
     }
 }
@@ -272,9 +310,20 @@ impl Skeleton {
             conf.push_str(&self.substitute(line, prefix));
             conf.push('\n');
         }
-        conf.push_str(&format!(
-            "    server {{\n        listen 127.0.0.1:{port};\n"
-        ));
+        if !self.http2 {
+            conf.push_str(&format!(
+                "    server {{\n        listen 127.0.0.1:{port};\n"
+            ));
+        } else if nginx_version() >= (1, 25, 1) {
+            conf.push_str(&format!(
+                "    server {{\n        listen 127.0.0.1:{port};\n        http2 on;\n"
+            ));
+        } else {
+            // Before 1.25.1 HTTP/2 is a parameter of `listen`.
+            conf.push_str(&format!(
+                "    server {{\n        listen 127.0.0.1:{port} http2;\n"
+            ));
+        }
         for line in self.substitute(server_body, prefix).lines() {
             conf.push_str("        ");
             conf.push_str(line);
@@ -317,6 +366,13 @@ impl NginxBuilder {
     /// Makes `{{BACKEND}}` stand for this backend.
     pub fn backend(mut self, backend: &Backend) -> Self {
         self.skeleton.backend = Some(backend.addr());
+        self
+    }
+
+    /// Serves HTTP/2 over cleartext (prior knowledge) instead of HTTP/1.x: `http2 on;` on
+    /// nginx 1.25.1 and later, `listen … http2` before.
+    pub fn http2(mut self) -> Self {
+        self.skeleton.http2 = true;
         self
     }
 
@@ -1391,4 +1447,266 @@ pub fn assert_progress(response: &Response, expected: &str) {
         "Range header of:\n{response}"
     );
     assert_eq!(response.text(), expected, "201 body");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Browser forms (multipart/form-data)
+// ---------------------------------------------------------------------------------------------
+
+/// A location taking browser forms: each file becomes its five fields, fields named `title` or
+/// starting with `desc` are passed on, others dropped. `{{EXTRA}}` takes more lines.
+pub const FORM_SERVER: &str = r#"
+location /upload {
+    upload_pass @backend;
+    upload_store {{PREFIX}}/store 1;
+    upload_set_form_field $upload_field_name.name "$upload_file_name";
+    upload_set_form_field $upload_field_name.path "$upload_tmp_path";
+    upload_set_form_field $upload_field_name.content_type "$upload_content_type";
+    upload_aggregate_form_field $upload_field_name.size "$upload_file_size";
+    upload_aggregate_form_field $upload_field_name.number "$upload_file_number";
+    upload_pass_form_field "^title$|^desc";
+    {{EXTRA}}
+}
+location @backend { proxy_pass http://{{BACKEND}}; }
+"#;
+
+/// [`FORM_SERVER`] with `extra` lines in `location /upload`.
+pub fn form_server(extra: &str) -> String {
+    FORM_SERVER.replace("{{EXTRA}}", extra)
+}
+
+/// One part of a browser form.
+#[derive(Debug, Clone, Copy)]
+pub struct Part<'a> {
+    pub name: &'a str,
+    /// For a file: the `filename` parameter exactly as it goes between the quotes (nothing
+    /// escaped, as old browsers sent Windows paths).
+    pub filename: Option<&'a str>,
+    pub content_type: Option<&'a str>,
+    pub data: &'a [u8],
+}
+
+impl<'a> Part<'a> {
+    pub fn field(name: &'a str, value: &'a str) -> Self {
+        Part {
+            name,
+            filename: None,
+            content_type: None,
+            data: value.as_bytes(),
+        }
+    }
+
+    pub fn file(name: &'a str, filename: &'a str, content_type: &'a str, data: &'a [u8]) -> Self {
+        Part {
+            name,
+            filename: Some(filename),
+            content_type: Some(content_type),
+            data,
+        }
+    }
+}
+
+/// The body of a form with these parts, delimited by `boundary`.
+pub fn multipart_body(boundary: &str, parts: &[Part<'_>]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for part in parts {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        let mut disposition = format!("Content-Disposition: form-data; name=\"{}\"", part.name);
+        if let Some(filename) = part.filename {
+            disposition.push_str(&format!("; filename=\"{filename}\""));
+        }
+        body.extend_from_slice(disposition.as_bytes());
+        body.extend_from_slice(b"\r\n");
+        if let Some(ct) = part.content_type {
+            body.extend_from_slice(format!("Content-Type: {ct}\r\n").as_bytes());
+        }
+        body.extend_from_slice(b"\r\n");
+        body.extend_from_slice(part.data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    body
+}
+
+/// A POST of a form body with this Content-Type.
+pub fn form_request(uri: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
+    build_request("POST", uri, &[("Content-Type", content_type)], Some(body))
+}
+
+/// What the backend should find in a hand-off, in order.
+#[derive(Debug, Clone, Copy)]
+pub enum Expected<'a> {
+    /// A passed form field, verbatim.
+    Field(&'a str, &'a [u8]),
+    /// A file, as the five fields of [`FORM_SERVER`]: `.name`, `.path`, `.content_type`,
+    /// `.size`, `.number`; `.path` must name a file holding `data`.
+    File {
+        field: &'a str,
+        name: &'a str,
+        content_type: &'a str,
+        data: &'a [u8],
+        number: u32,
+    },
+}
+
+/// Checks the fields of a hand-off against `expected`: the same names in the same order, the
+/// same values, every `.path` a distinct file under `store` holding the file's bytes. Returns
+/// the paths.
+#[track_caller]
+pub fn assert_form_fields(
+    fields: &[Field],
+    expected: &[Expected<'_>],
+    store: &Path,
+) -> Vec<PathBuf> {
+    // (name, value; None for a path, checked on disk)
+    let mut want: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+    let mut files: Vec<&[u8]> = Vec::new();
+    for e in expected {
+        match *e {
+            Expected::Field(name, value) => want.push((name.to_string(), Some(value.to_vec()))),
+            Expected::File {
+                field,
+                name,
+                content_type,
+                data,
+                number,
+            } => {
+                want.push((format!("{field}.name"), Some(name.as_bytes().to_vec())));
+                want.push((format!("{field}.path"), None));
+                want.push((
+                    format!("{field}.content_type"),
+                    Some(content_type.as_bytes().to_vec()),
+                ));
+                want.push((
+                    format!("{field}.size"),
+                    Some(data.len().to_string().into_bytes()),
+                ));
+                want.push((
+                    format!("{field}.number"),
+                    Some(number.to_string().into_bytes()),
+                ));
+                files.push(data);
+            }
+        }
+    }
+    let got_names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
+    let want_names: Vec<&str> = want.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        got_names, want_names,
+        "hand-off field names; fields: {fields:#?}"
+    );
+    let mut paths = Vec::new();
+    for (field, (name, value)) in fields.iter().zip(&want) {
+        assert!(
+            field.filename.is_none(),
+            "hand-off field {name} is a file part"
+        );
+        match value {
+            Some(v) => assert_eq!(
+                field.value_str(),
+                String::from_utf8_lossy(v),
+                "value of hand-off field {name}"
+            ),
+            None => paths.push(PathBuf::from(field.value_str())),
+        }
+    }
+    for (path, data) in paths.iter().zip(&files) {
+        assert!(
+            path.starts_with(store),
+            "{} is not under upload_store {}",
+            path.display(),
+            store.display()
+        );
+        let content = fs::read(path)
+            .unwrap_or_else(|e| panic!("cannot read the stored file {}: {e}", path.display()));
+        assert_bytes_eq(&content, data, &format!("stored file {}", path.display()));
+    }
+    let distinct: std::collections::BTreeSet<_> = paths.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        paths.len(),
+        "two files share a path: {paths:?}"
+    );
+    paths
+}
+
+/// The regular files under `dir` (none if it does not exist).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    snapshot(dir).into_keys().collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reference digests and chunked bodies
+// ---------------------------------------------------------------------------------------------
+
+fn run_digest_tool(tool: &str, arg: Option<&Path>, stdin: Option<&[u8]>) -> String {
+    let mut cmd = Command::new(tool);
+    if let Some(path) = arg {
+        cmd.arg(path);
+    }
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {tool} (coreutils): {e}"));
+    let feeder = stdin.map(|data| {
+        let mut pipe = child.stdin.take().expect("stdin pipe");
+        let data = data.to_vec();
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&data);
+        })
+    });
+    let output = child.wait_with_output().expect("wait for the digest tool");
+    if let Some(feeder) = feeder {
+        let _ = feeder.join();
+    }
+    assert!(
+        output.status.success(),
+        "{tool} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    let hex = text
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{tool} printed {text:?}"
+    );
+    hex
+}
+
+/// The hex digest `tool` (`md5sum`, `sha1sum`, `sha256sum`, `sha512sum`) prints for `data`.
+pub fn digest_of_bytes(tool: &str, data: &[u8]) -> String {
+    run_digest_tool(tool, None, Some(data))
+}
+
+/// The hex digest `tool` prints for the file at `path`.
+pub fn digest_of_file(tool: &str, path: &Path) -> String {
+    run_digest_tool(tool, Some(path), None)
+}
+
+/// `body` in chunked transfer coding, chunk sizes taken from `sizes` in turn, then the last
+/// chunk.
+pub fn chunked_body(body: &[u8], sizes: &[usize]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    let mut i = 0;
+    while pos < body.len() {
+        let n = sizes[i % sizes.len()].max(1).min(body.len() - pos);
+        i += 1;
+        out.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+        out.extend_from_slice(&body[pos..pos + n]);
+        out.extend_from_slice(b"\r\n");
+        pos += n;
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
 }

@@ -1,0 +1,861 @@
+//! How bodies arrive and where hand-offs go: `Transfer-Encoding: chunked` request bodies,
+//! HTTP/2 over cleartext (with curl as the client), and `upload_pass` to a FastCGI location
+//! and to a location that answers by itself.
+
+mod common;
+
+use common::*;
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Odd chunk sizes, used in turn.
+const CHUNKS: &[usize] = &[1, 7, 333, 4_099, 65_537, 13, 2, 10_007];
+
+/// A segment's request with its body in chunked framing instead of a Content-Length.
+fn chunked_segment_request(seg: &Segment<'_>, body: &[u8]) -> Vec<u8> {
+    let mut headers = seg.headers();
+    headers.push(("Transfer-Encoding".into(), "chunked".into()));
+    let refs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    build_request("POST", "/upload", &refs, Some(&chunked_body(body, CHUNKS)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transfer-Encoding: chunked
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn chunked_multipart_form() {
+    let env = UploadEnv::start_server(
+        Nginx::builder().http("client_max_body_size 0;"),
+        &form_server(""),
+    );
+    let big = test_data(200_000, 201);
+    let small = test_data(17, 202);
+    let parts = [
+        Part::field("title", "chunked"),
+        Part::file("big", "big.bin", "application/octet-stream", &big),
+        Part::field("other", "dropped"),
+        Part::file("small", r"C:\x\small.txt", "text/plain", &small),
+        Part::field("desc", "last"),
+    ];
+    let body = chunked_body(&multipart_body("chunky", &parts), CHUNKS);
+    let r = send_raw(
+        env.port(),
+        &build_request(
+            "POST",
+            "/upload",
+            &[
+                ("Content-Type", "multipart/form-data; boundary=chunky"),
+                ("Transfer-Encoding", "chunked"),
+            ],
+            Some(&body),
+        ),
+    );
+    assert_eq!(r.status, 200, "{r}\n{}", env.nginx.error_log());
+    let requests = env.backend.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(r.text(), backend::echo_body(&requests[0]));
+    assert_form_fields(
+        &requests[0].fields().unwrap(),
+        &[
+            Expected::Field("title", b"chunked"),
+            Expected::File {
+                field: "big",
+                name: "big.bin",
+                content_type: "application/octet-stream",
+                data: &big,
+                number: 1,
+            },
+            Expected::File {
+                field: "small",
+                name: "small.txt",
+                content_type: "text/plain",
+                data: &small,
+                number: 2,
+            },
+            Expected::Field("desc", b"last"),
+        ],
+        &env.nginx.path("store"),
+    );
+}
+
+#[test]
+fn chunked_resumable_segments_and_raw_upload() {
+    let env = UploadEnv::start_server(
+        Nginx::builder().http("client_max_body_size 0;"),
+        &upload_server(""),
+    );
+    let data = test_data(250_000, 203);
+    let id = "chunkedseg1";
+    let cuts = [(0, 99_999), (100_000, 199_999), (200_000, 249_999)];
+    let mut sent = Vec::new();
+    for (n, &(a, b)) in cuts.iter().enumerate() {
+        let seg = Segment::piece(id, &data, a, b);
+        let r = send_raw(env.port(), &chunked_segment_request(&seg, seg.body));
+        sent.push((a as u64, b as u64));
+        if n + 1 < cuts.len() {
+            assert_progress(&r, &expected_report(&sent, data.len() as u64));
+        } else {
+            env.assert_handed_off(&r, "f", "big.TXT", Some(&env.stored_path(id)), &data);
+        }
+    }
+    // A whole file in one chunked request.
+    env.backend.clear();
+    let raw = Segment {
+        session_id: None,
+        range: None,
+        body: &data,
+        ..Segment::piece("unused", &data, 0, 0)
+    };
+    let r = send_raw(env.port(), &chunked_segment_request(&raw, &data));
+    env.assert_handed_off(&r, "f", "big.TXT", None, &data);
+}
+
+/// A chunked segment whose body is shorter or longer than its range: 416, and the range is
+/// not recorded; the session goes on.
+#[test]
+fn chunked_segment_of_the_wrong_length_gets_416() {
+    let env = UploadEnv::start("");
+    let data = test_data(1_000, 204);
+    let id = "chunkedbad1";
+    assert_progress(&env.post(&Segment::piece(id, &data, 0, 99)), "0-99/1000");
+    let other = test_data(500, 205);
+    for body in [&other[..50], &other[..150], &other[..101], &other[..99]] {
+        let seg = Segment::piece(id, &data, 100, 199);
+        let offset = env.nginx.log_len();
+        let r = send_raw(env.port(), &chunked_segment_request(&seg, body));
+        assert_eq!(
+            r.status,
+            416,
+            "{}-byte body for 100-199:\n{r}\nerror.log gained:\n{}",
+            body.len(),
+            env.nginx.log_since(offset)
+        );
+        env.nginx.assert_logged(offset, &["Content-Range", "range"]);
+        assert!(env.backend.requests().is_empty());
+    }
+    // Nothing of 100-199 was recorded.
+    assert_progress(
+        &env.post(&Segment::piece(id, &data, 200, 299)),
+        "0-99/1000,200-299/1000",
+    );
+    let seg = Segment::piece(id, &data, 100, 199);
+    assert_progress(
+        &send_raw(env.port(), &chunked_segment_request(&seg, seg.body)),
+        "0-299/1000",
+    );
+    let r = env.post(&Segment::piece(id, &data, 300, 999));
+    env.assert_handed_off(&r, "f", "big.TXT", Some(&env.stored_path(id)), &data);
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP/2 over cleartext, with curl
+// ---------------------------------------------------------------------------------------------
+
+struct CurlResponse {
+    status: u16,
+    http_version: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl CurlResponse {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+impl std::fmt::Display for CurlResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "HTTP/{} {}", self.http_version, self.status)?;
+        for (n, v) in &self.headers {
+            writeln!(f, "{n}: {v}")?;
+        }
+        write!(f, "\n{}", self.text())
+    }
+}
+
+/// Runs `curl --http2-prior-knowledge` against `uri` on 127.0.0.1:`port` with `args`.
+fn curl_h2(port: u16, uri: &str, args: &[&str]) -> CurlResponse {
+    curl_h2_stdin(port, uri, args, None)
+}
+
+/// [`curl_h2`] with standard input read from `stdin`.
+fn curl_h2_stdin(port: u16, uri: &str, args: &[&str], stdin: Option<&Path>) -> CurlResponse {
+    let dir = fresh_dir("curl-out");
+    let (head_path, body_path) = (dir.join("head"), dir.join("body"));
+    let output = Command::new("curl")
+        .args(["-sS", "--http2-prior-knowledge", "--max-time", "60"])
+        .arg("-D")
+        .arg(&head_path)
+        .arg("-o")
+        .arg(&body_path)
+        .args(["-w", "%{http_code} %{http_version}"])
+        .args(args)
+        .arg(format!("http://127.0.0.1:{port}{uri}"))
+        .stdin(match stdin {
+            Some(path) => Stdio::from(std::fs::File::open(path).expect("curl's standard input")),
+            None => Stdio::null(),
+        })
+        .output();
+    let output = match output {
+        Ok(o) => o,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => panic!(
+            "the HTTP/2 tests need the `curl` binary, which is not installed: \
+             run scripts/setup.sh (it installs curl) or `apt-get install curl`"
+        ),
+        Err(e) => panic!("cannot run curl: {e}"),
+    };
+    let written = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "curl {args:?} failed ({}): {}{written}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut fields = written.split_whitespace();
+    let status = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let http_version = fields.next().unwrap_or_default().to_string();
+    let head = std::fs::read_to_string(&head_path).unwrap_or_default();
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let body = std::fs::read(&body_path).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    CurlResponse {
+        status,
+        http_version,
+        headers,
+        body,
+    }
+}
+
+/// nginx serving HTTP/2 over cleartext, with the usual upload location.
+fn h2_env() -> UploadEnv {
+    UploadEnv::start_server(
+        Nginx::builder().http2().http("client_max_body_size 0;"),
+        &format!(
+            "{}\n{}",
+            upload_server(""),
+            form_server("")
+                .replace("location /upload {", "location /form {")
+                .replace("location @backend { proxy_pass http://{{BACKEND}}; }", "")
+        ),
+    )
+}
+
+/// The curl arguments posting `file` as the segment `first-last/total` of session `id` (or, with
+/// no range, as a whole file).
+fn segment_args(
+    file: &Path,
+    id: Option<&str>,
+    range: Option<(usize, usize, usize)>,
+) -> Vec<String> {
+    let mut args = vec![
+        "-H".to_string(),
+        "Content-Type: text/plain".to_string(),
+        "-H".to_string(),
+        "Content-Disposition: form-data; name=\"f\"; filename=\"big.TXT\"".to_string(),
+        "-H".to_string(),
+        "Expect:".to_string(),
+    ];
+    if let Some(id) = id {
+        args.push("-H".into());
+        args.push(format!("X-Session-ID: {id}"));
+    }
+    if let Some((a, b, t)) = range {
+        args.push("-H".into());
+        args.push(format!("X-Content-Range: bytes {a}-{b}/{t}"));
+    }
+    args.push("--data-binary".into());
+    args.push(format!("@{}", file.display()));
+    args
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// Checks a curl response as the backend's answer to the one hand-off of the file `data`.
+#[track_caller]
+fn assert_h2_handoff(env: &UploadEnv, r: &CurlResponse, path: Option<&Path>, data: &[u8]) {
+    assert_eq!(r.http_version, "2", "curl did not speak HTTP/2:\n{r}");
+    assert_eq!(r.status, 200, "{r}\n{}", env.nginx.error_log());
+    let requests = env.backend.requests();
+    assert_eq!(requests.len(), 1, "{requests:#?}");
+    let req = &requests[0];
+    assert_eq!(r.text(), backend::echo_body(req));
+    assert_eq!(req.field("f.name").as_deref(), Some("big.TXT"));
+    assert_eq!(req.field("f.size"), Some(data.len().to_string()));
+    let stored = PathBuf::from(req.field("f.path").unwrap());
+    if let Some(path) = path {
+        assert_eq!(stored, path);
+    }
+    assert_bytes_eq(&std::fs::read(&stored).unwrap(), data, "the stored file");
+}
+
+#[test]
+fn h2c_single_request_raw_upload() {
+    let env = h2_env();
+    let dir = fresh_dir("h2-data");
+    let data = test_data(300_000, 206);
+    let file = dir.join("data");
+    std::fs::write(&file, &data).unwrap();
+    let r = curl_h2(
+        env.port(),
+        "/upload",
+        &strs(&segment_args(&file, None, None)),
+    );
+    assert_h2_handoff(&env, &r, None, &data);
+
+    // The same streamed from standard input: no content-length, the body's end is the
+    // stream's end.
+    env.backend.clear();
+    let mut args = segment_args(&file, None, None);
+    args.truncate(args.len() - 2);
+    args.extend(["-X", "POST", "-T", "-"].map(String::from));
+    let r = curl_h2_stdin(env.port(), "/upload", &strs(&args), Some(&file));
+    assert_h2_handoff(&env, &r, None, &data);
+
+    // A segment without content-length whose stream is shorter than its range: 416.
+    env.backend.clear();
+    let mut args = segment_args(
+        &file,
+        Some("h2short0001"),
+        Some((0, data.len(), data.len() + 1)),
+    );
+    args.truncate(args.len() - 2);
+    args.extend(["-X", "POST", "-T", "-"].map(String::from));
+    let offset = env.nginx.log_len();
+    let r = curl_h2_stdin(env.port(), "/upload", &strs(&args), Some(&file));
+    assert_eq!(r.http_version, "2", "{r}");
+    assert_eq!(r.status, 416, "{r}\n{}", env.nginx.log_since(offset));
+    env.nginx.assert_logged(offset, &["Content-Range"]);
+    assert!(env.backend.requests().is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn h2c_resumable_upload_in_several_requests() {
+    let env = h2_env();
+    let dir = fresh_dir("h2-data");
+    let data = test_data(400_003, 207);
+    let id = "h2segments1";
+    let cuts = segments(data.len(), 100_000);
+    // Out of order, one curl per segment.
+    let order = [1, 0, 4, 2, 3];
+    assert_eq!(order.len(), cuts.len());
+    let mut sent = Vec::new();
+    for (n, &i) in order.iter().enumerate() {
+        let (a, b) = cuts[i];
+        let file = dir.join(format!("seg{i}"));
+        std::fs::write(&file, &data[a..=b]).unwrap();
+        let args = segment_args(&file, Some(id), Some((a, b, data.len())));
+        let r = curl_h2(env.port(), "/upload", &strs(&args));
+        sent.push((a as u64, b as u64));
+        if n + 1 < order.len() {
+            assert_eq!(r.http_version, "2", "{r}");
+            assert_eq!(r.status, 201, "{r}\n{}", env.nginx.error_log());
+            let report = expected_report(&sent, data.len() as u64);
+            assert_eq!(r.header("range"), Some(report.as_str()), "{r}");
+            assert_eq!(r.text(), report);
+        } else {
+            assert_h2_handoff(&env, &r, Some(&env.stored_path(id)), &data);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn h2c_32_mib_single_segment() {
+    let env = h2_env();
+    let dir = fresh_dir("h2-data");
+    let data = test_data(32 << 20, 208);
+    let file = dir.join("big");
+    std::fs::write(&file, &data).unwrap();
+    let id = "h2big32mib1";
+    let args = segment_args(&file, Some(id), Some((0, data.len() - 1, data.len())));
+    let r = curl_h2(env.port(), "/upload", &strs(&args));
+    assert_h2_handoff(&env, &r, Some(&env.stored_path(id)), &data);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn h2c_multipart_form() {
+    let env = h2_env();
+    let dir = fresh_dir("h2-data");
+    let one = test_data(150_000, 209);
+    let two = test_data(1_234, 210);
+    std::fs::write(dir.join("one.bin"), &one).unwrap();
+    std::fs::write(dir.join("two.txt"), &two).unwrap();
+    let file_arg = |field: &str, name: &str, ct: &str| {
+        format!("{field}=@{};type={ct}", dir.join(name).display())
+    };
+    let args = [
+        "-F".to_string(),
+        "title=over h2".to_string(),
+        "-F".to_string(),
+        file_arg("one", "one.bin", "application/octet-stream"),
+        "-F".to_string(),
+        "skip=me".to_string(),
+        "-F".to_string(),
+        file_arg("two", "two.txt", "text/plain"),
+        "-F".to_string(),
+        "description=end".to_string(),
+        "-H".to_string(),
+        "Expect:".to_string(),
+    ];
+    let r = curl_h2(env.port(), "/form", &strs(&args));
+    assert_eq!(r.http_version, "2", "{r}");
+    assert_eq!(r.status, 200, "{r}\n{}", env.nginx.error_log());
+    let requests = env.backend.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(r.text(), backend::echo_body(&requests[0]));
+    assert_form_fields(
+        &requests[0].fields().unwrap(),
+        &[
+            Expected::Field("title", b"over h2"),
+            Expected::File {
+                field: "one",
+                name: "one.bin",
+                content_type: "application/octet-stream",
+                data: &one,
+                number: 1,
+            },
+            Expected::File {
+                field: "two",
+                name: "two.txt",
+                content_type: "text/plain",
+                data: &two,
+                number: 2,
+            },
+            Expected::Field("description", b"end"),
+        ],
+        &env.nginx.path("store"),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------------------------
+// upload_pass to FastCGI, and to a location answering by itself
+// ---------------------------------------------------------------------------------------------
+
+/// One request as the FastCGI responder received it.
+#[derive(Debug, Clone, Default)]
+struct FcgiRequest {
+    params: Vec<(String, String)>,
+    stdin: Vec<u8>,
+}
+
+impl FcgiRequest {
+    fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A FastCGI responder on 127.0.0.1: one request per connection; answers 200 with a text body
+/// echoing CONTENT_TYPE, CONTENT_LENGTH, the length of STDIN and the form fields in it.
+struct Fcgi {
+    port: u16,
+    requests: Arc<Mutex<Vec<FcgiRequest>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+const FCGI_BEGIN_REQUEST: u8 = 1;
+const FCGI_END_REQUEST: u8 = 3;
+const FCGI_PARAMS: u8 = 4;
+const FCGI_STDIN: u8 = 5;
+const FCGI_STDOUT: u8 = 6;
+
+impl Fcgi {
+    fn spawn() -> Fcgi {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let requests = Arc::clone(&requests);
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(conn) = conn else { continue };
+                    let requests = Arc::clone(&requests);
+                    std::thread::spawn(move || {
+                        if let Err(e) = serve_fcgi(conn, &requests) {
+                            eprintln!("fastcgi responder: {e}");
+                        }
+                    });
+                }
+            })
+        };
+        Fcgi {
+            port,
+            requests,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn requests(&self) -> Vec<FcgiRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Fcgi {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn read_record(conn: &mut TcpStream) -> io::Result<(u8, u16, Vec<u8>)> {
+    let mut head = [0u8; 8];
+    conn.read_exact(&mut head)?;
+    if head[0] != 1 {
+        return Err(io::Error::other(format!("FastCGI version {}", head[0])));
+    }
+    let id = u16::from_be_bytes([head[2], head[3]]);
+    let len = u16::from_be_bytes([head[4], head[5]]) as usize;
+    let padding = head[6] as usize;
+    let mut content = vec![0; len + padding];
+    conn.read_exact(&mut content)?;
+    content.truncate(len);
+    Ok((head[1], id, content))
+}
+
+fn write_record(out: &mut Vec<u8>, kind: u8, id: u16, content: &[u8]) {
+    let [id_hi, id_lo] = id.to_be_bytes();
+    let [len_hi, len_lo] = (content.len() as u16).to_be_bytes();
+    out.extend_from_slice(&[1, kind, id_hi, id_lo, len_hi, len_lo, 0, 0]);
+    out.extend_from_slice(content);
+}
+
+/// Name-value pairs of a PARAMS stream.
+fn parse_params(mut data: &[u8]) -> io::Result<Vec<(String, String)>> {
+    fn length(data: &mut &[u8]) -> io::Result<usize> {
+        let short = io::Error::other("truncated FastCGI parameter length");
+        let first = *data.first().ok_or_else(|| io::Error::other("empty"))?;
+        if first < 0x80 {
+            *data = &data[1..];
+            Ok(first as usize)
+        } else {
+            let b = data.get(..4).ok_or(short)?;
+            let n = u32::from_be_bytes([b[0] & 0x7f, b[1], b[2], b[3]]) as usize;
+            *data = &data[4..];
+            Ok(n)
+        }
+    }
+    let mut params = Vec::new();
+    while !data.is_empty() {
+        let name_len = length(&mut data)?;
+        let value_len = length(&mut data)?;
+        if data.len() < name_len + value_len {
+            return Err(io::Error::other("truncated FastCGI parameter"));
+        }
+        let name = String::from_utf8_lossy(&data[..name_len]).into_owned();
+        let value = String::from_utf8_lossy(&data[name_len..name_len + value_len]).into_owned();
+        data = &data[name_len + value_len..];
+        params.push((name, value));
+    }
+    Ok(params)
+}
+
+fn serve_fcgi(mut conn: TcpStream, requests: &Mutex<Vec<FcgiRequest>>) -> io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let (kind, id, _) = read_record(&mut conn)?;
+    if kind != FCGI_BEGIN_REQUEST {
+        return Err(io::Error::other(format!("first record of type {kind}")));
+    }
+    let mut params = Vec::new();
+    loop {
+        let (kind, _, content) = read_record(&mut conn)?;
+        if kind != FCGI_PARAMS {
+            return Err(io::Error::other(format!(
+                "record of type {kind} among PARAMS"
+            )));
+        }
+        if content.is_empty() {
+            break;
+        }
+        params.extend_from_slice(&content);
+    }
+    let mut req = FcgiRequest {
+        params: parse_params(&params)?,
+        stdin: Vec::new(),
+    };
+    loop {
+        let (kind, _, content) = read_record(&mut conn)?;
+        if kind != FCGI_STDIN {
+            return Err(io::Error::other(format!(
+                "record of type {kind} among STDIN"
+            )));
+        }
+        if content.is_empty() {
+            break;
+        }
+        req.stdin.extend_from_slice(&content);
+    }
+    let content_type = req.param("CONTENT_TYPE").unwrap_or_default().to_string();
+    let mut body = format!(
+        "content-type = {content_type}\ncontent-length = {}\nstdin-bytes = {}\n",
+        req.param("CONTENT_LENGTH").unwrap_or_default(),
+        req.stdin.len()
+    );
+    if let Ok(fields) = backend::parse_multipart(&content_type, &req.stdin) {
+        for f in fields {
+            body.push_str(&f.echo_line());
+            body.push('\n');
+        }
+    }
+    requests.lock().unwrap().push(req);
+    let mut stdout = b"Status: 200 OK\r\nContent-Type: text/plain\r\n\r\n".to_vec();
+    stdout.extend_from_slice(body.as_bytes());
+    let mut out = Vec::new();
+    for piece in stdout.chunks(65_535) {
+        write_record(&mut out, FCGI_STDOUT, id, piece);
+    }
+    write_record(&mut out, FCGI_STDOUT, id, b"");
+    write_record(&mut out, FCGI_END_REQUEST, id, &[0, 0, 0, 0, 0, 0, 0, 0]);
+    conn.write_all(&out)?;
+    conn.flush()?;
+    // Let nginx read everything before the connection closes.
+    let _ = conn.shutdown(std::net::Shutdown::Write);
+    let mut sink = [0u8; 1024];
+    let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
+    while matches!(conn.read(&mut sink), Ok(n) if n > 0) {}
+    Ok(())
+}
+
+/// The usual upload locations (raw/resumable at /upload, forms at /form) handing off to a
+/// FastCGI location, and the same at /done-upload and /done-form handing off to
+/// `return 200 "done"`.
+fn fastcgi_server(fcgi_port: u16) -> String {
+    let upload = |path: &str, pass: &str| {
+        upload_server("upload_pass_form_field \"^title$|^desc\";")
+            .replace("location @backend { proxy_pass http://{{BACKEND}}; }", "")
+            .replace("location /upload {", &format!("location {path} {{"))
+            .replace("upload_pass @backend;", &format!("upload_pass {pass};"))
+    };
+    format!(
+        "{}\n{}\n\
+         location /fcgi {{\n\
+         \x20   internal;\n\
+         \x20   fastcgi_pass 127.0.0.1:{fcgi_port};\n\
+         \x20   fastcgi_param REQUEST_METHOD $request_method;\n\
+         \x20   fastcgi_param REQUEST_URI $request_uri;\n\
+         \x20   fastcgi_param CONTENT_TYPE $content_type;\n\
+         \x20   fastcgi_param CONTENT_LENGTH $content_length;\n\
+         }}\n\
+         location /done {{ internal; return 200 \"done\"; }}\n",
+        upload("/upload", "/fcgi"),
+        upload("/done-upload", "/done"),
+    )
+}
+
+#[track_caller]
+fn assert_fcgi_form(r: &Response, fcgi: &Fcgi) -> (FcgiRequest, Vec<Field>) {
+    assert_eq!(r.status, 200, "{r}");
+    let requests = fcgi.requests();
+    assert_eq!(requests.len(), 1, "FastCGI requests: {requests:#?}");
+    let req = requests.into_iter().next().unwrap();
+    let ct = req.param("CONTENT_TYPE").unwrap_or_default().to_string();
+    assert!(
+        ct.starts_with("multipart/form-data; boundary="),
+        "CONTENT_TYPE {ct:?}"
+    );
+    assert_eq!(
+        req.param("CONTENT_LENGTH"),
+        Some(req.stdin.len().to_string().as_str()),
+        "CONTENT_LENGTH vs. the STDIN received"
+    );
+    assert_eq!(req.param("REQUEST_METHOD"), Some("POST"));
+    let fields = backend::parse_multipart(&ct, &req.stdin)
+        .unwrap_or_else(|e| panic!("STDIN is not the hand-off form ({e}): {req:?}"));
+    let text = r.text();
+    assert!(
+        text.starts_with(&format!(
+            "content-type = {ct}\ncontent-length = {}\nstdin-bytes = {}\n",
+            req.stdin.len(),
+            req.stdin.len()
+        )),
+        "the client's answer is not the responder's: {text}"
+    );
+    (req, fields)
+}
+
+#[test]
+fn upload_pass_to_fastcgi() {
+    let fcgi = Fcgi::spawn();
+    let env = UploadEnv::start_server(Nginx::builder(), &fastcgi_server(fcgi.port));
+    let store = env.nginx.path("store");
+
+    // A resumable upload's completion.
+    let data = test_data(20_000, 211);
+    let id = "fastcgi0001";
+    assert_progress(
+        &env.post(&Segment::piece(id, &data, 0, 9_999)),
+        "0-9999/20000",
+    );
+    assert!(fcgi.requests().is_empty());
+    let r = env.post(&Segment::piece(id, &data, 10_000, 19_999));
+    let (req, fields) = assert_fcgi_form(&r, &fcgi);
+    let path = env.stored_path(id);
+    let names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "f.name",
+            "f.path",
+            "f.content_type",
+            "f.size",
+            "f.number",
+            "range"
+        ],
+        "{req:?}"
+    );
+    let value = |name: &str| {
+        fields
+            .iter()
+            .find(|f| f.name == name)
+            .map(Field::value_str)
+            .unwrap()
+    };
+    assert_eq!(value("f.name"), "big.TXT");
+    assert_eq!(value("f.path"), path.display().to_string());
+    assert_eq!(value("f.content_type"), "text/plain");
+    assert_eq!(value("f.size"), "20000");
+    assert_eq!(value("range"), "bytes 10000-19999/20000");
+    assert_bytes_eq(&std::fs::read(&path).unwrap(), &data, "the assembled file");
+
+    // A browser form.
+    fcgi.requests.lock().unwrap().clear();
+    let file = test_data(33_333, 212);
+    let parts = [
+        Part::field("title", "to fastcgi"),
+        Part::file("doc", "doc.bin", "application/octet-stream", &file),
+        Part::field("junk", "dropped"),
+    ];
+    let r = send_raw(
+        env.port(),
+        &form_request(
+            "/upload",
+            "multipart/form-data; boundary=fcgi",
+            &multipart_body("fcgi", &parts),
+        ),
+    );
+    let (_, fields) = assert_fcgi_form(&r, &fcgi);
+    // UPLOAD_SERVER's templates: name, path, content type, size, number, and range.
+    let names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "title",
+            "doc.name",
+            "doc.path",
+            "doc.content_type",
+            "doc.size",
+            "doc.number",
+            "range"
+        ]
+    );
+    let value = |name: &str| {
+        fields
+            .iter()
+            .find(|f| f.name == name)
+            .map(Field::value_str)
+            .unwrap()
+    };
+    assert_eq!(value("title"), "to fastcgi");
+    assert_eq!(value("doc.name"), "doc.bin");
+    assert_eq!(value("doc.size"), "33333");
+    assert_eq!(value("doc.number"), "1");
+    assert_eq!(value("range"), "bytes 0-33332/33333");
+    let stored = PathBuf::from(value("doc.path"));
+    assert!(stored.starts_with(&store));
+    assert_bytes_eq(&std::fs::read(&stored).unwrap(), &file, "the form's file");
+    assert!(
+        env.backend.requests().is_empty(),
+        "the HTTP backend was not configured"
+    );
+}
+
+#[test]
+fn upload_pass_to_a_location_that_answers_by_itself() {
+    let fcgi = Fcgi::spawn();
+    let env = UploadEnv::start_server(Nginx::builder(), &fastcgi_server(fcgi.port));
+    let data = test_data(5_000, 213);
+    let id = "returndone1";
+    assert_progress(
+        &post_segment(
+            env.port(),
+            "/done-upload",
+            &Segment::piece(id, &data, 0, 2_499),
+        ),
+        "0-2499/5000",
+    );
+    let r = post_segment(
+        env.port(),
+        "/done-upload",
+        &Segment::piece(id, &data, 2_500, 4_999),
+    );
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.text(), "done");
+    assert_bytes_eq(
+        &std::fs::read(env.stored_path(id)).unwrap(),
+        &data,
+        "the assembled file",
+    );
+
+    let file = test_data(4_321, 214);
+    let r = send_raw(
+        env.port(),
+        &form_request(
+            "/done-upload",
+            "multipart/form-data; boundary=done",
+            &multipart_body("done", &[Part::file("doc", "d.bin", "text/plain", &file)]),
+        ),
+    );
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.text(), "done");
+    assert!(fcgi.requests().is_empty());
+    assert!(env.backend.requests().is_empty());
+    // The form's file is stored (nothing removes it on a 200).
+    let stored: Vec<_> = files_under(&env.nginx.path("store"))
+        .into_iter()
+        .filter(|p| p.file_name().unwrap() != id)
+        .collect();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_bytes_eq(
+        &std::fs::read(&stored[0]).unwrap(),
+        &file,
+        "the form's file",
+    );
+}
