@@ -8,6 +8,7 @@ use std::fs::File;
 use std::io::IoSlice;
 use std::path::PathBuf;
 
+use ngx::ffi::{ngx_add_timer, ngx_current_msec, ngx_msec_t};
 use ngx::ffi::{
     ngx_chain_t, ngx_http_finalize_request, ngx_http_read_client_request_body,
     ngx_http_read_unbuffered_request_body, ngx_http_request_t, ngx_int_t, ngx_uint_t, NGX_DONE,
@@ -80,6 +81,8 @@ pub struct UploadCtx {
     hasher: Option<MultiHasher>,
     /// This request passed the finished file to `upload_pass`.
     pub handed_off: bool,
+    /// When the body started, for `upload_limit_rate` (nginx's millisecond clock).
+    started_msec: ngx_msec_t,
 }
 
 impl UploadCtx {
@@ -404,6 +407,7 @@ fn start(r: *mut ngx_http_request_t, conf: &'static UploadConf) -> Result<Upload
             digests: None,
             hasher: None,
             handed_off: false,
+            started_msec: now_msec(),
         });
     }
     if !conf.resumable() {
@@ -564,6 +568,7 @@ fn start(r: *mut ngx_http_request_t, conf: &'static UploadConf) -> Result<Upload
         digests: None,
         hasher,
         handed_off: false,
+        started_msec: now_msec(),
     })
 }
 
@@ -600,9 +605,51 @@ unsafe extern "C" fn body_started(r: *mut ngx_http_request_t) {
     }
 }
 
+fn now_msec() -> ngx_msec_t {
+    // SAFETY: nginx's cached clock, updated by the event loop of this (single-threaded) worker.
+    unsafe { ngx_current_msec }
+}
+
+impl UploadCtx {
+    /// How long to pause reading to keep to `upload_limit_rate`, as the C module paces it: the
+    /// body may run one second ahead of the rate.
+    fn rate_delay(&self) -> Option<ngx_msec_t> {
+        let rate = self.conf.limit_rate as u64;
+        if rate == 0 {
+            return None;
+        }
+        let elapsed = now_msec().wrapping_sub(self.started_msec) as u64;
+        let allowed = rate.saturating_mul(elapsed + 1000) / 1000;
+        let ahead = self.received.checked_sub(allowed).filter(|n| *n > 0)?;
+        Some((ahead * 1000 / rate + 1) as ngx_msec_t)
+    }
+}
+
 /// Read event while the body streams in.
 unsafe extern "C" fn body_readable(r: *mut ngx_http_request_t) {
+    // SAFETY: r is a live request; its connection and read event exist while it does.
+    let rev = unsafe { (*(*r).connection).read };
+    // SAFETY: as above.
+    unsafe {
+        if (*rev).delayed() != 0 {
+            if (*rev).timedout() == 0 {
+                return; // data arrived during an upload_limit_rate pause: the timer resumes
+            }
+            // The pause is over; this timeout is ours, not client_body_timeout.
+            (*rev).set_timedout(0);
+            (*rev).set_delayed(0);
+        }
+    }
     loop {
+        // SAFETY: r is live with our context.
+        if let Some(delay) = unsafe { ctx_of(r) }.and_then(|ctx| ctx.rate_delay()) {
+            // SAFETY: pausing the read event: nginx calls body_readable again when it fires.
+            unsafe {
+                (*rev).set_delayed(1);
+                ngx_add_timer(rev, delay);
+            }
+            return;
+        }
         // SAFETY: r is a live request reading its body unbuffered.
         let rc = unsafe { ngx_http_read_unbuffered_request_body(r) };
         if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t || rc == NGX_ERROR as ngx_int_t {
