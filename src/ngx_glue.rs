@@ -154,30 +154,19 @@ pub fn add_configured_headers(r: *mut ngx_http_request_t, conf: &UploadConf) {
 /// `201 Created` with the ranges held, in a `Range` header and as the body, as the seed
 /// protocol and nginx-upload-module answer an incomplete upload.
 pub fn answer_progress(r: *mut ngx_http_request_t, state: &SessionState) -> ngx_int_t {
-    let report = state.received.report(state.total).to_string();
-    // SAFETY: r is live.
-    unsafe {
-        (*r).headers_out.status = NGX_HTTP_CREATED as _;
-        if push_header(
-            r,
-            &mut (*r).headers_out.headers,
-            b"Range",
-            report.as_bytes(),
-        )
-        .is_none()
-        {
-            return NGX_ERROR as ngx_int_t;
-        }
-    }
-    send_body(r, report.as_bytes())
+    answer_report(r, NGX_HTTP_CREATED, state)
 }
 
 /// `200 OK` with the same report, for a client asking what a session holds.
 pub fn answer_status(r: *mut ngx_http_request_t, state: &SessionState) -> ngx_int_t {
+    answer_report(r, NGX_HTTP_OK as ngx_int_t, state)
+}
+
+fn answer_report(r: *mut ngx_http_request_t, status: ngx_int_t, state: &SessionState) -> ngx_int_t {
     let report = state.received.report(state.total).to_string();
     // SAFETY: r is live.
     unsafe {
-        (*r).headers_out.status = NGX_HTTP_OK as _;
+        (*r).headers_out.status = status as _;
         if push_header(
             r,
             &mut (*r).headers_out.headers,
