@@ -32,10 +32,10 @@ Upload a file in two segments (the first answers 201 with the ranges held, the l
 handed to the backend, which echoes the form fields it received):
 
   head -c 300000 /dev/urandom > /tmp/demo.bin
-  curl -i http://$listen/upload -H 'X-Session-ID: demo0001' \\
+  curl -i http://$listen/upload -H 'X-Session-ID: demo0001' -H 'Content-Type: application/octet-stream' \\
        -H 'Content-Disposition: attachment; name="file"; filename="demo.bin"' \\
        -H 'X-Content-Range: bytes 0-149999/300000' --data-binary @<(head -c 150000 /tmp/demo.bin)
-  curl -i http://$listen/upload -H 'X-Session-ID: demo0001' \\
+  curl -i http://$listen/upload -H 'X-Session-ID: demo0001' -H 'Content-Type: application/octet-stream' \\
        -H 'Content-Disposition: attachment; name="file"; filename="demo.bin"' \\
        -H 'X-Content-Range: bytes 150000-299999/300000' --data-binary @<(tail -c 150000 /tmp/demo.bin)
 
