@@ -83,6 +83,8 @@ pub struct UploadCtx {
     pub handed_off: bool,
     /// When the body started, for `upload_limit_rate` (nginx's millisecond clock).
     started_msec: ngx_msec_t,
+    /// Bytes of this segment already recorded in the session state.
+    recorded: u64,
 }
 
 impl UploadCtx {
@@ -165,11 +167,43 @@ impl UploadCtx {
             )
         })?;
         self.received += len;
+        if self.received - self.recorded >= CHECKPOINT_BYTES {
+            self.checkpoint()?;
+        }
         Ok(())
     }
 }
 
+/// A long segment records its progress every this many bytes, so an interrupted one keeps
+/// what arrived (the C module loses the whole segment).
+const CHECKPOINT_BYTES: u64 = 8 << 20;
+
 impl UploadCtx {
+    /// Records in the session state the part of this segment written so far.
+    fn checkpoint(&mut self) -> Result<(), Failure> {
+        let Target::Segment { session, range } = &self.target else {
+            return Ok(());
+        };
+        if self.received == self.recorded {
+            return Ok(());
+        }
+        let (start, end) = (range.first, range.first + self.received);
+        session
+            .record(start, end, self.conf.file_mode())
+            .map_err(|e| {
+                let mut failure = Failure::from(e);
+                failure.message = format!(
+                    "recording bytes {start}-{} in \"{}\": {}",
+                    end - 1,
+                    session.state_path().display(),
+                    failure.message
+                );
+                failure
+            })?;
+        self.recorded = self.received;
+        Ok(())
+    }
+
     /// Removes what a failed request stored that no session keeps: a single-request file, the
     /// files of a form. Segments stay: they are part of a session that may resume.
     fn discard_unfinished(&mut self) {
@@ -408,6 +442,7 @@ fn start(r: *mut ngx_http_request_t, conf: &'static UploadConf) -> Result<Upload
             hasher: None,
             handed_off: false,
             started_msec: now_msec(),
+            recorded: 0,
         });
     }
     if !conf.resumable() {
@@ -569,6 +604,7 @@ fn start(r: *mut ngx_http_request_t, conf: &'static UploadConf) -> Result<Upload
         hasher,
         handed_off: false,
         started_msec: now_msec(),
+        recorded: 0,
     })
 }
 
@@ -653,8 +689,14 @@ unsafe extern "C" fn body_readable(r: *mut ngx_http_request_t) {
         // SAFETY: r is a live request reading its body unbuffered.
         let rc = unsafe { ngx_http_read_unbuffered_request_body(r) };
         if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t || rc == NGX_ERROR as ngx_int_t {
-            // The client went away, timed out or sent a malformed body; what a resumable
-            // session already recorded stays.
+            // The client went away, timed out or sent a malformed body. Bytes of a segment that
+            // reached the file are real: record them, so a resuming client is told.
+            // SAFETY: r is live with our context.
+            if let Some(ctx) = unsafe { ctx_of(r) } {
+                if let Err(failure) = ctx.checkpoint() {
+                    fail(r, failure);
+                }
+            }
             // SAFETY: r is live; finalizing ends our part in it.
             unsafe { abort(r, rc) };
             return;
