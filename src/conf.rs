@@ -25,6 +25,7 @@ use ngx::{ngx_conf_log_error, ngx_string};
 
 use crate::handler::upload_content_handler;
 use ngx_upload_engine::hashing::{Algorithm, Algorithms, Case};
+use ngx_upload_engine::session::SessionStore;
 use ngx_upload_engine::store::HashedDir;
 
 const UNSET_FLAG: ngx_flag_t = -1;
@@ -72,6 +73,9 @@ pub struct UploadConf {
     pub range_header_buffer_size: usize,
     /// Hashes the field templates use, found when they are parsed.
     pub hashes: Option<Algorithms>,
+    /// `upload_store`, `upload_state_store` and `upload_store_access` as the engine takes them,
+    /// resolved once when the configuration is merged.
+    sessions: Option<SessionStore>,
 }
 
 impl Default for UploadConf {
@@ -98,6 +102,7 @@ impl Default for UploadConf {
             merge_buffer_size: UNSET_SIZE,
             range_header_buffer_size: UNSET_SIZE,
             hashes: None,
+            sessions: None,
         }
     }
 }
@@ -212,6 +217,11 @@ pub unsafe extern "C" fn merge_loc_conf(
             return NGX_CONF_ERROR;
         }
     }
+    conf.sessions = Some(SessionStore {
+        data: hashed_dir(conf.store),
+        state: hashed_dir(conf.state_store),
+        file_mode: conf.file_mode(),
+    });
     NGX_CONF_OK
 }
 
@@ -220,12 +230,10 @@ impl UploadConf {
         self.resumable == 1
     }
 
-    pub fn data_dir(&self) -> Option<HashedDir> {
-        hashed_dir(self.store)
-    }
-
-    pub fn state_dir(&self) -> Option<HashedDir> {
-        hashed_dir(self.state_store)
+    /// Where this location's files and sessions live.
+    pub fn sessions(&self) -> &SessionStore {
+        // merge_loc_conf sets it for every location before any request is served.
+        self.sessions.as_ref().expect("merged configuration")
     }
 
     /// `upload_store_access` as a file mode.
@@ -260,12 +268,16 @@ impl UploadConf {
     }
 }
 
-fn hashed_dir(path: *mut ngx_path_t) -> Option<HashedDir> {
-    // SAFETY: a non-null path was allocated by ngx_conf_set_path_slot from the configuration
-    // pool, which lives as long as the configuration that refers to it.
-    let path = unsafe { path.as_ref()? };
-    let root = std::str::from_utf8(path.name.as_bytes()).ok()?;
-    Some(HashedDir::new(root, &path.level))
+/// A merged path (never NULL: merging falls back to the default store) as the engine takes it.
+fn hashed_dir(path: *mut ngx_path_t) -> HashedDir {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: merged paths were allocated by ngx_conf_set_path_slot or
+    // ngx_conf_merge_path_value from the configuration pool, which outlives the configuration.
+    let path = unsafe { &*path };
+    HashedDir::new(
+        std::ffi::OsStr::from_bytes(path.name.as_bytes()),
+        &path.level,
+    )
 }
 
 fn page_size() -> usize {

@@ -22,7 +22,7 @@ use ngx::ngx_log_error;
 
 use ngx_upload_engine::content_range::{self, ContentRange};
 use ngx_upload_engine::disposition;
-use ngx_upload_engine::session::{self, Session, SessionError, SessionStore};
+use ngx_upload_engine::session::{self, Session, SessionError};
 use ngx_upload_engine::session_id::SessionId;
 use ngx_upload_engine::state::SessionState;
 use ngx_upload_engine::store;
@@ -380,18 +380,7 @@ fn status_query(r: *mut ngx_http_request_t, conf: &UploadConf, method: u32) -> O
                 String::from_utf8_lossy(id)
             ))
         })?;
-        let (Some(data), Some(state)) = (conf.data_dir(), conf.state_dir()) else {
-            return Err(Failure::new(
-                NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_uint_t,
-                "upload_store is not a path",
-            ));
-        };
-        let store = SessionStore {
-            data,
-            state,
-            file_mode: conf.file_mode(),
-        };
-        match store.progress(&id)? {
+        match conf.sessions().progress(&id)? {
             Some(state) => Ok(ngx_glue::answer_status(r, &state)),
             None => Err(Failure::new(
                 NGX_HTTP_NOT_FOUND as ngx_uint_t,
@@ -413,12 +402,6 @@ fn start(r: *mut ngx_http_request_t, conf: &'static UploadConf) -> Result<Upload
         (algorithms != Algorithms::NONE).then(|| MultiHasher::new(algorithms))
     };
     if starts_with_ignore_case(content_type, b"multipart/") {
-        let store = conf.data_dir().ok_or_else(|| {
-            Failure::new(
-                NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_uint_t,
-                "upload_store is not a path",
-            )
-        })?;
         // SAFETY: r is live.
         let (log, unique) = unsafe {
             let c = (*r).connection;
@@ -427,7 +410,7 @@ fn start(r: *mut ngx_http_request_t, conf: &'static UploadConf) -> Result<Upload
                 format!("{:x}{:x}", ngx::ffi::ngx_time(), (*c).number),
             )
         };
-        let upload = MultipartUpload::new(conf, content_type, store, log, &unique)?;
+        let upload = MultipartUpload::new(conf, content_type, log, &unique)?;
         return Ok(UploadCtx {
             request: r,
             conf,
@@ -496,13 +479,8 @@ fn start(r: *mut ngx_http_request_t, conf: &'static UploadConf) -> Result<Upload
             ),
         )
     };
-    let data_dir = conf.data_dir().ok_or_else(|| {
-        Failure::new(
-            NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_uint_t,
-            "upload_store is not a path",
-        )
-    })?;
-    let file_mode = conf.file_mode();
+    let sessions = conf.sessions();
+    let (data_dir, file_mode) = (&sessions.data, sessions.file_mode);
     let target = match (range, session_id) {
         (Some(_), None) => {
             return Err(bad_request(
@@ -522,18 +500,7 @@ fn start(r: *mut ngx_http_request_t, conf: &'static UploadConf) -> Result<Upload
             if max_file_size.is_some_and(|max| range.total > max) {
                 return Err(too_large(range.total));
             }
-            let state = conf.state_dir().ok_or_else(|| {
-                Failure::new(
-                    NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_uint_t,
-                    "upload_state_store is not a path",
-                )
-            })?;
-            let store = SessionStore {
-                data: data_dir,
-                state,
-                file_mode,
-            };
-            let session = store.open(&id, &range).map_err(|e| {
+            let session = sessions.open(&id, &range).map_err(|e| {
                 let mut failure = Failure::from(e);
                 failure.message = format!("session \"{id}\": {}", failure.message);
                 failure
@@ -569,7 +536,7 @@ fn start(r: *mut ngx_http_request_t, conf: &'static UploadConf) -> Result<Upload
                     file.set_len(0).map_err(io_failure)?;
                     (path, file)
                 }
-                None => store::create_numbered(&data_dir, file_mode).map_err(io_failure)?,
+                None => store::create_numbered(data_dir, file_mode).map_err(io_failure)?,
             };
             Target::Whole {
                 path,

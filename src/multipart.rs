@@ -16,7 +16,7 @@ use ngx_upload_engine::multipart::{
     Limits, MultipartError, MultipartParser, PartAction, PartHeaders, PartSink,
 };
 use ngx_upload_engine::session::write_all_at;
-use ngx_upload_engine::store::{self, HashedDir};
+use ngx_upload_engine::store;
 
 use crate::conf::UploadConf;
 use crate::handler::Failure;
@@ -61,8 +61,6 @@ pub struct MultipartUpload {
     current: Current,
     finished: Vec<Finished>,
     files_started: u32,
-    store: HashedDir,
-    file_mode: u32,
     max_file_size: Option<u64>,
     max_output_len: Option<usize>,
     tame_arrays: bool,
@@ -79,7 +77,6 @@ impl MultipartUpload {
     pub fn new(
         conf: &'static UploadConf,
         content_type: &[u8],
-        store: HashedDir,
         log: *mut ngx::ffi::ngx_log_t,
         unique: &str,
     ) -> Result<Self, Failure> {
@@ -103,8 +100,6 @@ impl MultipartUpload {
             current: Current::None,
             finished: Vec::new(),
             files_started: 0,
-            store,
-            file_mode: conf.file_mode(),
             max_file_size: u64::try_from(conf.max_file_size).ok().filter(|m| *m > 0),
             max_output_len: Some(conf.max_output_body_len).filter(|m| *m > 0),
             tame_arrays: conf.tame_arrays == 1,
@@ -184,13 +179,14 @@ impl PartSink for MultipartUpload {
             } else {
                 name
             };
+            let sessions = self.conf.sessions();
             let (path, file) =
-                store::create_numbered(&self.store, self.file_mode).map_err(|e| {
+                store::create_numbered(&sessions.data, sessions.file_mode).map_err(|e| {
                     Failure::new(
                         NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_uint_t,
                         format!(
                             "cannot create a file in \"{}\": {e}",
-                            self.store.root.display()
+                            sessions.data.root.display()
                         ),
                     )
                 })?;
