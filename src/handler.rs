@@ -88,6 +88,25 @@ pub struct UploadCtx {
 }
 
 impl UploadCtx {
+    fn new(request: *mut ngx_http_request_t, conf: &'static UploadConf, target: Target) -> Self {
+        UploadCtx {
+            request,
+            conf,
+            target,
+            received: 0,
+            expected: None,
+            field_name: Vec::new(),
+            file_name: Vec::new(),
+            content_type: Vec::new(),
+            described: None,
+            digests: None,
+            hasher: None,
+            handed_off: false,
+            started_msec: now_msec(),
+            recorded: 0,
+        }
+    }
+
     pub fn conf(&self) -> &'static UploadConf {
         self.conf
     }
@@ -179,16 +198,22 @@ impl UploadCtx {
 const CHECKPOINT_BYTES: u64 = 8 << 20;
 
 impl UploadCtx {
-    /// Records in the session state the part of this segment written so far.
+    /// Records in the session state the bytes of this segment written so far, if any are not
+    /// recorded yet.
     fn checkpoint(&mut self) -> Result<(), Failure> {
-        let Target::Segment { session, range } = &self.target else {
-            return Ok(());
-        };
-        if self.received == self.recorded {
-            return Ok(());
+        if matches!(self.target, Target::Segment { .. }) && self.received > self.recorded {
+            self.record_written()?;
         }
+        Ok(())
+    }
+
+    /// Records the bytes of this segment written so far and returns the session's state.
+    fn record_written(&mut self) -> Result<SessionState, Failure> {
+        let Target::Segment { session, range } = &self.target else {
+            unreachable!("only segments are recorded");
+        };
         let (start, end) = (range.first, range.first + self.received);
-        session
+        let state = session
             .record(start, end, self.conf.file_mode())
             .map_err(|e| {
                 let mut failure = Failure::from(e);
@@ -201,7 +226,7 @@ impl UploadCtx {
                 failure
             })?;
         self.recorded = self.received;
-        Ok(())
+        Ok(state)
     }
 
     /// Removes what a failed request stored that no session keeps: a single-request file, the
@@ -224,17 +249,20 @@ fn remove_quietly(path: &std::path::Path) {
 
 impl Drop for UploadCtx {
     fn drop(&mut self) {
+        if !self.handed_off {
+            self.discard_unfinished();
+            return;
+        }
         // SAFETY: the context is dropped by a cleanup of the request's own pool, which runs
         // before the pool's memory (which holds the request) is freed.
         let status = unsafe { (*self.request).headers_out.status };
-        let cleanup = self.handed_off && self.conf.cleans_up_on(status);
+        let cleanup = self.conf.cleans_up_on(status);
         match &self.target {
-            Target::Whole { path, .. } => {
-                if !self.handed_off || cleanup {
-                    let _ = std::fs::remove_file(path);
-                }
+            Target::Whole { path, .. } if cleanup => remove_quietly(path),
+            Target::Multipart(upload) if cleanup => {
+                upload.files.iter().for_each(|p| remove_quietly(p))
             }
-            Target::Segment { session, .. } if self.handed_off => {
+            Target::Segment { session, .. } => {
                 if cleanup {
                     let _ = session.remove();
                 } else if status < 400 {
@@ -243,14 +271,7 @@ impl Drop for UploadCtx {
                 }
                 // Any other failure keeps the state, so the client can retry the hand-off.
             }
-            Target::Segment { .. } => {}
-            Target::Multipart(upload) => {
-                if !self.handed_off || cleanup {
-                    for path in &upload.files {
-                        let _ = std::fs::remove_file(path);
-                    }
-                }
-            }
+            _ => {}
         }
     }
 }
@@ -374,12 +395,7 @@ fn status_query(r: *mut ngx_http_request_t, conf: &UploadConf, method: u32) -> O
         let id = headers
             .session_id
             .ok_or_else(|| bad_request("a status query needs a session id (X-Session-ID)"))?;
-        let id = SessionId::parse(id).map_err(|e| {
-            bad_request(format!(
-                "session id \"{}\" {e}",
-                String::from_utf8_lossy(id)
-            ))
-        })?;
+        let id = parse_session_id(id)?;
         match conf.sessions().progress(&id)? {
             Some(state) => Ok(ngx_glue::answer_status(r, &state)),
             None => Err(Failure::new(
@@ -411,22 +427,7 @@ fn start(r: *mut ngx_http_request_t, conf: &'static UploadConf) -> Result<Upload
             )
         };
         let upload = MultipartUpload::new(conf, content_type, log, &unique)?;
-        return Ok(UploadCtx {
-            request: r,
-            conf,
-            target: Target::Multipart(Box::new(upload)),
-            received: 0,
-            expected: None,
-            field_name: Vec::new(),
-            file_name: Vec::new(),
-            content_type: Vec::new(),
-            described: None,
-            digests: None,
-            hasher: None,
-            handed_off: false,
-            started_msec: now_msec(),
-            recorded: 0,
-        });
+        return Ok(UploadCtx::new(r, conf, Target::Multipart(Box::new(upload))));
     }
     if !conf.resumable() {
         return Err(Failure::new(
@@ -446,17 +447,7 @@ fn start(r: *mut ngx_http_request_t, conf: &'static UploadConf) -> Result<Upload
             String::from_utf8_lossy(disposition)
         ))
     })?;
-    let session_id = headers
-        .session_id
-        .map(|id| {
-            SessionId::parse(id).map_err(|e| {
-                bad_request(format!(
-                    "session id \"{}\" {e}",
-                    String::from_utf8_lossy(id)
-                ))
-            })
-        })
-        .transpose()?;
+    let session_id = headers.session_id.map(parse_session_id).transpose()?;
     let range = headers
         .content_range
         .map(|value| {
@@ -557,21 +548,21 @@ fn start(r: *mut ngx_http_request_t, conf: &'static UploadConf) -> Result<Upload
         .map(disposition::base_name)
         .unwrap_or_default()
         .to_vec();
-    Ok(UploadCtx {
-        request: r,
-        conf,
-        target,
-        received: 0,
-        expected: if headers.chunked { None } else { expected },
-        field_name,
-        file_name,
-        content_type: content_type.to_vec(),
-        described: None,
-        digests: None,
-        hasher,
-        handed_off: false,
-        started_msec: now_msec(),
-        recorded: 0,
+    let mut ctx = UploadCtx::new(r, conf, target);
+    ctx.expected = if headers.chunked { None } else { expected };
+    ctx.field_name = field_name;
+    ctx.file_name = file_name;
+    ctx.content_type = content_type.to_vec();
+    ctx.hasher = hasher;
+    Ok(ctx)
+}
+
+fn parse_session_id(id: &[u8]) -> Result<SessionId, Failure> {
+    SessionId::parse(id).map_err(|e| {
+        bad_request(format!(
+            "session id \"{}\" {e}",
+            String::from_utf8_lossy(id)
+        ))
     })
 }
 
@@ -836,7 +827,7 @@ fn complete(r: *mut ngx_http_request_t, ctx: &mut UploadCtx) -> Result<ngx_int_t
         )));
     }
     let state: Option<SessionState> = match &ctx.target {
-        Target::Segment { session, range } => {
+        Target::Segment { range, .. } => {
             if ctx.received != range.len() {
                 return Err(Failure::new(
                     NGX_HTTP_RANGE_NOT_SATISFIABLE,
@@ -846,20 +837,7 @@ fn complete(r: *mut ngx_http_request_t, ctx: &mut UploadCtx) -> Result<ngx_int_t
                     ),
                 ));
             }
-            let (start, end) = range.span();
-            Some(
-                session
-                    .record(start, end, ctx.conf.file_mode())
-                    .map_err(|e| {
-                        let mut failure = Failure::from(e);
-                        failure.message = format!(
-                            "recording {range} in \"{}\": {}",
-                            session.state_path().display(),
-                            failure.message
-                        );
-                        failure
-                    })?,
-            )
+            Some(ctx.record_written()?)
         }
         Target::Whole { .. } => {
             ctx.digests = ctx.hasher.take().map(MultiHasher::finish);
