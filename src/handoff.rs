@@ -154,12 +154,7 @@ unsafe fn set_request_header(
         if let Some(h) = (*slot).as_mut() {
             h.value = value;
         } else {
-            let h = push_header(
-                r,
-                &mut (*r).headers_in.headers,
-                key,
-                crate::ngx_glue::str_bytes(&value),
-            )?;
+            let h = push_header(r, &mut (*r).headers_in.headers, key, value.as_bytes())?;
             *slot = h;
         }
     }

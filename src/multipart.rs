@@ -3,6 +3,7 @@
 //! `upload_set_form_field` / `upload_aggregate_form_field` fields; ordinary fields matching
 //! `upload_pass_form_field` are passed on, all others dropped.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::IoSlice;
 use std::path::PathBuf;
@@ -59,7 +60,7 @@ pub struct MultipartUpload {
     /// Every file this request stored, for `upload_cleanup` and for an aborted request.
     pub files: Vec<PathBuf>,
     current: Current,
-    finished: Vec<Finished>,
+    finished: VecDeque<Finished>,
     files_started: u32,
     max_file_size: Option<u64>,
     max_output_len: Option<usize>,
@@ -98,7 +99,7 @@ impl MultipartUpload {
             form: FormBody::new(unique),
             files: Vec::new(),
             current: Current::None,
-            finished: Vec::new(),
+            finished: VecDeque::new(),
             files_started: 0,
             max_file_size: u64::try_from(conf.max_file_size).ok().filter(|m| *m > 0),
             max_output_len: Some(conf.max_output_body_len).filter(|m| *m > 0),
@@ -137,7 +138,7 @@ impl MultipartUpload {
 
     /// The oldest part that ended and is not described in the form yet.
     pub fn next_finished(&mut self) -> Option<Finished> {
-        (!self.finished.is_empty()).then(|| self.finished.remove(0))
+        self.finished.pop_front()
     }
 
     /// Adds a field to the form, within `upload_max_output_body_len`.
@@ -275,9 +276,11 @@ impl PartSink for MultipartUpload {
                 mut stored, hasher, ..
             } => {
                 stored.digests = hasher.map(|h| h.finish());
-                self.finished.push(Finished::File(stored));
+                self.finished.push_back(Finished::File(stored));
             }
-            Current::Field { name, value } => self.finished.push(Finished::Field { name, value }),
+            Current::Field { name, value } => {
+                self.finished.push_back(Finished::Field { name, value })
+            }
             Current::None | Current::Skipped => {}
         }
         Ok(())

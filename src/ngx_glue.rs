@@ -43,13 +43,13 @@ impl<'a> RequestHeaders<'a> {
         };
         // SAFETY: content_type is NULL or an element of the headers list.
         if let Some(ct) = unsafe { hin.content_type.as_ref() } {
-            out.content_type = Some(str_bytes(&ct.value));
+            out.content_type = Some(ct.value.as_bytes());
         }
         let (mut plain_range, mut plain_session) = (None, None);
         // SAFETY: the headers list of a live request.
         for h in unsafe { list_items::<ngx_table_elt_t>(&hin.headers) } {
-            let key = str_bytes(&h.key);
-            let value = Some(str_bytes(&h.value));
+            let key = h.key.as_bytes();
+            let value = Some(h.value.as_bytes());
             if key.eq_ignore_ascii_case(b"content-disposition") {
                 out.content_disposition = value;
             } else if key.eq_ignore_ascii_case(b"x-content-range") {
@@ -65,16 +65,6 @@ impl<'a> RequestHeaders<'a> {
         out.content_range = out.content_range.or(plain_range);
         out.session_id = out.session_id.or(plain_session);
         out
-    }
-}
-
-/// The bytes of an `ngx_str_t` that nginx owns.
-pub fn str_bytes(s: &ngx_str_t) -> &[u8] {
-    if s.len == 0 || s.data.is_null() {
-        &[]
-    } else {
-        // SAFETY: nginx strings point to `len` readable bytes.
-        unsafe { core::slice::from_raw_parts(s.data, s.len) }
     }
 }
 
@@ -111,7 +101,7 @@ pub fn evaluate(r: *mut ngx_http_request_t, cv: *mut ngx_http_complex_value_t) -
     if unsafe { ngx_http_complex_value(r, cv, &mut out) } != NGX_OK as ngx_int_t {
         return None;
     }
-    Some(str_bytes(&out).to_vec())
+    Some(out.as_bytes().to_vec())
 }
 
 /// Appends a header to a list (request or response headers).
