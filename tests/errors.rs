@@ -10,16 +10,7 @@ use common::*;
 #[track_caller]
 fn expect_refusal(env: &UploadEnv, request: &[u8], status: u16, needles: &[&str]) -> Response {
     let before = env.snapshot();
-    let log_offset = env.nginx.log_len();
-    let r = send_raw(env.port(), request);
-    assert_eq!(
-        r.status,
-        status,
-        "request:\n{}\nresponse:\n{r}\nerror.log gained:\n{}",
-        String::from_utf8_lossy(&request[..request.len().min(600)]),
-        env.nginx.log_since(log_offset)
-    );
-    env.nginx.assert_logged(log_offset, needles);
+    let r = env.expect_status(request, status, needles);
     // Give a late writer (a worker still finishing the request) a moment to show itself.
     std::thread::sleep(std::time::Duration::from_millis(50));
     assert_same_files(&before, &env.snapshot());
@@ -167,12 +158,7 @@ fn a_file_larger_than_upload_max_file_size_gets_413() {
         &["upload_max_file_size", "too large", "larger"],
     );
     // A raw upload too.
-    let seg = Segment {
-        session_id: None,
-        range: None,
-        body: &data,
-        ..Segment::piece("unused", &data, 0, 0)
-    };
+    let seg = Segment::whole(&data);
     expect_refusal(
         &env,
         &segment_request(&seg),

@@ -159,12 +159,7 @@ fn nginx_variables_work_in_form_field_names_and_values() {
 fn raw_upload_without_session_gets_a_numbered_file() {
     let env = UploadEnv::start("");
     let data = test_data(150_000, 27);
-    let seg = Segment {
-        session_id: None,
-        range: None,
-        body: &data,
-        ..Segment::piece("unused", &data, 0, 0)
-    };
+    let seg = Segment::whole(&data);
     let r = env.post(&seg);
     let req = env.assert_handed_off(&r, "f", "big.TXT", None, &data);
     let path = std::path::PathBuf::from(req.field("f.path").unwrap());

@@ -311,16 +311,7 @@ fn a_form_sent_byte_by_byte() {
 #[track_caller]
 fn expect_form_refusal(env: &UploadEnv, request: &[u8], status: u16, needles: &[&str]) {
     env.backend.clear();
-    let offset = env.nginx.log_len();
-    let r = send_raw(env.port(), request);
-    assert_eq!(
-        r.status,
-        status,
-        "request:\n{}\nresponse:\n{r}\nerror.log gained:\n{}",
-        String::from_utf8_lossy(&request[..request.len().min(600)]),
-        env.nginx.log_since(offset)
-    );
-    env.nginx.assert_logged(offset, needles);
+    env.expect_status(request, status, needles);
     std::thread::sleep(Duration::from_millis(50));
     let left = files_under(&env.nginx.path("store"));
     assert!(left.is_empty(), "files left in the store: {left:?}");
@@ -665,12 +656,7 @@ fn hashes_of_the_files_of_a_form() {
 fn hashes_of_a_raw_single_request_upload() {
     let env = UploadEnv::start_server(Nginx::builder(), &hash_server());
     let data = test_data(150_000, 112);
-    let seg = Segment {
-        session_id: None,
-        range: None,
-        body: &data,
-        ..Segment::piece("unused", &data, 0, 0)
-    };
+    let seg = Segment::whole(&data);
     let r = env.post(&seg);
     assert_eq!(r.status, 200, "{r}");
     let requests = env.backend.requests();

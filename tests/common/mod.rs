@@ -1090,6 +1090,15 @@ pub struct Segment<'a> {
 }
 
 impl<'a> Segment<'a> {
+    /// All of `data` as one single-request upload: no session id, no range.
+    pub fn whole(data: &'a [u8]) -> Self {
+        Segment {
+            session_id: None,
+            range: None,
+            ..Segment::piece("unused", data, 0, data.len() - 1)
+        }
+    }
+
     /// Bytes `first..=last` of `data` in session `session_id`: field `f`, file `big.TXT`,
     /// `text/plain`, X- headers.
     pub fn piece(session_id: &'a str, data: &'a [u8], first: usize, last: usize) -> Self {
@@ -1326,6 +1335,39 @@ impl UploadEnv {
 
     pub fn port(&self) -> u16 {
         self.nginx.port()
+    }
+
+    /// Asserts that an answer with `status` and body `text` is the backend's 200 to the one
+    /// hand-off it received (it echoes what it got), and returns that hand-off's form fields.
+    #[track_caller]
+    pub fn single_handoff(
+        &self,
+        status: u16,
+        text: &str,
+        shown: &dyn std::fmt::Display,
+    ) -> Vec<backend::Field> {
+        assert_eq!(status, 200, "{shown}\n{}", self.nginx.error_log());
+        let requests = self.backend.requests();
+        assert_eq!(requests.len(), 1);
+        assert_eq!(text, backend::echo_body(&requests[0]));
+        requests[0].fields().unwrap()
+    }
+
+    /// Sends `request`, asserts the answer has `status` (showing the request and what error.log
+    /// gained if not) and that error.log gained a line with one of `needles`.
+    #[track_caller]
+    pub fn expect_status(&self, request: &[u8], status: u16, needles: &[&str]) -> Response {
+        let offset = self.nginx.log_len();
+        let r = send_raw(self.port(), request);
+        assert_eq!(
+            r.status,
+            status,
+            "request:\n{}\nresponse:\n{r}\nerror.log gained:\n{}",
+            String::from_utf8_lossy(&request[..request.len().min(600)]),
+            self.nginx.log_since(offset)
+        );
+        self.nginx.assert_logged(offset, needles);
+        r
     }
 
     /// POSTs `segment` to `/upload`.
