@@ -335,7 +335,9 @@ pub unsafe extern "C" fn upload_content_handler(r: *mut ngx_http_request_t) -> n
     if method == NGX_HTTP_OPTIONS {
         return ngx_glue::answer_options(r, conf);
     }
-    if let Some(rc) = status_query(r, conf, method) {
+    // SAFETY: r is valid; the headers live as long as the request.
+    let headers = unsafe { RequestHeaders::of(r) };
+    if let Some(rc) = status_query(r, conf, method, &headers) {
         return rc;
     }
     if method != NGX_HTTP_POST {
@@ -349,7 +351,7 @@ pub unsafe extern "C" fn upload_content_handler(r: *mut ngx_http_request_t) -> n
             ),
         );
     }
-    let ctx = match start(r, conf) {
+    let ctx = match start(r, conf, &headers) {
         Ok(ctx) => ctx,
         Err(failure) => return fail(r, failure),
     };
@@ -371,9 +373,12 @@ pub unsafe extern "C" fn upload_content_handler(r: *mut ngx_http_request_t) -> n
 /// A client asking what a session holds before it resumes: `HEAD`, or a `POST` with a session
 /// id, no range and no body. Answers `200` with the same `Range` report a segment gets (`404`
 /// for an unknown session); `None` when the request is not such a query.
-fn status_query(r: *mut ngx_http_request_t, conf: &UploadConf, method: u32) -> Option<ngx_int_t> {
-    // SAFETY: r is the live request of the content handler.
-    let headers = unsafe { RequestHeaders::of(r) };
+fn status_query(
+    r: *mut ngx_http_request_t,
+    conf: &UploadConf,
+    method: u32,
+    headers: &RequestHeaders<'_>,
+) -> Option<ngx_int_t> {
     let empty_body =
         headers.content_length == 0 || (headers.content_length < 0 && !headers.chunked);
     let query = method == NGX_HTTP_HEAD
@@ -409,9 +414,11 @@ fn status_query(r: *mut ngx_http_request_t, conf: &UploadConf, method: u32) -> O
 }
 
 /// Checks the request headers and opens where the body will go.
-fn start(r: *mut ngx_http_request_t, conf: &'static UploadConf) -> Result<UploadCtx, Failure> {
-    // SAFETY: r is the live request of the content handler.
-    let headers = unsafe { RequestHeaders::of(r) };
+fn start(
+    r: *mut ngx_http_request_t,
+    conf: &'static UploadConf,
+    headers: &RequestHeaders<'_>,
+) -> Result<UploadCtx, Failure> {
     let content_type = headers.content_type.unwrap_or_default();
     let hasher = {
         let algorithms = conf.hash_algorithms();
