@@ -14,7 +14,6 @@ use core::fmt;
 use std::fs::{self, File};
 use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// Where a location keeps its sessions.
@@ -159,10 +158,6 @@ impl Session {
 
     pub fn state_path(&self) -> &Path {
         &self.state_path
-    }
-
-    pub fn total(&self) -> u64 {
-        self.total
     }
 
     pub fn file(&self) -> &File {
@@ -339,11 +334,6 @@ pub fn write_all_at(file: &File, mut offset: u64, bufs: &[IoSlice<'_>]) -> io::R
     Ok(())
 }
 
-/// Writes one buffer at `offset`.
-pub fn write_at(file: &File, offset: u64, buf: &[u8]) -> io::Result<()> {
-    file.write_all_at(buf, offset)
-}
-
 /// An exclusive `flock` on an open file, released on drop. `flock` locks belong to the open
 /// file description, so they exclude other requests in the same worker as well as other
 /// processes.
@@ -375,6 +365,11 @@ impl Drop for FileLock<'_> {
 mod tests {
     use super::*;
     use crate::content_range;
+    use std::os::unix::fs::FileExt;
+
+    fn write_at(file: &File, offset: u64, buf: &[u8]) -> io::Result<()> {
+        file.write_all_at(buf, offset)
+    }
 
     fn store(root: &Path, levels: &[usize]) -> SessionStore {
         SessionStore {
