@@ -11,27 +11,33 @@ use core::ptr;
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
     ngx_array_create, ngx_array_push, ngx_array_t, ngx_command_t, ngx_conf_merge_path_value,
-    ngx_conf_set_access_slot, ngx_conf_set_flag_slot, ngx_conf_set_off_slot,
-    ngx_conf_set_path_slot, ngx_conf_set_size_slot, ngx_conf_t, ngx_flag_t,
+    ngx_conf_set_access_slot, ngx_conf_set_flag_slot, ngx_conf_set_num_slot, ngx_conf_set_off_slot,
+    ngx_conf_set_path_slot, ngx_conf_set_sec_slot, ngx_conf_set_size_slot, ngx_conf_t, ngx_flag_t,
     ngx_http_compile_complex_value, ngx_http_compile_complex_value_t, ngx_http_complex_value_t,
-    ngx_path_init_t, ngx_path_t, ngx_regex_compile, ngx_regex_compile_t, ngx_regex_elt_t,
-    ngx_regex_exec_array, ngx_str_t, ngx_uint_t, off_t, NGX_CONF_1MORE, NGX_CONF_FLAG,
-    NGX_CONF_TAKE1, NGX_CONF_TAKE123, NGX_CONF_TAKE1234, NGX_CONF_TAKE2, NGX_HTTP_LIF_CONF,
-    NGX_HTTP_LMT_CONF, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
-    NGX_HTTP_PROXY_TEMP_PATH, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_OK,
+    ngx_int_t, ngx_path_init_t, ngx_path_t, ngx_regex_compile, ngx_regex_compile_t,
+    ngx_regex_elt_t, ngx_regex_exec_array, ngx_str_t, ngx_thread_pool_t, ngx_uint_t, off_t, time_t,
+    NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_CONF_TAKE123, NGX_CONF_TAKE1234,
+    NGX_CONF_TAKE2, NGX_HTTP_LIF_CONF, NGX_HTTP_LMT_CONF, NGX_HTTP_LOC_CONF,
+    NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_PROXY_TEMP_PATH, NGX_HTTP_SRV_CONF,
+    NGX_LOG_EMERG, NGX_OK,
 };
 use ngx::http::{HttpModuleLocationConf, Merge, MergeConfigError, NgxHttpCoreModule};
 use ngx::{ngx_conf_log_error, ngx_string};
 
 use crate::handler::upload_content_handler;
+use crate::Module;
+use ngx::http::HttpModuleMainConf;
 use ngx_upload_engine::hashing::{Algorithm, Algorithms, Case};
-use ngx_upload_engine::session::SessionStore;
+use ngx_upload_engine::session::{SessionStore, DEFAULT_MAX_RANGES};
 use ngx_upload_engine::store::HashedDir;
+use std::time::Duration;
 
 const UNSET_FLAG: ngx_flag_t = -1;
 const UNSET_SIZE: usize = usize::MAX;
 const UNSET_UINT: ngx_uint_t = ngx_uint_t::MAX;
 const UNSET_OFF: off_t = -1;
+const UNSET_TIME: time_t = -1;
+const UNSET_INT: ngx_int_t = -1;
 
 /// A `name value` pair whose parts may hold variables, compiled once at configuration time.
 #[derive(Clone, Copy)]
@@ -73,6 +79,15 @@ pub struct UploadConf {
     pub range_header_buffer_size: usize,
     /// Hashes the field templates use, found when they are parsed.
     pub hashes: Option<Algorithms>,
+    /// `upload_state_fsync`: data and state are on disk before a positive answer.
+    pub state_fsync: ngx_flag_t,
+    /// `upload_state_expire`: seconds after which an untouched session is removed; 0 never.
+    pub state_expire: time_t,
+    /// `upload_state_max_ranges`: most disjoint ranges a session may hold.
+    pub state_max_ranges: ngx_int_t,
+    /// Where blocking disk work runs: nginx's "default" thread pool, for `upload_pass`
+    /// locations; NULL runs it on the event loop (nginx built without threads).
+    pub thread_pool: *mut ngx_thread_pool_t,
     /// `upload_store`, `upload_state_store` and `upload_store_access` as the engine takes them,
     /// resolved once when the configuration is merged.
     sessions: Option<SessionStore>,
@@ -102,6 +117,10 @@ impl Default for UploadConf {
             merge_buffer_size: UNSET_SIZE,
             range_header_buffer_size: UNSET_SIZE,
             hashes: None,
+            state_fsync: UNSET_FLAG,
+            state_expire: UNSET_TIME,
+            state_max_ranges: UNSET_INT,
+            thread_pool: ptr::null_mut(),
             sessions: None,
         }
     }
@@ -173,6 +192,14 @@ impl Merge for UploadConf {
             UNSET_SIZE,
             256,
         );
+        merge_value(&mut self.state_fsync, prev.state_fsync, UNSET_FLAG, 0);
+        merge_value(&mut self.state_expire, prev.state_expire, UNSET_TIME, 0);
+        merge_value(
+            &mut self.state_max_ranges,
+            prev.state_max_ranges,
+            UNSET_INT,
+            DEFAULT_MAX_RANGES as ngx_int_t,
+        );
         if self.set_fields.is_some() || self.aggregate_fields.is_some() {
             // The hashes follow the templates that use them.
         } else if self.hashes.is_none() {
@@ -206,6 +233,14 @@ pub unsafe extern "C" fn merge_loc_conf(
     if conf.merge(prev).is_err() {
         return NGX_CONF_ERROR;
     }
+    if conf.state_max_ranges < 1 {
+        ngx_conf_log_error!(
+            NGX_LOG_EMERG,
+            cf,
+            "upload_state_max_ranges must be at least 1"
+        );
+        return NGX_CONF_ERROR;
+    }
     for (this, prev) in [
         (&mut conf.store, prev.store),
         (&mut conf.state_store, prev.state_store),
@@ -217,12 +252,59 @@ pub unsafe extern "C" fn merge_loc_conf(
             return NGX_CONF_ERROR;
         }
     }
-    conf.sessions = Some(SessionStore {
-        data: hashed_dir(conf.store),
-        state: hashed_dir(conf.state_store),
-        file_mode: conf.file_mode(),
-    });
+    let mut sessions = SessionStore::new(
+        hashed_dir(conf.store),
+        hashed_dir(conf.state_store),
+        conf.file_mode(),
+    );
+    sessions.durable = conf.state_fsync == 1;
+    sessions.max_ranges = conf.state_max_ranges as usize;
+    sessions.expire_after =
+        (conf.state_expire > 0).then(|| Duration::from_secs(conf.state_expire as u64));
+    if !conf.pass.is_null() && sessions.expire_after.is_some() {
+        // SAFETY: cf is the configuration being merged; this module's main configuration
+        // exists (create_main_conf).
+        if let Some(main) = Module::main_conf_mut(unsafe { &*cf }) {
+            main.watch_expiry(&sessions, conf.thread_pool);
+        }
+    }
+    conf.sessions = Some(sessions);
     NGX_CONF_OK
+}
+
+/// What the module keeps for the whole `http` block: the session stores whose sessions expire,
+/// swept by one worker (see `expiry.rs`).
+pub struct MainConf {
+    pub expiring: Vec<SessionStore>,
+    /// The thread pool of the first `upload_pass` location with expiring sessions.
+    pub thread_pool: *mut ngx_thread_pool_t,
+}
+
+impl Default for MainConf {
+    fn default() -> Self {
+        Self {
+            expiring: Vec::new(),
+            thread_pool: ptr::null_mut(),
+        }
+    }
+}
+
+impl MainConf {
+    /// Adds a store to the sweep, once per state directory (locations may share one); the
+    /// shortest expiry of those sharing a directory applies.
+    fn watch_expiry(&mut self, sessions: &SessionStore, pool: *mut ngx_thread_pool_t) {
+        if self.thread_pool.is_null() {
+            self.thread_pool = pool;
+        }
+        match self
+            .expiring
+            .iter_mut()
+            .find(|s| s.state.root == sessions.state.root)
+        {
+            Some(known) => known.expire_after = known.expire_after.min(sessions.expire_after),
+            None => self.expiring.push(sessions.clone()),
+        }
+    }
 }
 
 impl UploadConf {
@@ -316,7 +398,7 @@ const fn command(
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 21] = [
+pub static mut COMMANDS: [ngx_command_t; 24] = [
     command(
         ngx_string!("upload_pass"),
         ANY_LEVEL | NGX_CONF_TAKE1,
@@ -441,6 +523,24 @@ pub static mut COMMANDS: [ngx_command_t; 21] = [
         ngx_conf_set_size_slot,
         offset_of!(UploadConf, range_header_buffer_size),
     ),
+    command(
+        ngx_string!("upload_state_fsync"),
+        BLOCK_LEVEL | NGX_CONF_FLAG,
+        ngx_conf_set_flag_slot,
+        offset_of!(UploadConf, state_fsync),
+    ),
+    command(
+        ngx_string!("upload_state_expire"),
+        BLOCK_LEVEL | NGX_CONF_TAKE1,
+        ngx_conf_set_sec_slot,
+        offset_of!(UploadConf, state_expire),
+    ),
+    command(
+        ngx_string!("upload_state_max_ranges"),
+        BLOCK_LEVEL | NGX_CONF_TAKE1,
+        ngx_conf_set_num_slot,
+        offset_of!(UploadConf, state_max_ranges),
+    ),
     ngx_command_t::empty(),
 ];
 
@@ -480,7 +580,21 @@ unsafe extern "C" fn set_pass(
         return NGX_CONF_ERROR;
     };
     clcf.handler = Some(upload_content_handler);
+    conf.thread_pool = default_thread_pool(cf);
     NGX_CONF_OK
+}
+
+/// nginx's "default" thread pool (created with nginx's defaults unless a `thread_pool default`
+/// directive configures it), for the blocking disk work of uploads.
+#[cfg(ngx_feature = "threads")]
+fn default_thread_pool(cf: *mut ngx_conf_t) -> *mut ngx_thread_pool_t {
+    // SAFETY: called while parsing the configuration, as `aio threads` does.
+    unsafe { ngx::ffi::ngx_thread_pool_add(cf, ptr::null_mut()) }
+}
+
+#[cfg(not(ngx_feature = "threads"))]
+fn default_thread_pool(_cf: *mut ngx_conf_t) -> *mut ngx_thread_pool_t {
+    ptr::null_mut()
 }
 
 /// `upload_store` / `upload_state_store`: nginx's own path syntax (`path [level1 [level2

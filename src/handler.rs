@@ -22,19 +22,20 @@ use ngx::ngx_log_error;
 
 use ngx_upload_engine::content_range::{self, ContentRange};
 use ngx_upload_engine::disposition;
-use ngx_upload_engine::session::{self, Session, SessionError};
+use ngx_upload_engine::session::{self, Commit, Committed, Session, SessionError};
 use ngx_upload_engine::session_id::SessionId;
-use ngx_upload_engine::state::SessionState;
 use ngx_upload_engine::store;
 
 use crate::conf::UploadConf;
 use crate::multipart::{Finished, MultipartUpload};
 use crate::ngx_glue::{self, RequestHeaders};
+use crate::offload;
 use crate::{handoff, Module};
-use ngx_upload_engine::hash_state::{finish_from_file, HashProgress};
+use ngx_upload_engine::hash_state::HashProgress;
 use ngx_upload_engine::hashing::{Algorithms, Digests, MultiHasher};
 
 const NGX_HTTP_RANGE_NOT_SATISFIABLE: ngx_uint_t = 416;
+const NGX_HTTP_INSUFFICIENT_STORAGE: ngx_uint_t = 507;
 
 /// Where one request's body goes.
 pub enum Target {
@@ -85,6 +86,21 @@ pub struct UploadCtx {
     started_msec: ngx_msec_t,
     /// Bytes of this segment already recorded in the session state.
     recorded: u64,
+    /// A segment that continues the session's hashed prefix carries the hashes on as its
+    /// bytes stream by.
+    stream_hash: Option<HashProgress>,
+    /// Disk work for this request is running on the thread pool: reading waits for it.
+    job_in_flight: bool,
+    /// What that work came back with, for the continuation.
+    job_done: Option<JobDone>,
+}
+
+/// The result of disk work done off the event loop for a request.
+enum JobDone {
+    /// The segment's body is complete and recorded (or not).
+    Committed(Result<Committed, Failure>),
+    /// A checkpoint of a long segment is recorded (or not); reading goes on.
+    Checkpointed(Result<Committed, Failure>),
 }
 
 impl UploadCtx {
@@ -104,6 +120,9 @@ impl UploadCtx {
             handed_off: false,
             started_msec: now_msec(),
             recorded: 0,
+            stream_hash: None,
+            job_in_flight: false,
+            job_done: None,
         }
     }
 
@@ -176,20 +195,27 @@ impl UploadCtx {
                 ),
             });
         }
+        session::write_all_at(file, offset, bufs).map_err(|e| {
+            Failure::io(format!("writing \"{}\" failed", self.path().display()), &e)
+        })?;
         if let Some(hasher) = &mut self.hasher {
             bufs.iter().for_each(|b| hasher.update(b));
         }
-        session::write_all_at(file, offset, bufs).map_err(|e| {
-            Failure::new(
-                NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_uint_t,
-                format!("writing \"{}\" failed: {e}", self.path().display()),
-            )
-        })?;
-        self.received += len;
-        if self.received - self.recorded >= CHECKPOINT_BYTES {
-            self.checkpoint()?;
+        if let Some(progress) = &mut self.stream_hash {
+            let mut at = offset;
+            for b in bufs {
+                progress.advance(at, b);
+                at += b.len() as u64;
+            }
         }
+        self.received += len;
         Ok(())
+    }
+
+    /// Whether enough of a long segment arrived since it was last recorded.
+    fn checkpoint_due(&self) -> bool {
+        matches!(self.target, Target::Segment { .. })
+            && self.received - self.recorded >= CHECKPOINT_BYTES
     }
 }
 
@@ -198,35 +224,87 @@ impl UploadCtx {
 const CHECKPOINT_BYTES: u64 = 8 << 20;
 
 impl UploadCtx {
-    /// Records in the session state the bytes of this segment written so far, if any are not
-    /// recorded yet.
-    fn checkpoint(&mut self) -> Result<(), Failure> {
-        if matches!(self.target, Target::Segment { .. }) && self.received > self.recorded {
-            self.record_written()?;
+    /// The commit of the bytes of this segment written so far; `finishing` once the body is
+    /// complete.
+    fn commit_of(&mut self, finishing: bool) -> Option<(&Session, Commit)> {
+        let Target::Segment { session, range } = &self.target else {
+            return None;
+        };
+        let hashes = if finishing {
+            self.stream_hash.take()
+        } else {
+            self.stream_hash.clone()
+        };
+        let commit = Commit {
+            start: range.first,
+            end: range.first + self.received,
+            hashes,
+            algorithms: self.conf.hash_algorithms(),
+            finishing,
+        };
+        Some((session, commit))
+    }
+
+    /// Records the bytes of this segment written so far, here on the event loop: for a
+    /// checkpoint of a session that is not fsynced, a state file rewrite under a lock.
+    fn checkpoint_now(&mut self) -> Result<(), Failure> {
+        if self.received <= self.recorded {
+            return Ok(());
         }
+        let received = self.received;
+        let Some((session, commit)) = self.commit_of(false) else {
+            return Ok(());
+        };
+        let range = (commit.start, commit.end);
+        session
+            .commit(commit)
+            .map_err(|e| commit_failure(session, range, e))?;
+        self.recorded = received;
         Ok(())
     }
 
-    /// Records the bytes of this segment written so far and returns the session's state.
-    fn record_written(&mut self) -> Result<SessionState, Failure> {
-        let Target::Segment { session, range } = &self.target else {
-            unreachable!("only segments are recorded");
+    /// Records the bytes of this segment written so far on the thread pool; `then` gets the
+    /// result back on the event loop. `Err` if the work could not be handed over.
+    fn commit_off_loop(
+        &mut self,
+        finishing: bool,
+        then: impl FnOnce(Result<Committed, Failure>) + 'static,
+    ) -> Result<(), Failure> {
+        let pool = offload::Pool(self.conf.thread_pool);
+        // SAFETY: the request outlives its context.
+        let log = unsafe { (*(*self.request).connection).log };
+        let Some((session, commit)) = self.commit_of(finishing) else {
+            return Err(Failure::new(
+                NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_uint_t,
+                "only segments are committed",
+            ));
         };
-        let (start, end) = (range.first, range.first + self.received);
-        let state = session
-            .record(start, end, self.conf.file_mode())
-            .map_err(|e| {
-                let mut failure = Failure::from(e);
-                failure.message = format!(
-                    "recording bytes {start}-{} in \"{}\": {}",
-                    end - 1,
-                    session.state_path().display(),
-                    failure.message
-                );
-                failure
-            })?;
-        self.recorded = self.received;
-        Ok(state)
+        // The thread works on its own handle, which shares this request's locks.
+        let session = session.try_clone().map_err(|e| {
+            Failure::io(
+                format!("duplicating \"{}\"", session.data_path().display()),
+                &e,
+            )
+        })?;
+        offload::run(
+            pool,
+            log,
+            move || {
+                let range = (commit.start, commit.end);
+                session
+                    .commit(commit)
+                    .map_err(|e| commit_failure(&session, range, e))
+            },
+            move |result| {
+                then(result.unwrap_or_else(|| {
+                    Err(Failure::new(
+                        NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_uint_t,
+                        "recording the segment failed",
+                    ))
+                }))
+            },
+        );
+        Ok(())
     }
 
     /// Removes what a failed request stored that no session keeps: a single-request file, the
@@ -301,15 +379,43 @@ fn bad_request(message: impl Into<String>) -> Failure {
     Failure::new(NGX_HTTP_BAD_REQUEST as ngx_uint_t, message)
 }
 
+impl Failure {
+    /// A failed disk operation: `507 Insufficient Storage` when the disk (or quota) is full,
+    /// so clients and monitoring can tell it from a bug; `500` otherwise.
+    pub fn io(context: impl core::fmt::Display, e: &std::io::Error) -> Self {
+        let status = match e.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => NGX_HTTP_INSUFFICIENT_STORAGE,
+            _ => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_uint_t,
+        };
+        Failure::new(status, format!("{context}: {e}"))
+    }
+}
+
 impl From<SessionError> for Failure {
     fn from(e: SessionError) -> Self {
-        let status = match e {
-            SessionError::IdTooShort { .. } => NGX_HTTP_BAD_REQUEST,
-            SessionError::TotalMismatch { .. } => NGX_HTTP_CONFLICT,
-            SessionError::DamagedState(_) | SessionError::Io(_) => NGX_HTTP_INTERNAL_SERVER_ERROR,
+        let status = match &e {
+            SessionError::IdTooShort { .. } => NGX_HTTP_BAD_REQUEST as ngx_uint_t,
+            SessionError::TotalMismatch { .. } | SessionError::InFlight { .. } => {
+                NGX_HTTP_CONFLICT as ngx_uint_t
+            }
+            SessionError::TooManyRanges { .. } => NGX_HTTP_RANGE_NOT_SATISFIABLE,
+            SessionError::DamagedState(_) => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_uint_t,
+            SessionError::Io(io) => return Failure::io("session files", io),
         };
-        Failure::new(status as ngx_uint_t, e.to_string())
+        Failure::new(status, e.to_string())
     }
+}
+
+/// A failed commit of `[start, end)`, saying which bytes and which state file.
+fn commit_failure(session: &Session, (start, end): (u64, u64), e: SessionError) -> Failure {
+    let mut failure = Failure::from(e);
+    failure.message = format!(
+        "recording bytes {start}-{} in \"{}\": {}",
+        end.saturating_sub(1),
+        session.state_path().display(),
+        failure.message
+    );
+    failure
 }
 
 /// Logs a failure and turns it into the handler's return value.
@@ -479,6 +585,7 @@ fn start(
     };
     let sessions = conf.sessions();
     let (data_dir, file_mode) = (&sessions.data, sessions.file_mode);
+    let mut stream_hash = None;
     let target = match (range, session_id) {
         (Some(_), None) => {
             return Err(bad_request(
@@ -503,6 +610,7 @@ fn start(
                 failure.message = format!("session \"{id}\": {}", failure.message);
                 failure
             })?;
+            stream_hash = session.streaming_hash(&range, conf.hash_algorithms());
             Target::Segment { session, range }
         }
         (None, id) => {
@@ -560,7 +668,11 @@ fn start(
     ctx.field_name = field_name;
     ctx.file_name = file_name;
     ctx.content_type = content_type.to_vec();
-    ctx.hasher = hasher;
+    if matches!(ctx.target, Target::Segment { .. }) {
+        ctx.stream_hash = stream_hash;
+    } else {
+        ctx.hasher = hasher;
+    }
     Ok(ctx)
 }
 
@@ -630,6 +742,10 @@ impl UploadCtx {
 unsafe extern "C" fn body_readable(r: *mut ngx_http_request_t) {
     // SAFETY: r is a live request; its connection and read event exist while it does.
     let rev = unsafe { (*(*r).connection).read };
+    // SAFETY: r is live with our context.
+    if unsafe { ctx_of(r) }.is_some_and(|ctx| ctx.job_in_flight) {
+        return; // a checkpoint is being made durable; its completion resumes reading
+    }
     // SAFETY: as above.
     unsafe {
         if (*rev).delayed() != 0 {
@@ -658,9 +774,7 @@ unsafe extern "C" fn body_readable(r: *mut ngx_http_request_t) {
             // reached the file are real: record them, so a resuming client is told.
             // SAFETY: r is live with our context.
             if let Some(ctx) = unsafe { ctx_of(r) } {
-                if let Err(failure) = ctx.checkpoint() {
-                    fail(r, failure);
-                }
+                ctx.keep_what_arrived(r);
             }
             // SAFETY: r is live; finalizing ends our part in it.
             unsafe { abort(r, rc) };
@@ -676,8 +790,144 @@ unsafe extern "C" fn body_readable(r: *mut ngx_http_request_t) {
             unsafe { finish(r) };
             return;
         }
+        // SAFETY: r is live with our context.
+        if let Some(ctx) = unsafe { ctx_of(r) }.filter(|ctx| ctx.checkpoint_due()) {
+            if let Err(failure) = ctx.checkpoint(r) {
+                let status = fail(r, failure);
+                // SAFETY: r is live.
+                unsafe { abort(r, status) };
+                return;
+            }
+            if ctx.job_in_flight {
+                return;
+            }
+        }
         if consumed == 0 {
             return; // nothing more for now: nginx calls again when data arrives
+        }
+    }
+}
+
+impl UploadCtx {
+    /// Records a long segment's progress: on the event loop, or with `upload_state_fsync` on
+    /// the thread pool while reading pauses (the fsync can take long).
+    fn checkpoint(&mut self, r: *mut ngx_http_request_t) -> Result<(), Failure> {
+        if !self.conf.sessions().durable {
+            return self.checkpoint_now();
+        }
+        let received = self.received;
+        self.commit_off_loop(false, move |result| {
+            // SAFETY: the request is blocked (kept alive) while the work runs.
+            unsafe { job_finished(r, JobDone::Checkpointed(result), received) }
+        })?;
+        // The continuation runs later, from the event loop.
+        self.job_in_flight = true;
+        // SAFETY: r is live; client_body_timeout must not run while the server is busy.
+        unsafe {
+            block_for_job(r);
+            let rev = (*(*r).connection).read;
+            if (*rev).timer_set() != 0 {
+                ngx::ffi::ngx_del_timer(rev);
+            }
+        }
+        Ok(())
+    }
+
+    /// A segment cut short (client gone, timeout, bad body): records the bytes that reached
+    /// the file. With `upload_state_fsync` the record waits for the data's fsync on the thread
+    /// pool, without the request, which is ending.
+    fn keep_what_arrived(&mut self, r: *mut ngx_http_request_t) {
+        if self.received <= self.recorded {
+            return;
+        }
+        let result = if self.conf.sessions().durable {
+            // SAFETY: r is live.
+            let log = unsafe { (*(*r).connection).log };
+            self.commit_off_loop(false, move |result| {
+                if let Err(failure) = result {
+                    ngx_log_error!(NGX_LOG_ERR, log, "upload: {}", failure.message);
+                }
+            })
+        } else {
+            self.checkpoint_now()
+        };
+        if let Err(failure) = result {
+            fail(r, failure);
+        }
+    }
+}
+
+/// Keeps the request alive, and nginx from finalizing it, while disk work runs for it; as
+/// nginx's own thread tasks do. [`job_finished`] undoes it.
+///
+/// # Safety
+/// `r` must be live.
+unsafe fn block_for_job(r: *mut ngx_http_request_t) {
+    // SAFETY: see above.
+    unsafe {
+        let main = (*r).main;
+        (*main).set_blocked((*main).blocked() + 1);
+        (*r).set_aio(1);
+        (*r).write_event_handler = Some(job_continuation);
+    }
+}
+
+/// Back on the event loop with the result of a request's disk work.
+///
+/// # Safety
+/// `r` must be a request blocked by [`block_for_job`].
+unsafe fn job_finished(r: *mut ngx_http_request_t, done: JobDone, received: u64) {
+    // SAFETY: the request was kept alive by block_for_job.
+    unsafe {
+        if let Some(ctx) = ctx_of(r) {
+            if let JobDone::Checkpointed(Ok(_)) = &done {
+                ctx.recorded = ctx.recorded.max(received);
+            }
+            ctx.job_done = Some(done);
+        }
+        let main = (*r).main;
+        (*main).set_blocked((*main).blocked() - 1);
+        (*r).set_aio(0);
+        let c = (*r).connection;
+        // Our continuation, or nginx's finalizer if the request was terminated meanwhile.
+        if let Some(handler) = (*r).write_event_handler {
+            handler(r);
+        }
+        ngx::ffi::ngx_http_run_posted_requests(c);
+    }
+}
+
+/// The write event handler while disk work runs: goes on once its result is in.
+unsafe extern "C" fn job_continuation(r: *mut ngx_http_request_t) {
+    // SAFETY: r is live with our context (a write event or job_finished).
+    let Some(ctx) = (unsafe { ctx_of(r) }) else {
+        return;
+    };
+    let Some(done) = ctx.job_done.take() else {
+        return; // a write event before the work finished: nothing to do yet
+    };
+    ctx.job_in_flight = false;
+    // SAFETY: r is live.
+    unsafe { (*r).write_event_handler = Some(ngx::ffi::ngx_http_request_empty_handler) };
+    match done {
+        JobDone::Checkpointed(Ok(_)) => {
+            // SAFETY: r is live and still reading its body.
+            unsafe { body_readable(r) }
+        }
+        JobDone::Checkpointed(Err(failure)) => {
+            let status = fail(r, failure);
+            // SAFETY: r is live.
+            unsafe { abort(r, status) }
+        }
+        JobDone::Committed(result) => {
+            let rc = result.and_then(|committed| answer_committed(r, ctx, committed));
+            match rc {
+                // SAFETY: r is live; this ends the reference taken by
+                // ngx_http_read_client_request_body.
+                Ok(rc) => unsafe { ngx_http_finalize_request(r, rc) },
+                // SAFETY: as above.
+                Err(failure) => unsafe { abort(r, fail(r, failure)) },
+            }
         }
     }
 }
@@ -722,6 +972,9 @@ unsafe fn take_body_buffers(r: *mut ngx_http_request_t) -> Option<u64> {
     }
     rb.bufs = ptr::null_mut();
     let consumed = ctx.received - before;
+    if written.is_err() {
+        ctx.keep_what_arrived(r);
+    }
     let written = written.and_then(|()| describe_finished_files(r));
     if let Err(failure) = written {
         let status = fail(r, failure);
@@ -803,15 +1056,20 @@ unsafe fn finish(r: *mut ngx_http_request_t) {
         return;
     };
     match complete(r, ctx) {
-        // SAFETY: r is live; this ends the reference taken by
-        // ngx_http_read_client_request_body.
-        Ok(rc) => unsafe { ngx_http_finalize_request(r, rc) },
+        Ok(Some(rc)) => {
+            // SAFETY: r is live; this ends the reference taken by
+            // ngx_http_read_client_request_body.
+            unsafe { ngx_http_finalize_request(r, rc) }
+        }
+        Ok(None) => {} // the segment is being recorded; job_continuation answers
         // SAFETY: as above.
         Err(failure) => unsafe { abort(r, fail(r, failure)) },
     }
 }
 
-fn complete(r: *mut ngx_http_request_t, ctx: &mut UploadCtx) -> Result<ngx_int_t, Failure> {
+/// Answers a request whose body is complete, or starts recording a segment off the event
+/// loop (`Ok(None)`).
+fn complete(r: *mut ngx_http_request_t, ctx: &mut UploadCtx) -> Result<Option<ngx_int_t>, Failure> {
     if let Target::Multipart(upload) = &mut ctx.target {
         upload.finish()?;
         describe_finished_files(r)?;
@@ -825,7 +1083,7 @@ fn complete(r: *mut ngx_http_request_t, ctx: &mut UploadCtx) -> Result<ngx_int_t
         ctx.described = None;
         ngx_glue::add_configured_headers(r, ctx.conf);
         ctx.handed_off = true;
-        return handoff::pass_to_backend(r, ctx);
+        return handoff::pass_to_backend(r, ctx).map(Some);
     }
     if let Some(expected) = ctx.expected.filter(|n| *n != ctx.received) {
         return Err(bad_request(format!(
@@ -833,7 +1091,7 @@ fn complete(r: *mut ngx_http_request_t, ctx: &mut UploadCtx) -> Result<ngx_int_t
             ctx.received
         )));
     }
-    let state: Option<SessionState> = match &ctx.target {
+    match &ctx.target {
         Target::Segment { range, .. } => {
             if ctx.received != range.len() {
                 return Err(Failure::new(
@@ -844,35 +1102,51 @@ fn complete(r: *mut ngx_http_request_t, ctx: &mut UploadCtx) -> Result<ngx_int_t
                     ),
                 ));
             }
-            Some(ctx.record_written()?)
+            // Recording may fsync, and read the file back to hash it: off the event loop.
+            let received = ctx.received;
+            ctx.commit_off_loop(true, move |result| {
+                // SAFETY: the request is blocked (kept alive) while the work runs.
+                unsafe { job_finished(r, JobDone::Committed(result), received) }
+            })?;
+            ctx.job_in_flight = true;
+            // SAFETY: r is live; the job's continuation runs later, from the event loop.
+            unsafe { block_for_job(r) };
+            Ok(None)
         }
         Target::Whole { .. } => {
             ctx.digests = ctx.hasher.take().map(MultiHasher::finish);
-            None
+            ngx_glue::add_configured_headers(r, ctx.conf);
+            ctx.handed_off = true;
+            handoff::pass_to_backend(r, ctx).map(Some)
         }
         Target::Multipart(_) => unreachable!("handled above"),
-    };
-    if let (Some(state), Target::Segment { session, .. }) = (&state, &ctx.target) {
-        let algorithms = ctx.conf.hash_algorithms();
-        if state.is_complete() && algorithms != Algorithms::NONE {
-            // Segments may have come in any order: hash the assembled file.
-            ctx.digests = Some(
-                finish_from_file(session.file(), HashProgress::new(algorithms), state.total)
-                    .map_err(|e| {
-                        Failure::new(
-                            NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_uint_t,
-                            format!("hashing \"{}\" failed: {e}", session.data_path().display()),
-                        )
-                    })?,
-            );
-        }
+    }
+}
+
+/// A segment is recorded: answer with the progress, or hand the complete file off if this
+/// request is the one to.
+fn answer_committed(
+    r: *mut ngx_http_request_t,
+    ctx: &mut UploadCtx,
+    committed: Committed,
+) -> Result<ngx_int_t, Failure> {
+    ctx.recorded = ctx.received;
+    ctx.digests = committed.digests;
+    let state = committed.state;
+    if !state.is_complete() {
+        ngx_glue::add_configured_headers(r, ctx.conf);
+        return Ok(ngx_glue::answer_progress(r, &state));
+    }
+    if !committed.hand_off {
+        return Err(Failure::new(
+            NGX_HTTP_CONFLICT as ngx_uint_t,
+            format!(
+                "session file \"{}\" is complete and another request is handing it off",
+                ctx.path().display()
+            ),
+        ));
     }
     ngx_glue::add_configured_headers(r, ctx.conf);
-    match state {
-        Some(state) if !state.is_complete() => Ok(ngx_glue::answer_progress(r, &state)),
-        _ => {
-            ctx.handed_off = true;
-            handoff::pass_to_backend(r, ctx)
-        }
-    }
+    ctx.handed_off = true;
+    handoff::pass_to_backend(r, ctx)
 }

@@ -5,19 +5,26 @@
 //! - [`handler`]: the content handler that streams a request body into its file;
 //! - [`handoff`]: passing the finished file to `upload_pass`;
 //! - [`variables`]: the `$upload_*` variables;
+//! - [`offload`]: blocking disk work on nginx's thread pools;
+//! - [`expiry`]: the sweep of expired sessions (`upload_state_expire`);
 //! - the upload logic itself lives in the `ngx-upload-engine` crate.
 
 use core::ffi::{c_char, c_void};
 use core::ptr::addr_of;
 
-use ngx::ffi::{ngx_conf_t, ngx_http_module_t, ngx_int_t, ngx_module_t, NGX_HTTP_MODULE};
-use ngx::http::{HttpModule, HttpModuleLocationConf};
+use ngx::ffi::{
+    ngx_conf_t, ngx_cycle_t, ngx_http_module_t, ngx_int_t, ngx_module_t, NGX_HTTP_MODULE,
+    NGX_LOG_NOTICE, NGX_OK,
+};
+use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
 
 mod conf;
+mod expiry;
 mod handler;
 mod handoff;
 mod multipart;
 mod ngx_glue;
+mod offload;
 mod variables;
 
 pub struct Module;
@@ -43,6 +50,11 @@ impl HttpModule for Module {
     }
 }
 
+// SAFETY: create_main_conf allocates a MainConf, the type named here.
+unsafe impl HttpModuleMainConf for Module {
+    type MainConf = conf::MainConf;
+}
+
 // SAFETY: create_loc_conf allocates an UploadConf, the type named here.
 unsafe impl HttpModuleLocationConf for Module {
     type LocationConf = conf::UploadConf;
@@ -51,7 +63,7 @@ unsafe impl HttpModuleLocationConf for Module {
 static MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
     preconfiguration: Some(Module::preconfiguration),
     postconfiguration: None,
-    create_main_conf: None,
+    create_main_conf: Some(Module::create_main_conf),
     init_main_conf: None,
     create_srv_conf: None,
     merge_srv_conf: None,
@@ -70,8 +82,22 @@ pub static mut ngx_http_upload_module: ngx_module_t = ngx_module_t {
     // The address of the commands table, which nginx only reads.
     commands: &raw mut conf::COMMANDS as *mut _,
     type_: NGX_HTTP_MODULE as ngx_uint,
+    init_module: Some(announce_version),
+    init_process: Some(expiry::init_process),
     ..ngx_module_t::default()
 };
+
+/// Says once, when nginx loads a configuration, which module version it runs.
+unsafe extern "C" fn announce_version(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+    ngx::ngx_log_error!(
+        NGX_LOG_NOTICE,
+        // SAFETY: nginx calls init_module with the new cycle, whose log is set.
+        unsafe { (*cycle).log },
+        "ngx-upload {} (nginx-upload-module compatible) loaded",
+        env!("CARGO_PKG_VERSION")
+    );
+    NGX_OK as ngx_int_t
+}
 
 #[allow(non_camel_case_types)]
 type ngx_uint = ngx::ffi::ngx_uint_t;

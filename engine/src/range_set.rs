@@ -38,6 +38,17 @@ impl RangeSet {
         self.spans.splice(first..past, [(lo, hi)]);
     }
 
+    /// How many spans the set would have after [`Self::insert`]ing `[start, end)`, without
+    /// inserting: lets a caller refuse a range that would grow the set past a limit.
+    pub fn len_after_insert(&self, start: u64, end: u64) -> usize {
+        if start >= end {
+            return self.spans.len();
+        }
+        let first = self.spans.partition_point(|s| s.1 < start);
+        let past = self.spans.partition_point(|s| s.0 <= end);
+        self.spans.len() + 1 - past.saturating_sub(first)
+    }
+
     /// Whether every byte of `[start, end)` is held.
     pub fn contains(&self, start: u64, end: u64) -> bool {
         if start >= end {
@@ -222,6 +233,32 @@ mod tests {
                 }
                 assert_eq!(spans(&s), expect);
                 assert_eq!(s.held(), model.iter().filter(|m| **m).count() as u64);
+            }
+        }
+    }
+
+    #[test]
+    fn len_after_insert_matches_insert() {
+        let mut rng = 0x9e3779b97f4a7c15u64;
+        let mut next = |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        for _ in 0..200 {
+            let mut set = RangeSet::new();
+            for _ in 0..40 {
+                let start = next(300);
+                let end = start + next(20);
+                let mut after = set.clone();
+                after.insert(start, end);
+                assert_eq!(
+                    set.len_after_insert(start, end),
+                    after.len(),
+                    "{set:?} + {start}..{end}"
+                );
+                set = after;
             }
         }
     }

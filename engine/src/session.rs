@@ -1,12 +1,22 @@
 //! A resumable upload session on disk: the output file that segments are written into at their
 //! offsets, and the state file that records which ranges are held.
 //!
-//! Any number of requests, in any worker process, may work on one session at once. They
-//! serialise on an exclusive `flock` of the output file, held only while the state file is read
-//! and replaced, never while waiting for the network. Data is written before the state that
-//! claims it, and the state file is replaced by rename, so it never claims bytes not written.
+//! Any number of requests, in any worker process, may work on one session at once:
+//! - they serialise on an exclusive `flock` of the output file, held only while the state file
+//!   is read and replaced, never while waiting for the network;
+//! - each request holds an open-file-description (`F_OFD_SETLK`) write lock on the byte range
+//!   it is writing, from [`SessionStore::open`] until its [`Session`] is dropped, so a segment
+//!   overlapping one in flight is refused ([`SessionError::InFlight`]) instead of racing it; the
+//!   kernel releases these locks when the process dies, so a crash leaves none behind;
+//! - the request whose commit finds the session complete takes a lock on the byte just past
+//!   the file's end, so exactly one request hands the finished file off.
+//!
+//! Data is written before the state that claims it, and the state file is replaced by rename,
+//! so it never claims bytes not written; with [`SessionStore::durable`] both are fsynced first.
 
 use crate::content_range::ContentRange;
+use crate::hash_state::HashProgress;
+use crate::hashing::{Algorithms, Digests};
 use crate::session_id::SessionId;
 use crate::state::{SessionState, StateError, MAX_STATE_LEN};
 use crate::store::{self, HashedDir};
@@ -15,14 +25,25 @@ use std::fs::{self, File};
 use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
-/// Where a location keeps its sessions.
+/// Disjoint ranges a session may hold unless configured otherwise: enough for any real client
+/// (segments in any order, many in parallel), small enough that a state file stays small.
+pub const DEFAULT_MAX_RANGES: usize = 4096;
+
+/// Where a location keeps its sessions, and the rules they live by.
 #[derive(Debug, Clone)]
 pub struct SessionStore {
     pub data: HashedDir,
     pub state: HashedDir,
     /// Mode of created files (`upload_store_access`).
     pub file_mode: u32,
+    /// Sessions whose state was not written for longer are gone (`upload_state_expire`).
+    pub expire_after: Option<Duration>,
+    /// Most disjoint ranges a session may hold (`upload_state_max_ranges`).
+    pub max_ranges: usize,
+    /// Data and state are fsynced before a commit returns (`upload_state_fsync`).
+    pub durable: bool,
 }
 
 #[derive(Debug)]
@@ -35,6 +56,15 @@ pub enum SessionError {
     TotalMismatch {
         stored: u64,
         sent: u64,
+    },
+    /// Another request is writing bytes this segment overlaps.
+    InFlight {
+        first: u64,
+        last: u64,
+    },
+    /// Recording the segment would leave the session with more disjoint ranges than allowed.
+    TooManyRanges {
+        max: usize,
     },
     /// The state file exists but cannot be understood.
     DamagedState(StateError),
@@ -56,6 +86,15 @@ impl fmt::Display for SessionError {
                     "total size {sent} differs from the session's total size {stored}"
                 )
             }
+            Self::InFlight { first, last } => write!(
+                f,
+                "bytes {first}-{last} overlap a segment another request is still writing"
+            ),
+            Self::TooManyRanges { max } => write!(
+                f,
+                "the segment would leave more than {max} separate ranges \
+                 (upload_state_max_ranges); send segments that fill the gaps"
+            ),
             Self::DamagedState(e) => write!(f, "damaged state file: {e}"),
             Self::Io(e) => e.fmt(f),
         }
@@ -68,16 +107,59 @@ impl From<io::Error> for SessionError {
     }
 }
 
-/// An open session: the output file, and the paths of both files.
+/// An open session: the output file, the paths of both files, and this request's claim on the
+/// byte range it writes.
 #[derive(Debug)]
 pub struct Session {
     file: File,
     data_path: PathBuf,
     state_path: PathBuf,
     total: u64,
+    file_mode: u32,
+    max_ranges: usize,
+    durable: bool,
+    /// The state as this request found it.
+    opened: SessionState,
+}
+
+/// What a request that wrote bytes of a session has the state record.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    /// The bytes `[start, end)` are in the output file.
+    pub start: u64,
+    pub end: u64,
+    /// The hashes this request carried on as its bytes streamed by ([`Session::streaming_hash`]).
+    pub hashes: Option<HashProgress>,
+    /// Hashes the location wants; [`Algorithms::NONE`] for none.
+    pub algorithms: Algorithms,
+    /// The request's body is complete: hash from the file what could not be hashed as it
+    /// streamed and, if the session is complete, claim its hand-off. `false` for a checkpoint
+    /// of a segment still streaming.
+    pub finishing: bool,
+}
+
+/// The outcome of [`Session::commit`].
+#[derive(Debug)]
+pub struct Committed {
+    pub state: SessionState,
+    /// The whole file's hashes, once complete and when hashes are wanted.
+    pub digests: Option<Digests>,
+    /// The session is complete and this request, alone, is to hand it off.
+    pub hand_off: bool,
 }
 
 impl SessionStore {
+    pub fn new(data: HashedDir, state: HashedDir, file_mode: u32) -> Self {
+        Self {
+            data,
+            state,
+            file_mode,
+            expire_after: None,
+            max_ranges: DEFAULT_MAX_RANGES,
+            durable: false,
+        }
+    }
+
     pub fn data_path(&self, id: &SessionId) -> Result<PathBuf, SessionError> {
         self.data
             .path_of(id.as_str())
@@ -97,13 +179,18 @@ impl SessionStore {
     }
 
     /// What a session holds, for a client asking before it resumes; `None` if there is no such
-    /// session (or its output file is gone, so nothing it claims is there). Creates nothing.
+    /// session (its output file is gone, so nothing it claims is there, or it expired).
+    /// Creates nothing.
     pub fn progress(&self, id: &SessionId) -> Result<Option<SessionState>, SessionError> {
         if !self.data_path(id)?.exists() {
             return Ok(None);
         }
+        let state_path = self.state_path(id)?;
+        if self.is_expired(&state_path) {
+            return Ok(None);
+        }
         // The state file is replaced by rename, so an unlocked read sees a whole version.
-        match fs::read(self.state_path(id)?) {
+        match fs::read(state_path) {
             Ok(bytes) => SessionState::decode(&bytes)
                 .map(Some)
                 .map_err(SessionError::DamagedState),
@@ -112,44 +199,175 @@ impl SessionStore {
         }
     }
 
-    /// Opens the session for a segment of `range`, creating it if it is new. Fails with
-    /// [`SessionError::TotalMismatch`] if the session exists with another total size.
+    /// Opens the session for a segment of `range`, creating it if it is new (or expired), and
+    /// claims the segment's bytes for this request. Fails with [`SessionError::TotalMismatch`]
+    /// if the session exists with another total size, [`SessionError::InFlight`] if another
+    /// request is writing bytes of the range, [`SessionError::TooManyRanges`] if recording the
+    /// range would exceed [`Self::max_ranges`]. A failure changes nothing on disk, but for an
+    /// empty output file and state of a session it had to create.
     pub fn open(&self, id: &SessionId, range: &ContentRange) -> Result<Session, SessionError> {
         let data_path = self.data_path(id)?;
         let state_path = self.state_path(id)?;
         let (file, created) = open_or_create(&data_path, self.file_mode)?;
-        let session = Session {
+        let mut session = Session {
             file,
             data_path,
             state_path,
             total: range.total,
+            file_mode: self.file_mode,
+            max_ranges: self.max_ranges,
+            durable: self.durable,
+            opened: SessionState::new(range.total),
         };
-        session.check_total(created, self.file_mode)?;
+        let fresh = created || self.is_expired(&session.state_path);
+        session.opened = session.start(fresh, range)?;
+        if !ofd_lock(&session.file, range.first, range.len())? {
+            return Err(SessionError::InFlight {
+                first: range.first,
+                last: range.last,
+            });
+        }
         Ok(session)
+    }
+
+    /// Whether the state file at `path` was last written longer ago than the expiry allows.
+    fn is_expired(&self, path: &Path) -> bool {
+        let Some(limit) = self.expire_after else {
+            return false;
+        };
+        fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > limit)
+    }
+
+    /// Removes every session whose state file was last written longer than
+    /// [`Self::expire_after`] before `now`: its output file and its state. A session with a
+    /// request writing to it is left alone. Also removes temporary state files left by a crash.
+    pub fn sweep_expired(&self, now: SystemTime) -> io::Result<Sweep> {
+        let mut sweep = Sweep::default();
+        let Some(limit) = self.expire_after else {
+            return Ok(sweep);
+        };
+        let expired = |path: &Path| -> bool {
+            fs::metadata(path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|age| age > limit)
+        };
+        let mut dirs = vec![self.state.root.clone()];
+        while let Some(dir) = dirs.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for entry in entries {
+                let entry = entry?;
+                let path = entry.path();
+                if entry.file_type()?.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if name.ends_with(".state.tmp") {
+                    if expired(&path) {
+                        remove_if_present(&path)?;
+                    }
+                    continue;
+                }
+                let Some(id) = name
+                    .strip_suffix(".state")
+                    .and_then(|id| SessionId::parse(id.as_bytes()).ok())
+                else {
+                    continue;
+                };
+                if !expired(&path) {
+                    continue;
+                }
+                match self.remove_expired(&id, &path, &expired) {
+                    Ok(true) => sweep.removed += 1,
+                    Ok(false) => sweep.busy += 1,
+                    Err(SessionError::Io(e)) => return Err(e),
+                    Err(_) => sweep.busy += 1,
+                }
+            }
+        }
+        Ok(sweep)
+    }
+
+    /// Removes one expired session unless a request is writing to it; whether it was removed.
+    fn remove_expired(
+        &self,
+        id: &SessionId,
+        state_path: &Path,
+        expired: &dyn Fn(&Path) -> bool,
+    ) -> Result<bool, SessionError> {
+        let data_path = self.data_path(id)?;
+        let file = match fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&data_path)
+        {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                remove_if_present(state_path)?;
+                return Ok(true);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if ofd_locked_anywhere(&file)? {
+            return Ok(false);
+        }
+        let _lock = FileLock::exclusive(&file)?;
+        // A request may have written the state since the sweep looked.
+        if !expired(state_path) {
+            return Ok(false);
+        }
+        remove_if_present(&data_path)?;
+        remove_if_present(state_path)?;
+        Ok(true)
     }
 }
 
+/// What [`SessionStore::sweep_expired`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Sweep {
+    pub removed: usize,
+    /// Expired sessions left because a request is writing to them.
+    pub busy: usize,
+}
+
 impl Session {
-    fn check_total(&self, created: bool, file_mode: u32) -> Result<(), SessionError> {
-        let session = self;
-        let _lock = session.lock()?;
-        let state = match session.read_state()? {
+    /// Checks the session's state against the segment that opened it, creating a fresh state
+    /// if `fresh`; returns the state found.
+    fn start(&self, fresh: bool, range: &ContentRange) -> Result<SessionState, SessionError> {
+        let _lock = self.lock()?;
+        let state = match self.read_state()? {
             // An output file that had to be created cannot hold what an old state file claims
             // (the backend moved the finished file away, or someone deleted it): start afresh.
-            Some(state) if !created => state,
+            Some(state) if !fresh => state,
             _ => {
-                let state = SessionState::new(session.total);
-                session.write_state(&state, file_mode)?;
+                let state = SessionState::new(self.total);
+                self.write_state(&state)?;
                 state
             }
         };
-        if state.total != session.total {
+        if state.total != self.total {
             return Err(SessionError::TotalMismatch {
                 stored: state.total,
-                sent: session.total,
+                sent: self.total,
             });
         }
-        Ok(())
+        if state.received.len_after_insert(range.first, range.last + 1) > self.max_ranges {
+            return Err(SessionError::TooManyRanges {
+                max: self.max_ranges,
+            });
+        }
+        Ok(state)
     }
 
     pub fn data_path(&self) -> &Path {
@@ -164,28 +382,96 @@ impl Session {
         &self.file
     }
 
-    /// Records that `[start, end)` is written, and returns the session's state after it.
-    pub fn record(
+    /// The state as this request found it when it opened the session.
+    pub fn opened_state(&self) -> &SessionState {
+        &self.opened
+    }
+
+    /// The hash progress a request writing `range` can carry on as its bytes stream by: the
+    /// stored one, if the hashed prefix ends inside the range (in-order uploads); `None` if the
+    /// range lies beyond the prefix, or no hashes are wanted.
+    pub fn streaming_hash(
         &self,
-        start: u64,
-        end: u64,
-        file_mode: u32,
-    ) -> Result<SessionState, SessionError> {
-        let _lock = self.lock()?;
-        let mut state = self
-            .read_state()?
-            .unwrap_or_else(|| SessionState::new(self.total));
-        if state.total != self.total {
-            return Err(SessionError::TotalMismatch {
-                stored: state.total,
-                sent: self.total,
-            });
+        range: &ContentRange,
+        algorithms: Algorithms,
+    ) -> Option<HashProgress> {
+        if algorithms == Algorithms::NONE {
+            return None;
         }
-        if !state.received.contains(start, end) {
-            state.received.insert(start, end);
-            self.write_state(&state, file_mode)?;
+        let progress = HashProgress::resume(self.opened.hash.as_deref(), algorithms);
+        let upto = progress.hashed_upto();
+        (range.first..=range.last)
+            .contains(&upto)
+            .then_some(progress)
+    }
+
+    /// A second handle on the session, for work done on another thread. It shares this one's
+    /// open file description, and with it this request's claims.
+    pub fn try_clone(&self) -> io::Result<Session> {
+        Ok(Session {
+            file: self.file.try_clone()?,
+            data_path: self.data_path.clone(),
+            state_path: self.state_path.clone(),
+            total: self.total,
+            file_mode: self.file_mode,
+            max_ranges: self.max_ranges,
+            durable: self.durable,
+            opened: self.opened.clone(),
+        })
+    }
+
+    /// Records that `[commit.start, commit.end)` is written, with the hash progress, and
+    /// returns the session's state after it. See [`Commit::finishing`] for what else a request
+    /// whose body is complete gets done. Blocking disk work: run it off an event loop.
+    pub fn commit(&self, commit: Commit) -> Result<Committed, SessionError> {
+        let algorithms = commit.algorithms;
+        if self.durable {
+            self.file.sync_data()?;
         }
-        Ok(state)
+        let max_ranges = self.max_ranges;
+        let mut state = self.update(|state| {
+            let mut changed = false;
+            if !state.received.contains(commit.start, commit.end) {
+                if state.received.len_after_insert(commit.start, commit.end) > max_ranges {
+                    return Err(SessionError::TooManyRanges { max: max_ranges });
+                }
+                state.received.insert(commit.start, commit.end);
+                changed = true;
+            }
+            if let Some(ours) = commit.hashes.clone() {
+                changed |= keep_longer_hash(state, ours, algorithms);
+            }
+            Ok(changed)
+        })?;
+        let mut digests = None;
+        if commit.finishing && algorithms != Algorithms::NONE {
+            let mut progress = HashProgress::resume(state.hash.as_deref(), algorithms);
+            let prefix = state.received.prefix_len();
+            if progress.hashed_upto() < prefix {
+                // Bytes that arrived out of order: hash them from the file, now that the gap
+                // before them is filled. Held bytes do not change, so no lock is needed.
+                progress.catch_up(&self.file, prefix)?;
+                let caught_up = progress.clone();
+                state = self.update(|state| Ok(keep_longer_hash(state, caught_up, algorithms)))?;
+                progress = HashProgress::resume(state.hash.as_deref(), algorithms);
+            }
+            if state.is_complete() {
+                digests = progress.finish(self.total);
+            }
+        }
+        let hand_off = commit.finishing && state.is_complete() && self.claim_hand_off()?;
+        Ok(Committed {
+            state,
+            digests,
+            hand_off,
+        })
+    }
+
+    /// Takes the lock that makes this request the one to hand the complete session off: the
+    /// byte just past the file's end, which no segment claims. Held until the session is
+    /// dropped; `false` if another request holds it.
+    fn claim_hand_off(&self) -> io::Result<bool> {
+        ofd_lock(&self.file, self.total, 1)
     }
 
     /// The state as recorded now.
@@ -214,6 +500,28 @@ impl Session {
         FileLock::exclusive(&self.file)
     }
 
+    /// Reads the state under the lock, lets `change` edit it, and writes it back if `change`
+    /// says it changed. Returns the state after.
+    fn update(
+        &self,
+        change: impl FnOnce(&mut SessionState) -> Result<bool, SessionError>,
+    ) -> Result<SessionState, SessionError> {
+        let _lock = self.lock()?;
+        let mut state = self
+            .read_state()?
+            .unwrap_or_else(|| SessionState::new(self.total));
+        if state.total != self.total {
+            return Err(SessionError::TotalMismatch {
+                stored: state.total,
+                sent: self.total,
+            });
+        }
+        if change(&mut state)? {
+            self.write_state(&state)?;
+        }
+        Ok(state)
+    }
+
     fn read_state(&self) -> Result<Option<SessionState>, SessionError> {
         let file = match File::open(&self.state_path) {
             Ok(f) => f,
@@ -230,21 +538,82 @@ impl Session {
 
     /// Replaces the state file atomically: a reader sees the old state or the new, never a
     /// torn one. Called with the lock held, so one temporary name is enough.
-    fn write_state(&self, state: &SessionState, file_mode: u32) -> io::Result<()> {
+    fn write_state(&self, state: &SessionState) -> io::Result<()> {
         let mut tmp = self.state_path.clone().into_os_string();
         tmp.push(".tmp");
         let tmp = PathBuf::from(tmp);
-        let mut file = match create_truncated(&tmp, file_mode) {
+        let mut file = match create_truncated(&tmp, self.file_mode) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                store::create_parents(&tmp, file_mode)?;
-                create_truncated(&tmp, file_mode)
+                store::create_parents(&tmp, self.file_mode)?;
+                create_truncated(&tmp, self.file_mode)
             }
             other => other,
         }?;
         file.write_all(&state.encode())?;
+        if self.durable {
+            file.sync_all()?;
+        }
         drop(file);
-        fs::rename(&tmp, &self.state_path)
+        fs::rename(&tmp, &self.state_path)?;
+        if self.durable {
+            if let Some(dir) = self.state_path.parent() {
+                File::open(dir)?.sync_all()?;
+            }
+        }
+        Ok(())
     }
+}
+
+/// Stores `ours` as the state's hash progress if it hashed more than the stored one; whether
+/// it did.
+fn keep_longer_hash(state: &mut SessionState, ours: HashProgress, algorithms: Algorithms) -> bool {
+    let stored = HashProgress::resume(state.hash.as_deref(), algorithms);
+    if ours.algorithms() == stored.algorithms() && ours.hashed_upto() > stored.hashed_upto() {
+        state.hash = Some(ours.encode());
+        true
+    } else {
+        false
+    }
+}
+
+/// Takes a non-blocking open-file-description write lock on `len` bytes at `start`; `false` if
+/// another open file description holds a conflicting one.
+fn ofd_lock(file: &File, start: u64, len: u64) -> io::Result<bool> {
+    let mut lock = flock_range(libc::F_WRLCK, start, len);
+    loop {
+        // SAFETY: F_OFD_SETLK with a valid flock struct on an open descriptor.
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut lock) } == 0 {
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN) | Some(libc::EACCES) => return Ok(false),
+            _ => return Err(e),
+        }
+    }
+}
+
+/// Whether any open file description holds a lock on any byte of `file` (one of its own would
+/// not count, but the sweeper's descriptor holds none).
+fn ofd_locked_anywhere(file: &File) -> io::Result<bool> {
+    // l_len 0: from l_start to any offset.
+    let mut lock = flock_range(libc::F_WRLCK, 0, 0);
+    // SAFETY: F_OFD_GETLK with a valid flock struct on an open descriptor.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut lock) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(lock.l_type != libc::F_UNLCK as libc::c_short)
+}
+
+fn flock_range(kind: libc::c_int, start: u64, len: u64) -> libc::flock {
+    // SAFETY: flock is plain data; all-zero is a valid value, and l_pid must be 0 for OFD locks.
+    let mut lock: libc::flock = unsafe { core::mem::zeroed() };
+    lock.l_type = kind as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock.l_start = start as libc::off_t;
+    lock.l_len = len as libc::off_t;
+    lock
 }
 
 fn create_truncated(path: &Path, mode: u32) -> io::Result<File> {
@@ -372,11 +741,24 @@ mod tests {
     }
 
     fn store(root: &Path, levels: &[usize]) -> SessionStore {
-        SessionStore {
-            data: HashedDir::new(root.join("data"), levels),
-            state: HashedDir::new(root.join("state"), levels),
-            file_mode: 0o600,
-        }
+        SessionStore::new(
+            HashedDir::new(root.join("data"), levels),
+            HashedDir::new(root.join("state"), levels),
+            0o600,
+        )
+    }
+
+    /// Commits `[start, end)` as a request whose body is complete, without hashes.
+    fn record(s: &Session, start: u64, end: u64) -> SessionState {
+        s.commit(Commit {
+            start,
+            end,
+            hashes: None,
+            algorithms: Algorithms::NONE,
+            finishing: true,
+        })
+        .unwrap()
+        .state
     }
 
     fn range(s: &str) -> ContentRange {
@@ -399,7 +781,7 @@ mod tests {
             let s = st.open(&id("abc123"), &r).unwrap();
             let (x, y) = content[a..=b].split_at(100);
             write_all_at(s.file(), a as u64, &[IoSlice::new(x), IoSlice::new(y)]).unwrap();
-            last = Some(s.record(a as u64, b as u64 + 1, 0o600).unwrap());
+            last = Some(record(&s, a as u64, b as u64 + 1));
         }
         let state = last.unwrap();
         assert!(state.is_complete());
@@ -415,7 +797,7 @@ mod tests {
         let st = store(&tmp, &[]);
         let s = st.open(&id("s1"), &range("bytes 0-9/100")).unwrap();
         write_at(s.file(), 0, b"0123456789").unwrap();
-        s.record(0, 10, 0o600).unwrap();
+        record(&s, 0, 10);
         let before = fs::read(s.state_path()).unwrap();
         let err = st.open(&id("s1"), &range("bytes 0-9/200")).unwrap_err();
         assert!(matches!(
@@ -436,7 +818,7 @@ mod tests {
         let st = store(&tmp, &[]);
         let s = st.open(&id("s2"), &range("bytes 0-3/4")).unwrap();
         write_at(s.file(), 0, b"abcd").unwrap();
-        assert!(s.record(0, 4, 0o600).unwrap().is_complete());
+        assert!(record(&s, 0, 4).is_complete());
         fs::remove_file(s.data_path()).unwrap();
         // A new upload under the same id, with another size, is a new session.
         let s = st.open(&id("s2"), &range("bytes 0-1/8")).unwrap();
@@ -466,7 +848,7 @@ mod tests {
         assert!(!tmp.join("data").exists() && !tmp.join("state").exists());
         let s = st.open(&id("some1"), &range("bytes 5-9/10")).unwrap();
         write_at(s.file(), 5, b"56789").unwrap();
-        s.record(5, 10, 0o600).unwrap();
+        record(&s, 5, 10);
         let p = st.progress(&id("some1")).unwrap().unwrap();
         assert_eq!(p.received.report(p.total).to_string(), "5-9/10");
         fs::remove_dir_all(&tmp).unwrap();
@@ -496,7 +878,7 @@ mod tests {
                         let r = range(&format!("bytes {}-{}/2000", i * 10, i * 10 + 9));
                         let s = st.open(&id("para1"), &r).unwrap();
                         write_at(s.file(), i * 10, &[i as u8; 10]).unwrap();
-                        s.record(i * 10, i * 10 + 10, 0o600).unwrap();
+                        record(&s, i * 10, i * 10 + 10);
                     }
                 })
             })
@@ -509,5 +891,288 @@ mod tests {
         s.remove().unwrap();
         assert!(!s.data_path().exists() && !s.state_path().exists());
         fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    fn reference_digests(content: &[u8], algorithms: Algorithms) -> Digests {
+        let mut h = crate::hashing::MultiHasher::new(algorithms);
+        h.update(content);
+        h.finish()
+    }
+
+    /// Uploads `content` in segments of `size` in the given order of segment indexes, each
+    /// request hashing as it streams when it can, as the nginx glue does.
+    fn upload_in_order(
+        st: &SessionStore,
+        sid: &str,
+        content: &[u8],
+        size: usize,
+        order: &[usize],
+        algorithms: Algorithms,
+    ) -> Committed {
+        let total = content.len();
+        let mut last = None;
+        for &k in order {
+            let (a, b) = (k * size, ((k + 1) * size).min(total) - 1);
+            let r = range(&format!("bytes {a}-{b}/{total}"));
+            let s = st.open(&id(sid), &r).unwrap();
+            let mut hashes = s.streaming_hash(&r, algorithms);
+            // Two buffers per segment, like a body arriving in pieces.
+            let mid = a + (b - a) / 2;
+            for (x, y) in [(a, mid), (mid + 1, b)] {
+                let piece = &content[x..=y];
+                write_all_at(s.file(), x as u64, &[IoSlice::new(piece)]).unwrap();
+                if let Some(h) = &mut hashes {
+                    h.advance(x as u64, piece);
+                }
+            }
+            last = Some(
+                s.commit(Commit {
+                    start: a as u64,
+                    end: b as u64 + 1,
+                    hashes,
+                    algorithms,
+                    finishing: true,
+                })
+                .unwrap(),
+            );
+        }
+        last.unwrap()
+    }
+
+    #[test]
+    fn in_order_segments_are_hashed_as_they_stream() {
+        let tmp = crate::store::tests::tempdir();
+        let st = store(&tmp, &[]);
+        let content: Vec<u8> = (0..5000u32).map(|i| (i * 13 % 256) as u8).collect();
+        let all = Algorithms::ALL;
+        // After three in-order segments the stored progress covers exactly their bytes, so
+        // nothing had to be read back from the file.
+        let partial = upload_in_order(&st, "ord1", &content, 1000, &[0, 1, 2], all);
+        let hash = partial.state.hash.clone().unwrap();
+        assert!(hash.starts_with("1 upto=3000 "), "{hash}");
+        assert!(!partial.hand_off && partial.digests.is_none());
+        let done = upload_in_order(&st, "ord1", &content, 1000, &[3, 4], all);
+        assert!(done.hand_off);
+        assert_eq!(done.digests.unwrap(), reference_digests(&content, all));
+        fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn out_of_order_segments_get_the_real_hashes() {
+        let tmp = crate::store::tests::tempdir();
+        let st = store(&tmp, &[1]);
+        let content: Vec<u8> = (0..7777u32).map(|i| (i * 31 % 253) as u8).collect();
+        for (n, order) in [vec![7, 6, 5, 4, 3, 2, 1, 0], vec![3, 0, 7, 1, 6, 2, 5, 4]]
+            .into_iter()
+            .enumerate()
+        {
+            let sid = format!("shuf{n}");
+            let algs = Algorithms::MD5 | Algorithms::SHA256 | Algorithms::CRC32;
+            let done = upload_in_order(&st, &sid, &content, 1000, &order, algs);
+            assert!(done.state.is_complete() && done.hand_off);
+            assert_eq!(done.digests.unwrap(), reference_digests(&content, algs));
+        }
+        fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn a_segment_overlapping_one_in_flight_is_refused() {
+        let tmp = crate::store::tests::tempdir();
+        let st = store(&tmp, &[]);
+        let writing = st.open(&id("fly1"), &range("bytes 100-199/1000")).unwrap();
+        for overlapping in [
+            "bytes 150-249/1000",
+            "bytes 0-100/1000",
+            "bytes 199-199/1000",
+        ] {
+            assert!(matches!(
+                st.open(&id("fly1"), &range(overlapping)),
+                Err(SessionError::InFlight { .. })
+            ));
+        }
+        // Bytes next to it are free, and the refusals recorded nothing.
+        let next = st.open(&id("fly1"), &range("bytes 200-299/1000")).unwrap();
+        assert!(next.current_state().unwrap().received.is_empty());
+        drop(writing);
+        st.open(&id("fly1"), &range("bytes 150-249/1000"))
+            .unwrap_err();
+        drop(next);
+        st.open(&id("fly1"), &range("bytes 150-249/1000")).unwrap();
+        fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn exactly_one_request_hands_a_complete_session_off() {
+        let tmp = crate::store::tests::tempdir();
+        let st = store(&tmp, &[]);
+        let a = st.open(&id("last1"), &range("bytes 0-4/10")).unwrap();
+        let b = st.open(&id("last1"), &range("bytes 5-9/10")).unwrap();
+        write_at(a.file(), 0, b"01234").unwrap();
+        write_at(b.file(), 5, b"56789").unwrap();
+        let commit = |s: &Session, start, end| {
+            s.commit(Commit {
+                start,
+                end,
+                hashes: None,
+                algorithms: Algorithms::NONE,
+                finishing: true,
+            })
+            .unwrap()
+        };
+        let first = commit(&a, 0, 5);
+        let second = commit(&b, 5, 10);
+        assert!(!first.hand_off && second.hand_off);
+        // A retry while the hand-off is under way finds the session complete but not its own.
+        let retry = st.open(&id("last1"), &range("bytes 0-4/10")).unwrap_err();
+        assert!(matches!(retry, SessionError::InFlight { .. }), "{retry}");
+        drop(a);
+        let retry = st.open(&id("last1"), &range("bytes 0-4/10")).unwrap();
+        let again = commit(&retry, 0, 5);
+        assert!(again.state.is_complete() && !again.hand_off);
+        // Once the first hand-off is over (its request gone), a retry hands off again.
+        drop(b);
+        assert!(commit(&retry, 0, 5).hand_off);
+        fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn the_range_count_is_capped() {
+        let tmp = crate::store::tests::tempdir();
+        let mut st = store(&tmp, &[]);
+        st.max_ranges = 2;
+        for a in [0, 20] {
+            let s = st
+                .open(&id("cap1"), &range(&format!("bytes {a}-{}/100", a + 4)))
+                .unwrap();
+            record(&s, a, a + 5);
+        }
+        let before = fs::read(tmp.join("state/cap1.state")).unwrap();
+        let err = st.open(&id("cap1"), &range("bytes 40-44/100")).unwrap_err();
+        assert!(
+            matches!(err, SessionError::TooManyRanges { max: 2 }),
+            "{err}"
+        );
+        assert_eq!(fs::read(tmp.join("state/cap1.state")).unwrap(), before);
+        // Filling a gap or extending a range is always possible.
+        for (a, b) in [(5, 9), (25, 29), (10, 19)] {
+            let s = st
+                .open(&id("cap1"), &range(&format!("bytes {a}-{b}/100")))
+                .unwrap();
+            record(&s, a, b + 1);
+        }
+        let state = st.progress(&id("cap1")).unwrap().unwrap();
+        assert_eq!(state.received.report(100).to_string(), "0-29/100");
+        fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn expired_sessions_are_unknown_and_swept() {
+        let tmp = crate::store::tests::tempdir();
+        let mut st = store(&tmp, &[1]);
+        st.expire_after = Some(Duration::from_secs(3600));
+        for sid in ["old1", "old2", "new1"] {
+            let s = st.open(&id(sid), &range("bytes 0-1/4")).unwrap();
+            write_at(s.file(), 0, b"ab").unwrap();
+            record(&s, 0, 2);
+        }
+        let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
+        for sid in ["old1", "old2"] {
+            let state = File::options()
+                .write(true)
+                .open(st.state_path(&id(sid)).unwrap())
+                .unwrap();
+            state.set_modified(two_hours_ago).unwrap();
+        }
+        assert!(st.progress(&id("old1")).unwrap().is_none());
+        assert!(st.progress(&id("new1")).unwrap().is_some());
+        // A request writing to old2 keeps it through the sweep.
+        let busy = st.open(&id("old2"), &range("bytes 2-3/4")).unwrap();
+        let sweep = st.sweep_expired(SystemTime::now()).unwrap();
+        assert_eq!(
+            sweep,
+            Sweep {
+                removed: 1,
+                busy: 0
+            }
+        );
+        assert!(!st.data_path(&id("old1")).unwrap().exists());
+        assert!(!st.state_path(&id("old1")).unwrap().exists());
+        assert!(st.data_path(&id("new1")).unwrap().exists());
+        // old2 was opened afresh (it had expired), which rewrote its state: not expired now.
+        assert!(st
+            .progress(&id("old2"))
+            .unwrap()
+            .unwrap()
+            .received
+            .is_empty());
+        drop(busy);
+        // An hour and a half from now, everything has expired.
+        let later = SystemTime::now() + Duration::from_secs(5400);
+        assert_eq!(
+            st.sweep_expired(later).unwrap(),
+            Sweep {
+                removed: 2,
+                busy: 0
+            }
+        );
+        assert!(
+            snapshot_files(&tmp).is_empty(),
+            "{:?}",
+            snapshot_files(&tmp)
+        );
+        fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn the_sweep_skips_a_session_being_written() {
+        let tmp = crate::store::tests::tempdir();
+        let mut st = store(&tmp, &[]);
+        st.expire_after = Some(Duration::from_secs(60));
+        let s = st.open(&id("busy1"), &range("bytes 0-1/4")).unwrap();
+        let later = SystemTime::now() + Duration::from_secs(120);
+        assert_eq!(
+            st.sweep_expired(later).unwrap(),
+            Sweep {
+                removed: 0,
+                busy: 1
+            }
+        );
+        drop(s);
+        assert_eq!(
+            st.sweep_expired(later).unwrap(),
+            Sweep {
+                removed: 1,
+                busy: 0
+            }
+        );
+        fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn durable_commits_record_the_same_state() {
+        let tmp = crate::store::tests::tempdir();
+        let mut st = store(&tmp, &[1]);
+        st.durable = true;
+        let s = st.open(&id("dur1"), &range("bytes 0-3/4")).unwrap();
+        write_at(s.file(), 0, b"abcd").unwrap();
+        assert!(record(&s, 0, 4).is_complete());
+        assert_eq!(fs::read(s.data_path()).unwrap(), b"abcd");
+        fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    fn snapshot_files(root: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut dirs = vec![root.to_path_buf()];
+        while let Some(d) = dirs.pop() {
+            for e in fs::read_dir(d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+        out
     }
 }

@@ -5,9 +5,11 @@
 //! ngx-upload-state 1
 //! total 511920
 //! received 0-51200,460809-511919
+//! hash 1 upto=51201 md5=<hex>
 //! ```
-//! Ranges are inclusive like the protocol's. Unknown keys are ignored, so later versions may add
-//! lines that older ones skip.
+//! Ranges are inclusive like the protocol's. `hash` (optional) is the hash progress of the
+//! file's prefix, see `hash_state.rs`. Unknown keys are ignored, so later versions may add lines
+//! that older ones skip.
 
 use crate::range_set::RangeSet;
 use core::fmt;
@@ -21,6 +23,8 @@ pub const MAX_STATE_LEN: usize = 1 << 20;
 pub struct SessionState {
     pub total: u64,
     pub received: RangeSet,
+    /// The encoded hash progress ([`crate::hash_state::HashProgress::encode`]), if any.
+    pub hash: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +41,7 @@ impl SessionState {
         Self {
             total,
             received: RangeSet::new(),
+            hash: None,
         }
     }
 
@@ -53,6 +58,12 @@ impl SessionState {
             out.push_str(&format!("{}-{}", start, end - 1));
         }
         out.push('\n');
+        if let Some(hash) = &self.hash {
+            out.push_str(crate::hash_state::STATE_KEY);
+            out.push(' ');
+            out.push_str(hash);
+            out.push('\n');
+        }
         out.into_bytes()
     }
 
@@ -68,6 +79,7 @@ impl SessionState {
         }
         let mut total = None;
         let mut received = None;
+        let mut hash = None;
         for line in lines {
             let (key, value) = line.split_once(' ').unwrap_or((line, ""));
             match key {
@@ -91,6 +103,7 @@ impl SessionState {
                     }
                     received = Some(set);
                 }
+                crate::hash_state::STATE_KEY => hash = Some(value.to_string()),
                 _ => {}
             }
         }
@@ -99,7 +112,11 @@ impl SessionState {
         if received.iter().last().is_some_and(|(_, end)| end > total) {
             return Err(bad("state file claims bytes beyond total"));
         }
-        Ok(Self { total, received })
+        Ok(Self {
+            total,
+            received,
+            hash,
+        })
     }
 }
 
@@ -117,6 +134,19 @@ mod tests {
         assert_eq!(
             text,
             "ngx-upload-state 1\ntotal 511920\nreceived 0-51200,460809-511919\n"
+        );
+        assert_eq!(SessionState::decode(text.as_bytes()).unwrap(), s);
+    }
+
+    #[test]
+    fn keeps_the_hash_line() {
+        let mut s = SessionState::new(10);
+        s.received.insert(0, 4);
+        s.hash = Some("1 upto=4 crc32=0a0b0c0d".to_string());
+        let text = String::from_utf8(s.encode()).unwrap();
+        assert!(
+            text.ends_with("received 0-3\nhash 1 upto=4 crc32=0a0b0c0d\n"),
+            "{text}"
         );
         assert_eq!(SessionState::decode(text.as_bytes()).unwrap(), s);
     }
