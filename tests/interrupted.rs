@@ -6,50 +6,7 @@ mod common;
 
 use common::*;
 use std::io::Write;
-use std::net::TcpStream;
-use std::time::{Duration, Instant};
-
-/// The session's report from a status query.
-fn report(env: &UploadEnv, id: &str) -> String {
-    let headers = [("X-Session-ID", id), ("Content-Length", "0")];
-    let r = send_raw(
-        env.port(),
-        &build_request("POST", "/upload", &headers, None),
-    );
-    assert_eq!(r.status, 200, "{r}");
-    r.header("Range").unwrap_or_default().to_string()
-}
-
-/// Polls the report until `done` accepts it.
-fn wait_report(env: &UploadEnv, id: &str, done: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = report(env, id);
-        if done(&r) || Instant::now() > deadline {
-            return r;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// `first-last/total` → (first, last).
-fn single_range(report: &str) -> (usize, usize) {
-    let (span, _) = report.split_once('/').expect("a range");
-    assert!(!report.contains(','), "one range expected: {report}");
-    let (a, b) = span.split_once('-').unwrap();
-    (a.parse().unwrap(), b.parse().unwrap())
-}
-
-/// Sends the head of a segment for all of `data` and the first `sent` bytes of its body.
-fn start_segment(env: &UploadEnv, id: &str, data: &[u8], sent: usize) -> TcpStream {
-    let seg = Segment::piece(id, data, 0, data.len() - 1);
-    let request = seg.to_request("/upload");
-    let head_len = request.len() - data.len();
-    let mut conn = TcpStream::connect(("127.0.0.1", env.port())).unwrap();
-    conn.set_nodelay(true).unwrap();
-    conn.write_all(&request[..head_len + sent]).unwrap();
-    conn
-}
+use std::time::Duration;
 
 #[test]
 fn a_dropped_segment_keeps_what_arrived_and_resumes() {
@@ -60,10 +17,10 @@ fn a_dropped_segment_keeps_what_arrived_and_resumes() {
     );
     let id = "dropped1";
     let sent = (1 << 20) + 12345;
-    let conn = start_segment(&env, id, &data, sent);
+    let conn = env.start_segment(&Segment::piece(id, &data, 0, data.len() - 1), sent);
     std::thread::sleep(Duration::from_millis(200));
     drop(conn); // the client goes away mid-segment
-    let r = wait_report(&env, id, |r| !r.is_empty());
+    let r = env.wait_report(id, |r| !r.is_empty());
     let (first, last) = single_range(&r);
     assert_eq!(first, 0, "{r}");
     assert!(last < sent, "claims bytes never sent: {r}");
@@ -91,11 +48,9 @@ fn a_long_segment_checkpoints_while_it_streams() {
     );
     let id = "longseg1";
     let sent = 17 << 20;
-    let mut conn = start_segment(&env, id, &data, sent);
+    let mut conn = env.start_segment(&Segment::piece(id, &data, 0, data.len() - 1), sent);
     // The segment is still open: the state already holds at least the first 8 MiB.
-    let r = wait_report(&env, id, |r| {
-        !r.is_empty() && single_range(r).1 + 1 >= 16 << 20
-    });
+    let r = env.wait_report(id, |r| !r.is_empty() && single_range(r).1 + 1 >= 16 << 20);
     let (first, last) = single_range(&r);
     assert_eq!(first, 0, "{r}");
     assert!(last + 1 >= 16 << 20 && last < sent, "{r}");

@@ -1375,6 +1375,54 @@ impl UploadEnv {
         post_segment(self.port(), "/upload", segment)
     }
 
+    /// Asks what session `id` holds (a `POST` with the session id and no body): the status
+    /// and the `Range` report.
+    pub fn status_query(&self, id: &str) -> (u16, String) {
+        let headers = [("X-Session-ID", id), ("Content-Length", "0")];
+        let r = send_raw(
+            self.port(),
+            &build_request("POST", "/upload", &headers, None),
+        );
+        (r.status, r.header("Range").unwrap_or_default().to_string())
+    }
+
+    /// The `Range` report of a session that exists (empty if it holds nothing yet).
+    #[track_caller]
+    pub fn report(&self, id: &str) -> String {
+        let (status, report) = self.status_query(id);
+        assert_eq!(
+            status,
+            200,
+            "status query for {id}:\n{}",
+            self.nginx.error_log()
+        );
+        report
+    }
+
+    /// Polls [`Self::report`] until `done` accepts it, for up to ten seconds.
+    pub fn wait_report(&self, id: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = self.report(id);
+            if done(&r) || Instant::now() > deadline {
+                return r;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends the head of `segment` and the first `sent` bytes of its body, leaving the request
+    /// open; the caller sends the rest (or drops the connection).
+    pub fn start_segment(&self, segment: &Segment<'_>, sent: usize) -> TcpStream {
+        let request = segment.to_request("/upload");
+        let head_len = request.len() - segment.body.len();
+        let mut conn = TcpStream::connect(("127.0.0.1", self.port())).unwrap();
+        conn.set_nodelay(true).unwrap();
+        conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        conn.write_all(&request[..head_len + sent]).unwrap();
+        conn
+    }
+
     /// Where the usual config (`upload_store {{PREFIX}}/store 1`) keeps session `id`.
     pub fn stored_path(&self, id: &str) -> PathBuf {
         let last = &id[id.len() - 1..];
@@ -1474,6 +1522,15 @@ pub fn expected_report(spans: &[(u64, u64)], total: u64) -> String {
         .map(|(a, b)| format!("{a}-{b}/{total}"))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// `first-last/total` → `(first, last)`, for a report of one range.
+#[track_caller]
+pub fn single_range(report: &str) -> (usize, usize) {
+    let (span, _) = report.split_once('/').expect("a range");
+    assert!(!report.contains(','), "one range expected: {report}");
+    let (a, b) = span.split_once('-').unwrap();
+    (a.parse().unwrap(), b.parse().unwrap())
 }
 
 /// Asserts a `201 Created` whose `Range` header and body both are `expected`.

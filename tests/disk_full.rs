@@ -1,0 +1,84 @@
+//! A full disk under `upload_store`: the segment that hits it is answered `507 Insufficient Storage` with an
+//! error_log line, the state claims only bytes really in the file, and the upload resumes from
+//! the server's report once there is space again.
+//!
+//! The store is a small tmpfs mounted for the test, so this needs root (as the test suite runs
+//! on CI); where mounting is not allowed the test says so and does nothing.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A tmpfs mounted at a directory, unmounted on drop.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| SmallDisk(dir.to_path_buf()))
+    }
+
+    fn grow(&self, size: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(status.success(), "remount {}", self.0.display());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_answers_507_and_the_upload_resumes_when_space_returns() {
+    let env = UploadEnv::start_server(
+        Nginx::builder().http("client_max_body_size 0;"),
+        &upload_server(""),
+    );
+    // The data store fills up; the state store stays writable.
+    let Some(disk) = SmallDisk::mount(&env.nginx.path("store"), "3m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root); disk-full not tested");
+        return;
+    };
+    let data = test_data(8 << 20, 121);
+    let id = "diskfull1";
+    let last = data.len() - 1;
+    assert_eq!(
+        env.post(&Segment::piece(id, &data, 0, (2 << 20) - 1))
+            .status,
+        201
+    );
+    // 2 MiB more do not fit in the megabyte left.
+    let r = env.expect_status(
+        &Segment::piece(id, &data, 2 << 20, (4 << 20) - 1).to_request("/upload"),
+        507,
+        &["No space left on device"],
+    );
+    assert!(r.status == 507);
+    // What the session claims is really in the file.
+    let report = env.report(id);
+    let (first, held) = single_range(&report);
+    assert_eq!(first, 0, "{report}");
+    assert!(held + 1 >= 2 << 20, "lost stored bytes: {report}");
+    let stored = std::fs::read(env.stored_path(id)).unwrap();
+    assert_bytes_eq(&stored[..=held], &data[..=held], "bytes the state claims");
+    eprintln!("after the full disk the session holds {report}");
+
+    // Space returns: the client resumes from the report.
+    disk.grow("32m");
+    let r = env.post(&Segment::piece(id, &data, held + 1, last));
+    env.assert_handed_off(&r, "f", "big.TXT", Some(&env.stored_path(id)), &data);
+    drop(disk);
+}
