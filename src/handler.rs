@@ -34,7 +34,7 @@ use crate::{handoff, Module};
 use ngx_upload_engine::hash_state::HashProgress;
 use ngx_upload_engine::hashing::{Algorithms, Digests, MultiHasher};
 
-const NGX_HTTP_RANGE_NOT_SATISFIABLE: ngx_uint_t = 416;
+pub const NGX_HTTP_RANGE_NOT_SATISFIABLE: ngx_uint_t = 416;
 const NGX_HTTP_INSUFFICIENT_STORAGE: ngx_uint_t = 507;
 
 /// Where one request's body goes.
@@ -161,6 +161,20 @@ impl UploadCtx {
     pub fn content_range(&self) -> String {
         match &self.target {
             Target::Segment { range, .. } => range.to_string(),
+            // A form's segment part, while its fields are evaluated.
+            Target::Multipart(upload)
+                if upload.segment.as_ref().is_some_and(|s| {
+                    self.described
+                        .as_ref()
+                        .is_some_and(|d| d.path == s.session.data_path())
+                }) =>
+            {
+                upload
+                    .segment
+                    .as_ref()
+                    .map(|s| s.range.to_string())
+                    .unwrap_or_default()
+            }
             _ => match self.file_size() {
                 0 => "bytes 0-0/0".to_string(),
                 size => format!("bytes 0-{}/{size}", size - 1),
@@ -212,6 +226,15 @@ impl UploadCtx {
         Ok(())
     }
 
+    /// Whether this request writes a segment of a resumable session (raw, or a form's part).
+    fn has_segment(&self) -> bool {
+        match &self.target {
+            Target::Segment { .. } => true,
+            Target::Multipart(upload) => upload.segment.is_some(),
+            Target::Whole { .. } => false,
+        }
+    }
+
     /// Whether enough of a long segment arrived since it was last recorded.
     fn checkpoint_due(&self) -> bool {
         matches!(self.target, Target::Segment { .. })
@@ -227,17 +250,24 @@ impl UploadCtx {
     /// The commit of the bytes of this segment written so far; `finishing` once the body is
     /// complete.
     fn commit_of(&mut self, finishing: bool) -> Option<(&Session, Commit)> {
-        let Target::Segment { session, range } = &self.target else {
-            return None;
+        let (session, range, written, stream_hash) = match &mut self.target {
+            Target::Segment { session, range } => {
+                (&*session, *range, self.received, &mut self.stream_hash)
+            }
+            Target::Multipart(upload) => {
+                let seg = upload.segment.as_deref_mut()?;
+                (&seg.session, seg.range, seg.written, &mut seg.stream_hash)
+            }
+            Target::Whole { .. } => return None,
         };
         let hashes = if finishing {
-            self.stream_hash.take()
+            stream_hash.take()
         } else {
-            self.stream_hash.clone()
+            stream_hash.clone()
         };
         let commit = Commit {
             start: range.first,
-            end: range.first + self.received,
+            end: range.first + written,
             hashes,
             algorithms: self.conf.hash_algorithms(),
             finishing,
@@ -340,16 +370,21 @@ impl Drop for UploadCtx {
             Target::Multipart(upload) if cleanup => {
                 upload.files.iter().for_each(|p| remove_quietly(p))
             }
-            Target::Segment { session, .. } => {
-                if cleanup {
-                    let _ = session.remove();
-                } else if status < 400 {
-                    // The backend has the file: the session is over, as in the C module.
-                    let _ = session.forget_state();
-                }
-                // Any other failure keeps the state, so the client can retry the hand-off.
-            }
             _ => {}
+        }
+        let session = match &self.target {
+            Target::Segment { session, .. } => Some(session),
+            Target::Multipart(upload) => upload.segment.as_ref().map(|s| &s.session),
+            Target::Whole { .. } => None,
+        };
+        if let Some(session) = session {
+            if cleanup {
+                let _ = session.remove();
+            } else if status < 400 {
+                // The backend has the file: the session is over, as in the C module.
+                let _ = session.forget_state();
+            }
+            // Any other failure keeps the state, so the client can retry the hand-off.
         }
     }
 }
@@ -539,7 +574,7 @@ fn start(
                 format!("{:x}{:x}", ngx::ffi::ngx_time(), (*c).number),
             )
         };
-        let upload = MultipartUpload::new(conf, content_type, log, &unique)?;
+        let upload = MultipartUpload::new(conf, content_type, log, &unique, headers.session_id)?;
         return Ok(UploadCtx::new(r, conf, Target::Multipart(Box::new(upload))));
     }
     if !conf.resumable() {
@@ -837,7 +872,7 @@ impl UploadCtx {
     /// the file. With `upload_state_fsync` the record waits for the data's fsync on the thread
     /// pool, without the request, which is ending.
     fn keep_what_arrived(&mut self, r: *mut ngx_http_request_t) {
-        if self.received <= self.recorded {
+        if self.received <= self.recorded || !self.has_segment() {
             return;
         }
         let result = if self.conf.sessions().durable {
@@ -1081,6 +1116,9 @@ fn complete(r: *mut ngx_http_request_t, ctx: &mut UploadCtx) -> Result<Option<ng
             ));
         };
         ctx.described = None;
+        if ctx.has_segment() {
+            return ctx.record_segment(r).map(|()| None);
+        }
         ngx_glue::add_configured_headers(r, ctx.conf);
         ctx.handed_off = true;
         return handoff::pass_to_backend(r, ctx).map(Some);
@@ -1102,16 +1140,7 @@ fn complete(r: *mut ngx_http_request_t, ctx: &mut UploadCtx) -> Result<Option<ng
                     ),
                 ));
             }
-            // Recording may fsync, and read the file back to hash it: off the event loop.
-            let received = ctx.received;
-            ctx.commit_off_loop(true, move |result| {
-                // SAFETY: the request is blocked (kept alive) while the work runs.
-                unsafe { job_finished(r, JobDone::Committed(result), received) }
-            })?;
-            ctx.job_in_flight = true;
-            // SAFETY: r is live; the job's continuation runs later, from the event loop.
-            unsafe { block_for_job(r) };
-            Ok(None)
+            ctx.record_segment(r).map(|()| None)
         }
         Target::Whole { .. } => {
             ctx.digests = ctx.hasher.take().map(MultiHasher::finish);
@@ -1120,6 +1149,22 @@ fn complete(r: *mut ngx_http_request_t, ctx: &mut UploadCtx) -> Result<Option<ng
             handoff::pass_to_backend(r, ctx).map(Some)
         }
         Target::Multipart(_) => unreachable!("handled above"),
+    }
+}
+
+impl UploadCtx {
+    /// Records the request's complete segment. Recording may fsync, and read the file back to
+    /// hash it: it runs off the event loop, and `job_continuation` answers.
+    fn record_segment(&mut self, r: *mut ngx_http_request_t) -> Result<(), Failure> {
+        let received = self.received;
+        self.commit_off_loop(true, move |result| {
+            // SAFETY: the request is blocked (kept alive) while the work runs.
+            unsafe { job_finished(r, JobDone::Committed(result), received) }
+        })?;
+        self.job_in_flight = true;
+        // SAFETY: r is live; the job's continuation runs later, from the event loop.
+        unsafe { block_for_job(r) };
+        Ok(())
     }
 }
 
@@ -1134,6 +1179,8 @@ fn answer_committed(
     ctx.digests = committed.digests;
     let state = committed.state;
     if !state.is_complete() {
+        // The other files of a form carrying a segment go with it: nothing is handed off.
+        ctx.discard_unfinished();
         ngx_glue::add_configured_headers(r, ctx.conf);
         return Ok(ngx_glue::answer_progress(r, &state));
     }
@@ -1145,6 +1192,33 @@ fn answer_committed(
                 ctx.path().display()
             ),
         ));
+    }
+    if let Target::Multipart(upload) = &mut ctx.target {
+        // The segment's file joins the form, described like any file part.
+        if let Some(seg) = upload.segment.as_deref() {
+            let path = seg.session.data_path().to_path_buf();
+            let (field, file, ctype) = (
+                seg.field_name.clone(),
+                seg.file_name.clone(),
+                seg.content_type.clone(),
+            );
+            let size = seg.range.total;
+            ctx.field_name = field;
+            ctx.file_name = file;
+            ctx.content_type = ctype;
+            ctx.described = Some(Described {
+                path,
+                size,
+                number: 1,
+            });
+            let fields = handoff::evaluate_fields(r, ctx.conf);
+            ctx.described = None;
+            if let Target::Multipart(upload) = &mut ctx.target {
+                for (name, value) in fields? {
+                    upload.add_field(&name, &value)?;
+                }
+            }
+        }
     }
     ngx_glue::add_configured_headers(r, ctx.conf);
     ctx.handed_off = true;

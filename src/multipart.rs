@@ -2,6 +2,12 @@
 //! own numbered file in `upload_store` and is replaced in the hand-off form by its
 //! `upload_set_form_field` / `upload_aggregate_form_field` fields; ordinary fields matching
 //! `upload_pass_form_field` are passed on, all others dropped.
+//!
+//! With `upload_resumable on`, a file part carrying `Content-Range` and a session id (its own
+//! `Session-ID` header, or the request's) is a segment of a resumable session, as in
+//! nginx-upload-module: its bytes go to the session's file at the range's offset, and the
+//! request answers like a raw segment (`201` with the ranges held, or the hand-off once the
+//! file is complete, its fields after the form's other fields).
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -10,6 +16,11 @@ use std::path::PathBuf;
 
 use ngx::ffi::NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
 use ngx::ffi::{ngx_uint_t, NGX_HTTP_BAD_REQUEST, NGX_HTTP_INTERNAL_SERVER_ERROR};
+
+use ngx_upload_engine::content_range::{self, ContentRange};
+use ngx_upload_engine::hash_state::HashProgress;
+use ngx_upload_engine::session::Session;
+use ngx_upload_engine::session_id::SessionId;
 
 use ngx_upload_engine::form::{tame_array_name, FormBody};
 use ngx_upload_engine::hashing::{Algorithms, Digests, MultiHasher};
@@ -20,7 +31,7 @@ use ngx_upload_engine::session::write_all_at;
 use ngx_upload_engine::store;
 
 use crate::conf::UploadConf;
-use crate::handler::Failure;
+use crate::handler::{Failure, NGX_HTTP_RANGE_NOT_SATISFIABLE};
 
 /// A file part that has been stored completely: what the field templates describe.
 pub struct StoredFile {
@@ -52,6 +63,23 @@ enum Current {
     },
     /// A dropped field, or a file over `upload_max_file_size` (already removed).
     Skipped,
+    /// The part being received is the request's resumable segment ([`MultipartUpload::segment`]).
+    Segment,
+}
+
+/// A file part that is a segment of a resumable session.
+pub struct SegmentPart {
+    pub session: Session,
+    pub range: ContentRange,
+    /// Bytes of the part written so far.
+    pub written: u64,
+    /// Hashes carried on as the bytes stream by, when the part continues the hashed prefix.
+    pub stream_hash: Option<HashProgress>,
+    pub field_name: Vec<u8>,
+    pub file_name: Vec<u8>,
+    pub content_type: Vec<u8>,
+    /// The part ended with all the bytes of its range.
+    pub complete: bool,
 }
 
 pub struct MultipartUpload {
@@ -68,6 +96,10 @@ pub struct MultipartUpload {
     hashes: Algorithms,
     conf: &'static UploadConf,
     log: *mut ngx::ffi::ngx_log_t,
+    /// The request's own session id header, for segment parts without one.
+    request_session_id: Option<Vec<u8>>,
+    /// The request's resumable segment, if one of its parts is one (at most one is).
+    pub segment: Option<Box<SegmentPart>>,
 }
 
 fn bad_request(message: String) -> Failure {
@@ -80,6 +112,7 @@ impl MultipartUpload {
         content_type: &[u8],
         log: *mut ngx::ffi::ngx_log_t,
         unique: &str,
+        request_session_id: Option<&[u8]>,
     ) -> Result<Self, Failure> {
         let boundary = ngx_upload_engine::multipart::boundary_from_content_type(content_type)
             .map_err(|e| {
@@ -107,7 +140,81 @@ impl MultipartUpload {
             hashes: conf.hash_algorithms(),
             conf,
             log,
+            request_session_id: request_session_id.map(<[u8]>::to_vec),
+            segment: None,
         })
+    }
+
+    /// Starts the part with `headers` as the request's resumable segment, if it is one: a file
+    /// part with a `Content-Range`, in a resumable location.
+    fn start_segment(
+        &mut self,
+        headers: &PartHeaders,
+        field_name: &[u8],
+        file_name: &[u8],
+    ) -> Result<bool, Failure> {
+        let range = headers
+            .header(b"X-Content-Range")
+            .or_else(|| headers.header(b"Content-Range"));
+        let (Some(range_header), true) = (range, self.conf.resumable()) else {
+            return Ok(false);
+        };
+        let range = content_range::parse(range_header).map_err(|e| {
+            Failure::new(
+                NGX_HTTP_RANGE_NOT_SATISFIABLE,
+                format!(
+                    "part Content-Range \"{}\" {e}",
+                    String::from_utf8_lossy(range_header)
+                ),
+            )
+        })?;
+        if self.segment.is_some() {
+            return Err(bad_request(
+                "a request carries one resumable segment; this one has a second part with a \
+                 Content-Range"
+                    .to_string(),
+            ));
+        }
+        let id = headers
+            .header(b"X-Session-ID")
+            .or_else(|| headers.header(b"Session-ID"))
+            .or(self.request_session_id.as_deref())
+            .ok_or_else(|| {
+                bad_request("a part with a Content-Range needs a session id".to_string())
+            })?;
+        let id = SessionId::parse(id).map_err(|e| {
+            bad_request(format!(
+                "part session id \"{}\" {e}",
+                String::from_utf8_lossy(id)
+            ))
+        })?;
+        if self.max_file_size.is_some_and(|max| range.total > max) {
+            return Err(Failure::new(
+                NGX_HTTP_REQUEST_ENTITY_TOO_LARGE as ngx_uint_t,
+                format!(
+                    "file of {} bytes is larger than upload_max_file_size",
+                    range.total
+                ),
+            ));
+        }
+        let session = self.conf.sessions().open(&id, &range).map_err(|e| {
+            let mut failure = Failure::from(e);
+            failure.message = format!("session \"{id}\": {}", failure.message);
+            failure
+        })?;
+        let stream_hash = session.streaming_hash(&range, self.hashes);
+        self.segment = Some(Box::new(SegmentPart {
+            session,
+            range,
+            written: 0,
+            stream_hash,
+            field_name: field_name.to_vec(),
+            file_name: file_name.to_vec(),
+            content_type: headers.content_type().unwrap_or_default().to_vec(),
+            complete: false,
+        }));
+        self.current = Current::Segment;
+        Ok(true)
     }
 
     /// Parses body bytes; finished parts are queued for [`Self::take_finished`].
@@ -180,15 +287,18 @@ impl PartSink for MultipartUpload {
             } else {
                 name
             };
+            if self.start_segment(headers, field_name, file_name)? {
+                return Ok(PartAction::Accept);
+            }
             let sessions = self.conf.sessions();
             let (path, file) =
                 store::create_numbered(&sessions.data, sessions.file_mode).map_err(|e| {
-                    Failure::new(
-                        NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_uint_t,
+                    Failure::io(
                         format!(
-                            "cannot create a file in \"{}\": {e}",
+                            "cannot create a file in \"{}\"",
                             sessions.data.root.display()
                         ),
+                        &e,
                     )
                 })?;
             self.files.push(path.clone());
@@ -245,10 +355,7 @@ impl PartSink for MultipartUpload {
                     return Ok(());
                 }
                 write_all_at(file, stored.size, &[IoSlice::new(data)]).map_err(|e| {
-                    Failure::new(
-                        NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_uint_t,
-                        format!("writing \"{}\" failed: {e}", stored.path.display()),
-                    )
+                    Failure::io(format!("writing \"{}\" failed", stored.path.display()), &e)
                 })?;
                 if let Some(h) = hasher {
                     h.update(data);
@@ -266,6 +373,33 @@ impl PartSink for MultipartUpload {
                     _ => Ok(()),
                 }
             }
+            Current::Segment => {
+                let Some(seg) = self.segment.as_deref_mut() else {
+                    return Ok(());
+                };
+                let len = data.len() as u64;
+                if seg.written + len > seg.range.len() {
+                    return Err(Failure::new(
+                        NGX_HTTP_RANGE_NOT_SATISFIABLE,
+                        format!(
+                            "part is longer than the {} bytes of its Content-Range",
+                            seg.range.len()
+                        ),
+                    ));
+                }
+                let offset = seg.range.first + seg.written;
+                write_all_at(seg.session.file(), offset, &[IoSlice::new(data)]).map_err(|e| {
+                    Failure::io(
+                        format!("writing \"{}\" failed", seg.session.data_path().display()),
+                        &e,
+                    )
+                })?;
+                if let Some(progress) = &mut seg.stream_hash {
+                    progress.advance(offset, data);
+                }
+                seg.written += len;
+                Ok(())
+            }
             Current::None | Current::Skipped => Ok(()),
         }
     }
@@ -280,6 +414,20 @@ impl PartSink for MultipartUpload {
             }
             Current::Field { name, value } => {
                 self.finished.push_back(Finished::Field { name, value })
+            }
+            Current::Segment => {
+                if let Some(seg) = self.segment.as_deref_mut() {
+                    if seg.written != seg.range.len() {
+                        return Err(Failure::new(
+                            NGX_HTTP_RANGE_NOT_SATISFIABLE,
+                            format!(
+                                "part of {} bytes does not fill its Content-Range \"{}\"",
+                                seg.written, seg.range
+                            ),
+                        ));
+                    }
+                    seg.complete = true;
+                }
             }
             Current::None | Current::Skipped => {}
         }
