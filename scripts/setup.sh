@@ -7,6 +7,7 @@ debian_packages=(
     build-essential pkg-config curl ca-certificates
     libclang-dev libpcre2-dev zlib1g-dev libssl-dev   # nginx-sys: bindgen and the vendored nginx
     nginx nginx-dev                                     # Debian's nginx 1.22 and its module tree
+    strace                                              # tests/write_batching.rs counts writes
 )
 
 missing=()

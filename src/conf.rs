@@ -252,6 +252,14 @@ pub unsafe extern "C" fn merge_loc_conf(
             return NGX_CONF_ERROR;
         }
     }
+    if !conf.pass.is_null() {
+        // The body is written from nginx's own body buffer, a buffer at a time: a larger
+        // upload_buffer_size means a larger buffer and fewer, larger writes.
+        // SAFETY: while locations are merged, cf's location configurations are this block's.
+        if let Some(clcf) = NgxHttpCoreModule::location_conf_mut(unsafe { &*cf }) {
+            clcf.client_body_buffer_size = clcf.client_body_buffer_size.max(conf.buffer_size);
+        }
+    }
     let mut sessions = SessionStore::new(
         hashed_dir(conf.store),
         hashed_dir(conf.state_store),

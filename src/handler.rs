@@ -740,7 +740,7 @@ unsafe extern "C" fn body_started(r: *mut ngx_http_request_t) {
     // SAFETY: r is the request whose body reading the content handler started.
     unsafe {
         (*r).read_event_handler = Some(body_readable);
-        if take_body_buffers(r).is_none() {
+        if take_body_buffers(r, false).is_none() {
             return;
         }
         if (*r).reading_body() == 0 {
@@ -806,7 +806,12 @@ unsafe extern "C" fn body_readable(r: *mut ngx_http_request_t) {
         let rc = unsafe { ngx_http_read_unbuffered_request_body(r) };
         if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t || rc == NGX_ERROR as ngx_int_t {
             // The client went away, timed out or sent a malformed body. Bytes of a segment that
-            // reached the file are real: record them, so a resuming client is told.
+            // arrived are real: write what waits in nginx's buffer and record them, so a
+            // resuming client is told.
+            // SAFETY: r is live with our context; the buffers nginx holds are still valid.
+            if unsafe { take_body_buffers(r, true) }.is_none() {
+                return;
+            }
             // SAFETY: r is live with our context.
             if let Some(ctx) = unsafe { ctx_of(r) } {
                 ctx.keep_what_arrived(r);
@@ -816,7 +821,7 @@ unsafe extern "C" fn body_readable(r: *mut ngx_http_request_t) {
             return;
         }
         // SAFETY: as above.
-        let Some(consumed) = (unsafe { take_body_buffers(r) }) else {
+        let Some(consumed) = (unsafe { take_body_buffers(r, false) }) else {
             return;
         };
         // SAFETY: as above.
@@ -967,9 +972,12 @@ unsafe extern "C" fn job_continuation(r: *mut ngx_http_request_t) {
     }
 }
 
-/// Writes the body buffers nginx holds to the file and marks them consumed. Returns the bytes
-/// written, or `None` if the request was finalized because of a failure.
-unsafe fn take_body_buffers(r: *mut ngx_http_request_t) -> Option<u64> {
+/// Writes the body buffers nginx holds to the file and marks them consumed, once there is
+/// enough to write: the body is complete, nginx's body buffer is full, `upload_buffer_size`
+/// bytes wait, or `force`. Until then the bytes stay in nginx's buffer, which nginx keeps
+/// filling, so a fast upload costs one `pwritev` per buffer, not one per read. Returns the
+/// bytes written, or `None` if the request was finalized because of a failure.
+unsafe fn take_body_buffers(r: *mut ngx_http_request_t, force: bool) -> Option<u64> {
     // SAFETY: r is live and has a context (set before the body was read).
     let Some(ctx) = (unsafe { ctx_of(r) }) else {
         // SAFETY: r is live.
@@ -980,6 +988,7 @@ unsafe fn take_body_buffers(r: *mut ngx_http_request_t) -> Option<u64> {
     // SAFETY: request_body exists once ngx_http_read_client_request_body ran.
     let rb = unsafe { &mut *(*r).request_body };
     let mut slices: Vec<IoSlice<'_>> = Vec::new();
+    let mut pending = 0usize;
     let mut cl: *mut ngx_chain_t = rb.bufs;
     while !cl.is_null() {
         // SAFETY: the chain and its buffers belong to the request body and are live.
@@ -987,12 +996,32 @@ unsafe fn take_body_buffers(r: *mut ngx_http_request_t) -> Option<u64> {
         if !b.pos.is_null() && b.last > b.pos {
             // SAFETY: [pos, last) is the unread data of a memory buffer; with
             // request_body_no_buffering nginx never puts body data in a file.
-            slices.push(IoSlice::new(unsafe {
-                core::slice::from_raw_parts(b.pos, b.last.offset_from(b.pos) as usize)
-            }));
+            let data =
+                unsafe { core::slice::from_raw_parts(b.pos, b.last.offset_from(b.pos) as usize) };
+            pending += data.len();
+            // Successive reads into nginx's buffer are adjacent: one iovec for them.
+            match slices.last_mut() {
+                Some(prev) if prev.as_ptr_range().end == data.as_ptr() => {
+                    // SAFETY: both slices lie in the same live buffer, back to back.
+                    *prev = IoSlice::new(unsafe {
+                        core::slice::from_raw_parts(prev.as_ptr(), prev.len() + data.len())
+                    });
+                }
+                _ => slices.push(IoSlice::new(data)),
+            }
         }
         // SAFETY: as above.
         cl = unsafe { (*cl).next };
+    }
+    // SAFETY: r is live; rb.buf, when set, is nginx's body buffer.
+    let write_now = force
+        || unsafe { (*r).reading_body() } == 0
+        || pending >= ctx.conf.buffer_size
+        || rb.buf.is_null()
+        || unsafe { (*rb.buf).last == (*rb.buf).end }
+        || !unsafe { (*r).stream }.is_null();
+    if !write_now || pending == 0 {
+        return Some(0);
     }
     let written = ctx.write(&slices);
     drop(slices);
