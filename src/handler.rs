@@ -365,27 +365,43 @@ impl Drop for UploadCtx {
         // before the pool's memory (which holds the request) is freed.
         let status = unsafe { (*self.request).headers_out.status };
         let cleanup = self.conf.cleans_up_on(status);
-        match &self.target {
-            Target::Whole { path, .. } if cleanup => remove_quietly(path),
-            Target::Multipart(upload) if cleanup => {
-                upload.files.iter().for_each(|p| remove_quietly(p))
-            }
-            _ => {}
-        }
+        let files: Vec<PathBuf> = match &mut self.target {
+            Target::Whole { path, .. } if cleanup => vec![path.clone()],
+            Target::Multipart(upload) if cleanup => std::mem::take(&mut upload.files),
+            _ => Vec::new(),
+        };
         let session = match &self.target {
             Target::Segment { session, .. } => Some(session),
             Target::Multipart(upload) => upload.segment.as_ref().map(|s| &s.session),
             Target::Whole { .. } => None,
         };
-        if let Some(session) = session {
-            if cleanup {
-                let _ = session.remove();
-            } else if status < 400 {
-                // The backend has the file: the session is over, as in the C module.
-                let _ = session.forget_state();
-            }
-            // Any other failure keeps the state, so the client can retry the hand-off.
+        // The backend has the file: the session is over, as in the C module. Any other
+        // failure keeps the state, so the client can retry the hand-off.
+        let session = session
+            .filter(|_| cleanup || status < 400)
+            .and_then(|s| s.try_clone().ok());
+        if files.is_empty() && session.is_none() {
+            return;
         }
+        // Unlinking a large file can take a while: off the event loop. The request is gone by
+        // then, so the job logs to the cycle's log.
+        // SAFETY: ngx_cycle is the live cycle of this worker.
+        let log = unsafe { (*ngx::ffi::ngx_cycle).log };
+        offload::run(
+            offload::Pool(self.conf.thread_pool),
+            log,
+            move || {
+                files.iter().for_each(|p| remove_quietly(p));
+                if let Some(session) = session {
+                    let _ = if cleanup {
+                        session.remove()
+                    } else {
+                        session.forget_state()
+                    };
+                }
+            },
+            |_| {},
+        );
     }
 }
 

@@ -152,7 +152,11 @@ fn a_failed_hand_off_can_be_retried() {
         .unwrap()
         .value_str();
     assert_bytes_eq(&std::fs::read(path).unwrap(), &data, "handed-off file");
-    // Accepted by the backend: the session is over.
+    // Accepted by the backend: the session is over (its state goes once the request ends).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while env.status_query(id).0 != 404 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(env.status_query(id).0, 404);
 }
 
