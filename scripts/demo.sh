@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The demo: nginx with ngx-upload on http://127.0.0.1:8080 in front of the echo backend on
-# 127.0.0.1:8081. Ctrl-C stops both.
+# 127.0.0.1:8081, and the browser page of demo/ on http://127.0.0.1:8080/. Ctrl-C stops both.
+# Overrides (the browser test uses them): DEMO_LISTEN, DEMO_BACKEND, DEMO_PREFIX (nginx prefix
+# directory, default target/demo), DEMO_PROFILE=debug (use the debug build instead of release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -8,15 +10,20 @@ source scripts/setup.sh
 listen=${DEMO_LISTEN:-127.0.0.1:8080}
 backend=${DEMO_BACKEND:-127.0.0.1:8081}
 
-cargo build --release --workspace
-nginx_bin=$(ls -t target/release/build/nginx-sys-*/out/objs/nginx | head -1)
-prefix=$PWD/target/demo
-mkdir -p "$prefix"
-sed -e "s|{{MODULE}}|$PWD/target/release/libngx_upload.so|" -e "s|{{PREFIX}}|$prefix|g" \
-    -e "s|{{LISTEN}}|$listen|" -e "s|{{BACKEND}}|$backend|" nginx-conf/demo.conf >"$prefix/nginx.conf"
+profile=${DEMO_PROFILE:-release}
+case $profile in
+    release) cargo build --release --workspace ;;
+    debug) cargo build --workspace ;;
+    *) echo "demo: DEMO_PROFILE must be release or debug" >&2; exit 2 ;;
+esac
+nginx_bin=$(ls -t target/$profile/build/nginx-sys-*/out/objs/nginx | head -1)
+prefix=$(mkdir -p "${DEMO_PREFIX:-target/demo}" && cd "${DEMO_PREFIX:-target/demo}" && pwd)
+sed -e "s|{{MODULE}}|$PWD/target/$profile/libngx_upload.so|" -e "s|{{PREFIX}}|$prefix|g" \
+    -e "s|{{LISTEN}}|$listen|" -e "s|{{BACKEND}}|$backend|" -e "s|{{DEMO}}|$PWD/demo|" \
+    nginx-conf/demo.conf >"$prefix/nginx.conf"
 if [ "$(id -u)" = 0 ]; then sed -i '1i user root;' "$prefix/nginx.conf"; fi
 
-target/release/upload-echo-backend --listen "$backend" &
+target/$profile/upload-echo-backend --listen "$backend" &
 backend_pid=$!
 "$nginx_bin" -p "$prefix" -c "$prefix/nginx.conf" -e "$prefix/error.log" &
 nginx_pid=$!
@@ -26,7 +33,9 @@ sleep 1
 cat <<MSG
 
 ngx-upload demo: nginx $("$nginx_bin" -v 2>&1 | sed 's/.*\///') on http://$listen, backend on $backend
-files land in $prefix/store, the log is $prefix/error.log
+files land in $prefix/store, the log is $prefix/error.log, one line per segment in $prefix/access.log
+
+In a browser, open http://$listen/ (?segment=BYTES sets the segment size, ?delay=MS slows it down).
 
 Upload a file in two segments (the first answers 201 with the ranges held, the last is
 handed to the backend, which echoes the form fields it received):

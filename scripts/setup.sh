@@ -8,7 +8,10 @@ debian_packages=(
     libclang-dev libpcre2-dev zlib1g-dev libssl-dev   # nginx-sys: bindgen and the vendored nginx
     nginx nginx-dev                                     # Debian's nginx 1.22 and its module tree
     strace                                              # tests/write_batching.rs counts writes
+    chromium fonts-dejavu-core                          # the browser test of the demo page
 )
+# The browser test runs on Node.js (the machine image has Node 20; Debian's is the fallback).
+command -v npm >/dev/null 2>&1 || debian_packages+=(nodejs npm)
 
 missing=()
 for p in "${debian_packages[@]}"; do
@@ -21,6 +24,13 @@ if [ ${#missing[@]} -gt 0 ]; then
     # The nginx package starts its service; this project never uses it.
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     if command -v systemctl >/dev/null 2>&1; then systemctl stop nginx 2>/dev/null || true; fi
+fi
+
+# playwright-core for tests/browser, at the version its package-lock.json pins.
+browser_test_dir=$(dirname "${BASH_SOURCE[0]}")/../tests/browser
+if [ ! -d "$browser_test_dir/node_modules/playwright-core" ]; then
+    echo "setup: npm ci in tests/browser"
+    (cd "$browser_test_dir" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then

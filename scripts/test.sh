@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of ngx-upload: the engine's unit tests, and the integration tests that start
-# real nginx with the module, first the vendored nginx 1.28, then Debian's packaged 1.22.
+# real nginx with the module, first the vendored nginx 1.28 (then the demo page in Chromium),
+# then Debian's packaged 1.22.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -10,6 +11,9 @@ cargo build --workspace
 
 echo "== unit and integration tests against the vendored nginx"
 cargo test --workspace --no-fail-fast
+
+echo "== the demo page in headless Chromium (scripts/demo.sh with the debug build above)"
+node tests/browser/demo.spec.mjs
 
 echo "== the module built for Debian's packaged nginx"
 bash scripts/build-debian-module.sh

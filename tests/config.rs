@@ -9,7 +9,7 @@ use std::path::Path;
 
 /// Every `nginx-conf/*.conf` passes `nginx -t` once its placeholders are filled in:
 /// `{{MODULE}}` (the module), `{{PREFIX}}` (a fresh directory), `{{LISTEN}}` and `{{BACKEND}}`
-/// (local addresses).
+/// (local addresses), `{{DEMO}}` (the browser demo's directory).
 #[test]
 fn example_configs_pass_nginx_t() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("nginx-conf");
@@ -39,7 +39,11 @@ fn example_configs_pass_nginx_t() {
             .replace("{{MODULE}}", &module)
             .replace("{{PREFIX}}", &prefix.display().to_string())
             .replace("{{LISTEN}}", &format!("127.0.0.1:{}", free_port()))
-            .replace("{{BACKEND}}", &format!("127.0.0.1:{}", free_port()));
+            .replace("{{BACKEND}}", &format!("127.0.0.1:{}", free_port()))
+            .replace(
+                "{{DEMO}}",
+                &dir.with_file_name("demo").display().to_string(),
+            );
         assert!(
             !filled.contains("{{"),
             "{} has a placeholder the test does not know",
