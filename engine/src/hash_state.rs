@@ -4,7 +4,7 @@
 //! A [`HashProgress`] holds the hashes of the file's prefix `[0, hashed_upto)`. A segment that
 //! continues the prefix advances it ([`HashProgress::advance`]); one that lies beyond it leaves
 //! it, and those bytes are read back from the output file once the gap before them is filled
-//! ([`HashProgress::catch_up`]) or when the upload is complete ([`finish_from_file`]). So the
+//! ([`HashProgress::catch_up`], by `Session::commit`). So the
 //! hashes are those of the whole assembled file in any order of arrival, and in-order uploads
 //! hash every byte once, as it arrives.
 //!
@@ -180,20 +180,6 @@ impl HashProgress {
     }
 }
 
-/// The hashes of the complete file of `total` bytes: reads `[hashed_upto, total)` from `file`
-/// (in chunks of 1 MiB, with `pread`) into `progress` and finishes it.
-pub fn finish_from_file(file: &File, progress: HashProgress, total: u64) -> io::Result<Digests> {
-    let mut progress = progress;
-    if progress.hashed_upto() > total {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "hash state covers more than the file's total size",
-        ));
-    }
-    progress.catch_up(file, total)?;
-    Ok(progress.hasher.finish())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,14 +324,15 @@ mod tests {
             p.advance(a as u64, &data[a..b]);
             stored = p.encode();
         }
-        let p = HashProgress::decode(&stored).unwrap();
+        let mut p = HashProgress::decode(&stored).unwrap();
         assert_eq!(p.hashed_upto(), READ_CHUNK as u64);
-        let d = finish_from_file(&file, p, total as u64).unwrap();
-        assert_eq!(all_hex(&d), one_shot(&data));
+        p.catch_up(&file, total as u64).unwrap();
+        assert_eq!(all_hex(&p.finish(total as u64).unwrap()), one_shot(&data));
 
         // Nothing hashed in order at all.
-        let d = finish_from_file(&file, HashProgress::new(Algorithms::ALL), total as u64).unwrap();
-        assert_eq!(all_hex(&d), one_shot(&data));
+        let mut p = HashProgress::new(Algorithms::ALL);
+        p.catch_up(&file, total as u64).unwrap();
+        assert_eq!(all_hex(&p.finish(total as u64).unwrap()), one_shot(&data));
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -399,14 +386,16 @@ mod tests {
     }
 
     #[test]
-    fn finish_from_file_refuses_what_cannot_be() {
+    fn finishing_needs_exactly_the_whole_file() {
         let data = pattern(100);
         let (dir, file) = temp_file(&data);
         let mut p = HashProgress::new(Algorithms::MD5);
         p.advance(0, &data);
-        let e = finish_from_file(&file, p, 50).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
-        let e = finish_from_file(&file, HashProgress::new(Algorithms::MD5), 200).unwrap_err();
+        assert!(p.clone().finish(50).is_none(), "hashed more than the total");
+        assert!(p.finish(100).is_some());
+        let e = HashProgress::new(Algorithms::MD5)
+            .catch_up(&file, 200)
+            .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
         fs::remove_dir_all(&dir).unwrap();
     }

@@ -382,11 +382,6 @@ impl Session {
         &self.file
     }
 
-    /// The state as this request found it when it opened the session.
-    pub fn opened_state(&self) -> &SessionState {
-        &self.opened
-    }
-
     /// The hash progress a request writing `range` can carry on as its bytes stream by: the
     /// stored one, if the hashed prefix ends inside the range (in-order uploads); `None` if the
     /// range lies beyond the prefix, or no hashes are wanted.
@@ -475,6 +470,7 @@ impl Session {
     }
 
     /// The state as recorded now.
+    #[cfg(test)]
     pub fn current_state(&self) -> Result<SessionState, SessionError> {
         let _lock = self.lock()?;
         Ok(self
@@ -568,12 +564,13 @@ impl Session {
 /// it did.
 fn keep_longer_hash(state: &mut SessionState, ours: HashProgress, algorithms: Algorithms) -> bool {
     let stored = HashProgress::resume(state.hash.as_deref(), algorithms);
-    if ours.algorithms() == stored.algorithms() && ours.hashed_upto() > stored.hashed_upto() {
-        state.hash = Some(ours.encode());
-        true
-    } else {
-        false
+    let before = stored.hashed_upto();
+    let best = stored.merge(ours);
+    let longer = best.hashed_upto() > before;
+    if longer {
+        state.hash = Some(best.encode());
     }
+    longer
 }
 
 /// Takes a non-blocking open-file-description write lock on `len` bytes at `start`; `false` if
