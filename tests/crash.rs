@@ -6,6 +6,7 @@
 //! - phase 2 SIGKILLs the whole nginx (master and workers at once) and starts it again on the
 //!   same prefix and port, as after a crash of the service.
 //!
+//! Now and then a client also abandons a segment midway itself.
 //! A client whose connection dies asks the status query (POST with `X-Session-ID`, empty body)
 //! and sends only the bytes the report lacks. Every report, from a status query or a 201, is
 //! checked against the disk: it must claim only bytes the client sent, must still claim every
@@ -47,12 +48,16 @@ const CLIENT_DEADLINE: Duration = Duration::from_secs(45);
 struct Stats {
     worker_kills: AtomicUsize,
     whole_kills: AtomicUsize,
-    /// Requests that died with their connection (no answer).
+    /// Requests that died with their connection (no answer), the client's aborts included.
     broken_requests: AtomicUsize,
+    /// Segments the client itself abandoned midway.
+    client_aborts: AtomicUsize,
     /// Status queries a client made to resume.
     resumes: AtomicUsize,
     /// Reports (201 or status query) checked against the disk.
     reports_checked: AtomicUsize,
+    /// Reports claiming part of a segment (what an interrupted segment recorded).
+    partial_claims: AtomicUsize,
     /// Sessions found complete by a status query, so a segment was sent again to hand off.
     rehandoffs: AtomicUsize,
     /// Sessions whose hand-off reached the backend while the client lost the answer.
@@ -207,7 +212,16 @@ impl Client<'_> {
         conn.set_write_timeout(Some(Duration::from_secs(20)))?;
         conn.set_nodelay(true)?;
         conn.write_all(&request[..head_len])?;
-        for chunk in request[head_len..].chunks(WRITE_CHUNK) {
+        let chunks = body_len.div_ceil(WRITE_CHUNK) as u64;
+        // Now and then the client itself gives up mid-segment: the module then records what
+        // arrived, which the next status query reports.
+        let give_up_after =
+            (chunks > 1 && self.rng.below(10) == 0).then(|| 1 + self.rng.below(chunks - 1));
+        for (n, chunk) in request[head_len..].chunks(WRITE_CHUNK).enumerate() {
+            if give_up_after == Some(n as u64) {
+                self.stats.client_aborts.fetch_add(1, SeqCst);
+                return Err(std::io::Error::other("the client gave up"));
+            }
             conn.write_all(chunk)?;
             if self.rng.below(4) != 0 {
                 std::thread::sleep(WRITE_PAUSE);
@@ -333,6 +347,13 @@ impl Client<'_> {
                     ),
                 );
             }
+        }
+        let seg = SEGMENT as u64;
+        if claimed
+            .iter()
+            .any(|&(a, b)| a % seg != 0 || ((b + 1) % seg != 0 && b + 1 != self.total()))
+        {
+            self.stats.partial_claims.fetch_add(1, SeqCst);
         }
         self.acked = claimed;
         self.stats.reports_checked.fetch_add(1, SeqCst);
@@ -551,8 +572,8 @@ fn uploads_survive_killed_workers_and_a_killed_nginx() {
     let g = |a: &AtomicUsize| a.load(SeqCst);
     eprintln!(
         "crash test seed {seed}: {} sessions of {} KiB completed in {:.1} s; {} worker kills, \
-         {} whole-nginx kills and restarts; {} requests broken, {} resumes (status queries), \
-         {} reports checked against the disk, {} complete sessions re-sent to hand off, \
+         {} whole-nginx kills and restarts; {} requests broken ({} abandoned by the client), \
+         {} resumes (status queries), {} reports checked against the disk ({} claiming parts of segments), {} complete sessions re-sent to hand off, \
          {} hand-offs whose answer was lost",
         (WORKER_KILL_ROUNDS + WHOLE_KILL_ROUNDS) * SESSIONS,
         SESSION_LEN >> 10,
@@ -560,8 +581,10 @@ fn uploads_survive_killed_workers_and_a_killed_nginx() {
         g(&stats.worker_kills),
         g(&stats.whole_kills),
         g(&stats.broken_requests),
+        g(&stats.client_aborts),
         g(&stats.resumes),
         g(&stats.reports_checked),
+        g(&stats.partial_claims),
         g(&stats.rehandoffs),
         g(&stats.lost_answers),
     );
