@@ -14,8 +14,8 @@ use ngx::ffi::{
     ngx_http_read_unbuffered_request_body, ngx_http_request_t, ngx_int_t, ngx_uint_t, NGX_DONE,
     NGX_ERROR, NGX_HTTP_BAD_REQUEST, NGX_HTTP_CONFLICT, NGX_HTTP_HEAD,
     NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_NOT_FOUND, NGX_HTTP_OPTIONS,
-    NGX_HTTP_POST, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, NGX_HTTP_SPECIAL_RESPONSE,
-    NGX_HTTP_UNSUPPORTED_MEDIA_TYPE, NGX_LOG_ERR,
+    NGX_HTTP_POST, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, NGX_HTTP_REQUEST_TIME_OUT,
+    NGX_HTTP_SPECIAL_RESPONSE, NGX_HTTP_UNSUPPORTED_MEDIA_TYPE, NGX_LOG_ERR, NGX_LOG_INFO,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, Request};
 use ngx::ngx_log_error;
@@ -436,6 +436,8 @@ impl Failure {
     pub fn io(context: impl core::fmt::Display, e: &std::io::Error) -> Self {
         let status = match e.raw_os_error() {
             Some(libc::ENOSPC) | Some(libc::EDQUOT) => NGX_HTTP_INSUFFICIENT_STORAGE,
+            // An offset past what the filesystem can hold: the client asked too much.
+            Some(libc::EFBIG) => NGX_HTTP_REQUEST_ENTITY_TOO_LARGE as ngx_uint_t,
             _ => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_uint_t,
         };
         Failure::new(status, format!("{context}: {e}"))
@@ -683,6 +685,15 @@ fn start(
             };
             let (path, file) = match id {
                 Some(id) => {
+                    if sessions.progress(&id)?.is_some() {
+                        return Err(Failure::new(
+                            NGX_HTTP_CONFLICT as ngx_uint_t,
+                            format!(
+                                "session \"{id}\" is a resumable upload in progress; a body \
+                                 without Content-Range would overwrite it"
+                            ),
+                        ));
+                    }
                     let path = data_dir.path_of(id.as_str()).ok_or_else(|| {
                         bad_request(format!(
                             "session id \"{id}\" is shorter than the {} characters of upload_store levels",
@@ -824,6 +835,18 @@ unsafe extern "C" fn body_readable(r: *mut ngx_http_request_t) {
             // The client went away, timed out or sent a malformed body. Bytes of a segment that
             // arrived are real: write what waits in nginx's buffer and record them, so a
             // resuming client is told.
+            if rc == NGX_HTTP_REQUEST_TIME_OUT as ngx_int_t {
+                // nginx says nothing when a body stalls: say which upload it was.
+                // SAFETY: r is live; its context (if any) is ours.
+                let received = unsafe { ctx_of(r) }.map_or(0, |ctx| ctx.received);
+                ngx_log_error!(
+                    NGX_LOG_INFO,
+                    // SAFETY: as above.
+                    unsafe { (*(*r).connection).log },
+                    "upload: client timed out sending the body (client_body_timeout) after \
+                     {received} bytes were written"
+                );
+            }
             // SAFETY: r is live with our context; the buffers nginx holds are still valid.
             if unsafe { take_body_buffers(r, true) }.is_none() {
                 return;
@@ -1188,6 +1211,9 @@ fn complete(r: *mut ngx_http_request_t, ctx: &mut UploadCtx) -> Result<Option<ng
             ctx.record_segment(r).map(|()| None)
         }
         Target::Whole { .. } => {
+            if ctx.received == 0 {
+                return Err(bad_request("a raw upload needs a non-empty body"));
+            }
             ctx.digests = ctx.hasher.take().map(MultiHasher::finish);
             ngx_glue::add_configured_headers(r, ctx.conf);
             ctx.handed_off = true;

@@ -7,9 +7,6 @@
 //! `store`/`state` directories, and the store changed only as the row allows. One valid session
 //! with two stored segments (the "keeper") lives through the whole table: its status report and
 //! stored bytes must not change, and it completes at the end.
-//!
-//! Rows whose current answer is a module bug are kept in the table with the answer they should
-//! get and `bug` set; they run in the ignored test `module_bugs_in_the_table`.
 
 mod common;
 
@@ -101,8 +98,6 @@ struct Case {
     /// error.log must gain a line holding one of these (case-insensitive); empty for success.
     log: Vec<&'static str>,
     effect: Effect,
-    /// Set when the current module answers otherwise: why that is a bug.
-    bug: Option<&'static str>,
 }
 
 fn case(name: &str, wire: Wire, answer: Answer, log: &[&'static str], effect: Effect) -> Case {
@@ -112,7 +107,6 @@ fn case(name: &str, wire: Wire, answer: Answer, log: &[&'static str], effect: Ef
         answer,
         log: log.to_vec(),
         effect,
-        bug: None,
     }
 }
 
@@ -616,10 +610,6 @@ fn table() -> Vec<Case> {
         &["too large", "larger"],
         opened("hugeoff-01"),
     ));
-    rows.last_mut().unwrap().bug = Some(
-        "a segment at an offset past the filesystem's largest file gets 500 (pwrite EFBIG, \
-         logged as a write failure) instead of a client error (413)",
-    );
 
     // --- Missing headers. ---------------------------------------------------------------------
     rows.push(case(
@@ -663,11 +653,6 @@ fn table() -> Vec<Case> {
         &["session"],
         Nothing,
     ));
-    rows.last_mut().unwrap().bug = Some(
-        "a body with the id of a live resumable session and no range is taken as a whole-file \
-         upload: the session's data file is truncated and overwritten (and handed off) while its \
-         state still claims the old ranges",
-    );
     rows.push(case(
         "live session's id, no range, empty chunked body",
         Send(segment(
@@ -676,15 +661,23 @@ fn table() -> Vec<Case> {
             &[("Transfer-Encoding", "chunked")],
             b"0\r\n\r\n",
         )),
-        status(400),
-        &["empty", "non-empty"],
+        // The live session is found before the body is read.
+        status(409),
+        &["in progress"],
         Nothing,
     ));
-    rows.last_mut().unwrap().bug = Some(
-        "an empty chunked body with a session id and no range passes the \"non-empty body\" check \
-         (done only for Content-Length 0): the session's data file is truncated to 0 bytes and an \
-         empty file is handed off",
-    );
+    rows.push(case(
+        "new session id, no range, empty chunked body",
+        Send(segment(
+            Some("emptychunk-01"),
+            None,
+            &[("Transfer-Encoding", "chunked")],
+            b"0\r\n\r\n",
+        )),
+        status(400),
+        &["non-empty"],
+        Nothing,
+    ));
 
     // --- Methods. -----------------------------------------------------------------------------
     for method in ["DELETE", "PATCH", "PUT", "FROB"] {
@@ -921,13 +914,7 @@ fn table() -> Vec<Case> {
         // 0-99 was stored before the table (see `Bench::start`).
         session_effect("slow-01", &slow, &[(0, 99), (100, 599)], None),
     ));
-    push_logged_twin(
-        &mut rows,
-        &["timed out", "timeout"],
-        "a request body that stalls past client_body_timeout ends without any error_log line \
-         (ngx_http_read_unbuffered_request_body returns 408 silently and the module logs nothing), \
-         so a slowloris client leaves no trace",
-    );
+    push_logged_twin(&mut rows, &["timed out", "timeout"]);
     rows.push(case(
         "request head stalls",
         Stall(b"POST /upload HTTP/1.1\r\nHost: localhost\r\nX-Session-ID: keeper-sess".to_vec()),
@@ -946,21 +933,15 @@ fn table() -> Vec<Case> {
         &[],
         Nothing,
     ));
-    push_logged_twin(
-        &mut rows,
-        &["timed out", "timeout"],
-        "a multipart body that stalls past client_body_timeout ends without any error_log line",
-    );
+    push_logged_twin(&mut rows, &["timed out", "timeout"]);
     rows
 }
 
-/// The last row again, demanding an error.log line with one of `log`: a module-bug row when
-/// the module logs nothing today (the row itself stays in the table for its other checks).
-fn push_logged_twin(rows: &mut Vec<Case>, log: &[&'static str], bug: &'static str) {
+/// The last row again, demanding an error.log line with one of `log`.
+fn push_logged_twin(rows: &mut Vec<Case>, log: &[&'static str]) {
     let mut twin = rows.last().unwrap().clone();
     twin.name.push_str(", logged");
     twin.log = log.to_vec();
-    twin.bug = Some(bug);
     rows.push(twin);
 }
 
@@ -1510,7 +1491,7 @@ fn malformed_requests_table() {
     let bench = Bench::start();
     let mut ran = 0;
     let mut summary = Vec::new();
-    for row in rows.iter().filter(|r| r.bug.is_none()) {
+    for row in &rows {
         let report = bench.run(row);
         ran += 1;
         let report = report
@@ -1518,47 +1499,16 @@ fn malformed_requests_table() {
             .unwrap_or_default();
         summary.push(format!("  {:<62} {:?}{report}", row.name, row.answer));
     }
-    let bugs = rows.iter().filter(|r| r.bug.is_some()).count();
-    eprintln!(
-        "{ran} rows passed ({bugs} module-bug rows run in module_bugs_in_the_table):\n{}",
-        summary.join("\n")
-    );
+    eprintln!("{ran} rows passed:\n{}", summary.join("\n"));
     assert!(ran >= 45, "only {ran} rows");
     bench.complete_keeper();
     bench.assert_healthy("after the table");
-}
-
-#[test]
-#[ignore = "module bug: see the `bug` of each row (whole-file upload over a live session, \
-            silent body timeouts, 500 for offsets past the filesystem's limit)"]
-fn module_bugs_in_the_table() {
-    let rows = table();
-    let mut failures = Vec::new();
-    for row in rows.iter().filter(|r| r.bug.is_some()) {
-        // Each row on its own nginx, so one failure does not hide the others.
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let bench = Bench::start();
-            bench.run(row);
-        }));
-        if let Err(e) = result {
-            let msg = e
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            failures.push(format!("{}: {}\n    {msg}", row.name, row.bug.unwrap()));
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
 /// The consequence of the "live session's id without a range" row, end to end: a whole-file
 /// request with the id of a session in progress must not change what the session holds, or at
 /// least must not leave a state that claims bytes the file no longer has.
 #[test]
-#[ignore = "module bug: a body with a live session's id and no range truncates and overwrites \
-            the session's data file while its state keeps claiming the old ranges; completing \
-            the session then hands off a corrupt file"]
 fn a_whole_file_request_does_not_corrupt_a_live_session() {
     let env = UploadEnv::start("");
     let data = test_data(4000, 0xc10b);

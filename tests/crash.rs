@@ -62,6 +62,9 @@ struct Stats {
     rehandoffs: AtomicUsize,
     /// Sessions whose hand-off reached the backend while the client lost the answer.
     lost_answers: AtomicUsize,
+    /// 409s: a resumed segment overlapped the abandoned request the server had not yet seen
+    /// end; the client waits a moment and asks again, as a real client retries.
+    conflicts: AtomicUsize,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -185,6 +188,14 @@ impl Client<'_> {
                     self.check_report(&report, "a 201");
                 }
                 Ok(r) if r.status == 200 => return,
+                Ok(r) if r.status == 409 => {
+                    self.stats.conflicts.fetch_add(1, SeqCst);
+                    std::thread::sleep(Duration::from_millis(50));
+                    match self.resume() {
+                        Next::Send(q) => queue = q,
+                        Next::Done => return,
+                    }
+                }
                 Ok(r) => panic!("{}: segment {}-{} answered\n{r}", self.id, piece.0, piece.1),
                 Err(_) => {
                     self.stats.broken_requests.fetch_add(1, SeqCst);
@@ -574,7 +585,8 @@ fn uploads_survive_killed_workers_and_a_killed_nginx() {
         "crash test seed {seed}: {} sessions of {} KiB completed in {:.1} s; {} worker kills, \
          {} whole-nginx kills and restarts; {} requests broken ({} abandoned by the client), \
          {} resumes (status queries), {} reports checked against the disk ({} claiming parts of segments), {} complete sessions re-sent to hand off, \
-         {} hand-offs whose answer was lost",
+         {} hand-offs whose answer was lost, {} segments refused with 409 while an abandoned \
+         one was still in flight",
         (WORKER_KILL_ROUNDS + WHOLE_KILL_ROUNDS) * SESSIONS,
         SESSION_LEN >> 10,
         started.elapsed().as_secs_f64(),
@@ -587,6 +599,7 @@ fn uploads_survive_killed_workers_and_a_killed_nginx() {
         g(&stats.partial_claims),
         g(&stats.rehandoffs),
         g(&stats.lost_answers),
+        g(&stats.conflicts),
     );
     assert!(
         g(&stats.worker_kills) > 0 && g(&stats.whole_kills) > 0,
