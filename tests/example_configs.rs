@@ -130,18 +130,28 @@ fn resumable_conf_resumes_and_retries_a_failed_handoff() {
     let r = post_segment(port, "/upload", &Segment::piece(id, &data, 0, 199_999));
     assert_eq!(r.status, 503, "{r}");
     assert!(backend.requests().is_empty());
-    // The file is complete and still there; one byte runs the hand-off again.
+    // The file is complete and still there; one byte runs the hand-off again. The failed
+    // hand-off's claim on the session is released when its request is freed, just after the
+    // 503 went out: until then the byte gets 409 ("another request is handing it off"),
+    // which a client retries.
     let r = status_query(port, id);
     assert_eq!(
         r.header("range"),
         Some(&*format!("0-300000/{total}")),
         "{r}"
     );
-    let r = post_segment(
-        port,
-        "/upload",
-        &Segment::piece(id, &data, total - 1, total - 1),
-    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let r = loop {
+        let r = post_segment(
+            port,
+            "/upload",
+            &Segment::piece(id, &data, total - 1, total - 1),
+        );
+        if r.status != 409 || std::time::Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     assert_eq!(r.status, 200, "{r}");
     assert_eq!(relay.connections(), 2);
     let requests = backend.requests();
