@@ -67,9 +67,10 @@ EXIT_GAVE_UP = 3
 
 SESSION_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}\Z")
 
-# Statuses worth another try: the server or the backend may do better later. 409 is what the
-# module answers when a segment names another total than the session has; the status query
-# done before every retry tells a real mismatch (fatal) from a passing one.
+# Statuses worth another try: the server or the backend may do better later. The module
+# answers 409 while another request writes the same bytes or hands the file off (both pass),
+# and when a segment names another total than the session has: the status query done before
+# every retry tells that real mismatch (fatal) from a passing conflict.
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
 
 
