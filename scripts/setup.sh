@@ -9,6 +9,7 @@ debian_packages=(
     nginx nginx-dev                                     # Debian's nginx 1.22 and its module tree
     strace                                              # tests/write_batching.rs counts writes
     chromium fonts-dejavu-core                          # the browser test of the demo page
+    python3 openssl                                     # clients/python; the TLS example's test certificate
 )
 # The browser test runs on Node.js (the machine image has Node 20; Debian's is the fallback).
 command -v npm >/dev/null 2>&1 || debian_packages+=(nodejs npm)

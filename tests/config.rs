@@ -1,70 +1,9 @@
-//! Configuration: the example configs in `nginx-conf/` pass `nginx -t`, and bad directive
-//! values are refused with a message naming them.
+//! Configuration: bad directive values are refused with a message naming them. (The example
+//! configs in `nginx-conf/` are tested in example_configs.rs.)
 
 mod common;
 
 use common::*;
-use std::fs;
-use std::path::Path;
-
-/// Every `nginx-conf/*.conf` passes `nginx -t` once its placeholders are filled in:
-/// `{{MODULE}}` (the module), `{{PREFIX}}` (a fresh directory), `{{LISTEN}}` and `{{BACKEND}}`
-/// (local addresses), `{{DEMO}}` (the browser demo's directory).
-#[test]
-fn example_configs_pass_nginx_t() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("nginx-conf");
-    let mut confs: Vec<_> = fs::read_dir(&dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|e| e == "conf"))
-                .collect()
-        })
-        .unwrap_or_default();
-    confs.sort();
-    if confs.is_empty() {
-        println!(
-            "note: no example configs in {}; nothing to test",
-            dir.display()
-        );
-        return;
-    }
-    let module = module_path().display().to_string();
-    let mut failures = Vec::new();
-    for conf in &confs {
-        let prefix = fresh_dir("example");
-        let text = fs::read_to_string(conf).unwrap();
-        let filled = text
-            .replace("{{MODULE}}", &module)
-            .replace("{{PREFIX}}", &prefix.display().to_string())
-            .replace("{{LISTEN}}", &format!("127.0.0.1:{}", free_port()))
-            .replace("{{BACKEND}}", &format!("127.0.0.1:{}", free_port()))
-            .replace(
-                "{{DEMO}}",
-                &dir.with_file_name("demo").display().to_string(),
-            );
-        assert!(
-            !filled.contains("{{"),
-            "{} has a placeholder the test does not know",
-            conf.display()
-        );
-        let path = prefix.join("nginx.conf");
-        fs::write(&path, &filled).unwrap();
-        let (ok, output) = nginx_t(&path);
-        if ok {
-            println!("{}: nginx -t ok", conf.display());
-            let _ = fs::remove_dir_all(&prefix);
-        } else {
-            failures.push(format!("{}:\n{output}", conf.display()));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "nginx -t failed:\n{}",
-        failures.join("\n")
-    );
-}
 
 /// The directives of the usual location with valid values (a control for the test below).
 #[test]
