@@ -2,11 +2,10 @@
 //! with the range they recorded, and both ranges must stay recorded.
 //!
 //! Found while testing the Python client (issue 6): under CPU contention a range the module
-//! acknowledged disappears from the session. `Session::check_total` (engine/src/session.rs)
-//! starts a fresh state whenever the request's own open *created* the output file; if another
-//! worker opened the file, wrote its segment and recorded its range between that create and
-//! the creator's lock, the fresh state wipes that range. Clients that trust the 201 reports
-//! then never see a hand-off (every segment is acknowledged, the file is never complete).
+//! had acknowledged disappeared from the session, because a request that *created* the output
+//! file started a fresh state even when another worker had meanwhile opened the same file and
+//! recorded its range. Now a state names the output file it describes (inode and birth time),
+//! and only a state naming another file is discarded.
 //!
 //! The window is the creator's time between `open(O_CREAT|O_EXCL)` and `flock`, so the test
 //! runs many sessions from several threads at once to make a worker lose the CPU there; it
@@ -22,8 +21,6 @@ const SESSIONS: usize = 150;
 const THREADS: usize = 6;
 
 #[test]
-#[ignore = "module bug: a segment that creates a session's file resets the state, losing a \
-            range another worker recorded meanwhile (Session::check_total, created = true)"]
 fn concurrent_first_segments_keep_every_acknowledged_range() {
     let env = UploadEnv::start_server(Nginx::builder().worker_processes(2), &upload_server(""));
     let port = env.port();

@@ -118,6 +118,9 @@ pub struct Session {
     file_mode: u32,
     max_ranges: usize,
     durable: bool,
+    /// The output file's identity, recorded in the state to tell it from a later file of the
+    /// same name.
+    file_id: String,
     /// The state as this request found it.
     opened: SessionState,
 }
@@ -209,8 +212,10 @@ impl SessionStore {
         let data_path = self.data_path(id)?;
         let state_path = self.state_path(id)?;
         let (file, created) = open_or_create(&data_path, self.file_mode)?;
+        let file_id = file_identity(&file)?;
         let mut session = Session {
             file,
+            file_id,
             data_path,
             state_path,
             total: range.total,
@@ -219,8 +224,8 @@ impl SessionStore {
             durable: self.durable,
             opened: SessionState::new(range.total),
         };
-        let fresh = created || self.is_expired(&session.state_path);
-        session.opened = session.start(fresh, range)?;
+        let expired = self.is_expired(&session.state_path);
+        session.opened = session.start(created, expired, range)?;
         if !ofd_lock(&session.file, range.first, range.len())? {
             return Err(SessionError::InFlight {
                 first: range.first,
@@ -342,16 +347,26 @@ pub struct Sweep {
 }
 
 impl Session {
-    /// Checks the session's state against the segment that opened it, creating a fresh state
-    /// if `fresh`; returns the state found.
-    fn start(&self, fresh: bool, range: &ContentRange) -> Result<SessionState, SessionError> {
+    /// Checks the session's state against the segment that opened it, starting a fresh state
+    /// if there is none or it is left over from an earlier output file; returns the state.
+    /// `created`: this request created the output file; `expired`: the state is too old.
+    fn start(
+        &self,
+        created: bool,
+        expired: bool,
+        range: &ContentRange,
+    ) -> Result<SessionState, SessionError> {
         let _lock = self.lock()?;
         let state = match self.read_state()? {
-            // An output file that had to be created cannot hold what an old state file claims
-            // (the backend moved the finished file away, or someone deleted it): start afresh.
-            Some(state) if !fresh => state,
+            // A state describes the output file whose inode it names. Not `created` alone: a
+            // request that created the file may get here after another request already
+            // started this very file's state and recorded a segment in it.
+            Some(state) if !expired && state.file.as_ref() == Some(&self.file_id) => state,
+            // A state from before file ids were recorded: trusted unless the file is new.
+            Some(state) if !expired && state.file.is_none() && !created => state,
+            // None, or one left over from a file the backend moved away, or expired.
             _ => {
-                let state = SessionState::new(self.total);
+                let state = self.new_state();
                 self.write_state(&state)?;
                 state
             }
@@ -411,6 +426,7 @@ impl Session {
             file_mode: self.file_mode,
             max_ranges: self.max_ranges,
             durable: self.durable,
+            file_id: self.file_id.clone(),
             opened: self.opened.clone(),
         })
     }
@@ -462,6 +478,14 @@ impl Session {
         })
     }
 
+    /// An empty state for this session's output file.
+    fn new_state(&self) -> SessionState {
+        SessionState {
+            file: Some(self.file_id.clone()),
+            ..SessionState::new(self.total)
+        }
+    }
+
     /// Takes the lock that makes this request the one to hand the complete session off: the
     /// byte just past the file's end, which no segment claims. Held until the session is
     /// dropped; `false` if another request holds it.
@@ -503,9 +527,7 @@ impl Session {
         change: impl FnOnce(&mut SessionState) -> Result<bool, SessionError>,
     ) -> Result<SessionState, SessionError> {
         let _lock = self.lock()?;
-        let mut state = self
-            .read_state()?
-            .unwrap_or_else(|| SessionState::new(self.total));
+        let mut state = self.read_state()?.unwrap_or_else(|| self.new_state());
         if state.total != self.total {
             return Err(SessionError::TotalMismatch {
                 stored: state.total,
@@ -571,6 +593,21 @@ fn keep_longer_hash(state: &mut SessionState, ours: HashProgress, algorithms: Al
         state.hash = Some(best.encode());
     }
     longer
+}
+
+/// What tells an output file from a later one of the same name: its inode number, and its
+/// birth time where the filesystem records one (inode numbers are reused).
+fn file_identity(file: &File) -> io::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata()?;
+    let born = meta
+        .created()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+    Ok(match born {
+        Some(born) => format!("{}.{}", meta.ino(), born.as_nanos()),
+        None => meta.ino().to_string(),
+    })
 }
 
 /// Takes a non-blocking open-file-description write lock on `len` bytes at `start`; `false` if
@@ -819,7 +856,8 @@ mod tests {
         fs::remove_file(s.data_path()).unwrap();
         // A new upload under the same id, with another size, is a new session.
         let s = st.open(&id("s2"), &range("bytes 0-1/8")).unwrap();
-        assert_eq!(s.current_state().unwrap(), SessionState::new(8));
+        let state = s.current_state().unwrap();
+        assert_eq!((state.total, state.received.len()), (8, 0));
         fs::remove_dir_all(&tmp).unwrap();
     }
 
@@ -1154,6 +1192,26 @@ mod tests {
         write_at(s.file(), 0, b"abcd").unwrap();
         assert!(record(&s, 0, 4).is_complete());
         assert_eq!(fs::read(s.data_path()).unwrap(), b"abcd");
+        fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn the_request_that_created_the_file_keeps_a_range_recorded_before_it_looked() {
+        // Two first segments race: B found the file A had just created and recorded its range
+        // before A took the lock to start the state. A must keep B's range.
+        let tmp = crate::store::tests::tempdir();
+        let st = store(&tmp, &[]);
+        let b = st.open(&id("race1"), &range("bytes 5-9/10")).unwrap();
+        write_at(b.file(), 5, b"56789").unwrap();
+        record(&b, 5, 10);
+        let a = st.open(&id("race1"), &range("bytes 0-4/10")).unwrap();
+        let seen = a.start(true, false, &range("bytes 0-4/10")).unwrap();
+        assert_eq!(seen.received.report(10).to_string(), "5-9/10");
+        // A state left by an earlier file of the same name (another inode) claims nothing.
+        drop((a, b));
+        fs::remove_file(tmp.join("data/race1")).unwrap();
+        let c = st.open(&id("race1"), &range("bytes 0-4/10")).unwrap();
+        assert!(c.current_state().unwrap().received.is_empty());
         fs::remove_dir_all(&tmp).unwrap();
     }
 

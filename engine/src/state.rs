@@ -5,9 +5,12 @@
 //! ngx-upload-state 1
 //! total 511920
 //! received 0-51200,460809-511919
+//! file 1835023.1763762231000000000
 //! hash 1 upto=51201 md5=<hex>
 //! ```
-//! Ranges are inclusive like the protocol's. `hash` (optional) is the hash progress of the
+//! Ranges are inclusive like the protocol's. `file` (optional) identifies the output file the
+//! state describes (inode number, and birth time where the filesystem has one): a state naming
+//! another file is left over from an earlier file of the same name and claims nothing. `hash` (optional) is the hash progress of the
 //! file's prefix, see `hash_state.rs`. Unknown keys are ignored, so later versions may add lines
 //! that older ones skip.
 
@@ -23,6 +26,8 @@ pub const MAX_STATE_LEN: usize = 1 << 20;
 pub struct SessionState {
     pub total: u64,
     pub received: RangeSet,
+    /// The identity of the output file this state describes, if recorded.
+    pub file: Option<String>,
     /// The encoded hash progress ([`crate::hash_state::HashProgress::encode`]), if any.
     pub hash: Option<String>,
 }
@@ -41,6 +46,7 @@ impl SessionState {
         Self {
             total,
             received: RangeSet::new(),
+            file: None,
             hash: None,
         }
     }
@@ -58,6 +64,9 @@ impl SessionState {
             out.push_str(&format!("{}-{}", start, end - 1));
         }
         out.push('\n');
+        if let Some(file) = &self.file {
+            out.push_str(&format!("file {file}\n"));
+        }
         if let Some(hash) = &self.hash {
             out.push_str(crate::hash_state::STATE_KEY);
             out.push(' ');
@@ -80,6 +89,7 @@ impl SessionState {
         let mut total = None;
         let mut received = None;
         let mut hash = None;
+        let mut file = None;
         for line in lines {
             let (key, value) = line.split_once(' ').unwrap_or((line, ""));
             match key {
@@ -104,6 +114,7 @@ impl SessionState {
                     received = Some(set);
                 }
                 crate::hash_state::STATE_KEY => hash = Some(value.to_string()),
+                "file" => file = Some(value.to_string()),
                 _ => {}
             }
         }
@@ -115,6 +126,7 @@ impl SessionState {
         Ok(Self {
             total,
             received,
+            file,
             hash,
         })
     }
