@@ -166,9 +166,8 @@ fn throughput(
                 .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "| {} | n/a | n/a | n/a | n/a | {each} | {:.2} | not comparable: {why} |",
-                ep.label(),
-                m.client_cpu_per_gib
+                "| {} | n/a | n/a | n/a | n/a | n/a | n/a | not comparable: {why} |",
+                ep.label()
             );
             continue;
         }
@@ -203,17 +202,27 @@ fn throughput(
         .iter()
         .any(|(_, runs)| runs.iter().any(|r| r.latency.is_some()))
     {
+        let realtime = results
+            .iter()
+            .flat_map(|(_, runs)| runs.iter().filter_map(|r| r.latency.as_ref()))
+            .all(|l| l.realtime);
         let _ = writeln!(
             out,
             "\nEvent-loop latency: `GET /ping` every 10 ms on a keep-alive connection served \
-             by the upload's worker, while the upload runs (medians over runs; worst = the \
-             largest max of any run).\n"
+             by the upload's worker, while the upload runs; probe thread {}. Medians over the \
+             runs; worst = the largest max of any run; > 5 ms = probes slower than 5 ms, \
+             summed over the runs.\n",
+            if realtime {
+                "at real-time priority (SCHED_FIFO)"
+            } else {
+                "at normal priority (no permission for SCHED_FIFO): its own scheduling delays count too"
+            }
         );
         let _ = writeln!(
             out,
-            "| endpoint | probes | p50 ms | p99 ms | max ms | worst max ms |"
+            "| endpoint | probes | p50 ms | p99 ms | max ms | worst max ms | > 5 ms |"
         );
-        let _ = writeln!(out, "| --- | --: | --: | --: | --: | --: |");
+        let _ = writeln!(out, "| --- | --: | --: | --: | --: | --: | --: |");
         for (ep, runs) in results {
             let lat: Vec<_> = runs.iter().filter_map(|r| r.latency.as_ref()).collect();
             if lat.is_empty() {
@@ -223,9 +232,10 @@ fn throughput(
                 median(&lat.iter().map(|l| f(l)).collect::<Vec<_>>())
             };
             let worst = lat.iter().map(|l| l.max_ms).fold(0.0, f64::max);
+            let slow: usize = lat.iter().map(|l| l.over_5ms).sum();
             let _ = writeln!(
                 out,
-                "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {slow} |",
                 ep.label(),
                 of(&|l| l.samples as f64),
                 of(&|l| l.p50_ms),

@@ -214,7 +214,15 @@ pub struct Latency {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// Probes answered after more than [`SLOW_PROBE`].
+    pub over_5ms: usize,
+    /// Whether the probe thread ran with real-time priority (its own wake-ups then add
+    /// next to nothing to the latencies).
+    pub realtime: bool,
 }
+
+/// A probe slower than this counts as a stall.
+pub const SLOW_PROBE: Duration = Duration::from_millis(5);
 
 pub struct Bench {
     pub setup: Setup,
@@ -815,6 +823,16 @@ impl Bench {
     }
 }
 
+/// Puts the calling thread in SCHED_FIFO (needs root or CAP_SYS_NICE), so that on a busy
+/// machine the probe's own wake-ups are not what it measures. Returns whether it worked.
+fn make_realtime() -> bool {
+    // SAFETY: sets the scheduling policy of the calling thread; the param is a local.
+    unsafe {
+        let param = libc::sched_param { sched_priority: 10 };
+        libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) == 0
+    }
+}
+
 /// utime + stime of this process and of its waited-for children (curl), in seconds.
 fn client_cpu_s() -> f64 {
     let of = |who| {
@@ -850,7 +868,7 @@ fn count_files(dir: &Path) -> usize {
 /// `GET /ping` every 10 ms on a connection served by the worker under test.
 struct Probe {
     stop: Arc<AtomicBool>,
-    handle: thread::JoinHandle<Result<Vec<Duration>, String>>,
+    handle: thread::JoinHandle<Result<(Vec<Duration>, bool), String>>,
 }
 
 const PROBE_INTERVAL: Duration = Duration::from_millis(10);
@@ -873,6 +891,7 @@ impl Probe {
         let handle = {
             let stop = Arc::clone(&stop);
             thread::spawn(move || {
+                let realtime = make_realtime();
                 let mut samples = Vec::new();
                 let mut next = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
@@ -891,7 +910,7 @@ impl Probe {
                         return Err(format!("probe answered by {pid}, not {worker}"));
                     }
                 }
-                Ok(samples)
+                Ok((samples, realtime))
             })
         };
         Ok(Probe { stop, handle })
@@ -899,7 +918,7 @@ impl Probe {
 
     fn stop(self) -> Result<Latency, String> {
         self.stop.store(true, Ordering::Relaxed);
-        let mut samples = self
+        let (mut samples, realtime) = self
             .handle
             .join()
             .map_err(|_| "probe thread panicked".to_string())??;
@@ -914,6 +933,8 @@ impl Probe {
             p50_ms: ms(at(0.5)),
             p99_ms: ms(at(0.99)),
             max_ms: ms(*samples.last().unwrap()),
+            over_5ms: samples.iter().filter(|d| **d > SLOW_PROBE).count(),
+            realtime,
         })
     }
 }
