@@ -22,11 +22,13 @@ usage: cargo run --release -p ngx-upload-bench -- [options]
   --runs N          runs of every measurement; the tables show medians (default 3, --quick: 1)
   --quick           small sizes, for a smoke check
   --workers N       nginx worker_processes (default 1)
-  --latency-probe   during `single`, GET /ping every 10 ms on the upload's worker
+  --latency-probe   during single, segments and shuffled: GET /ping every 10 ms on the
+                    upload's worker
   --only LIST       comma-separated workloads: single,segments,shuffled,h2,slow (default all)
   --nginx PATH      nginx binary (default: $NGX_UPLOAD_NGINX, else the vendored build's
                     target/<profile>/build/nginx-sys-*/out/objs/nginx)
   --module PATH     the module (default: $NGX_UPLOAD_MODULE, else target/<profile>/libngx_upload.so)
+  --http LINE       add LINE to nginx's http block (repeatable), e.g. 'client_body_buffer_size 1m;'
   --dir PATH        where the temp dir goes (default: $TMPDIR or /tmp); uploads are written there
   --allow-stale     measure a module older than its sources
   --keep            keep the temp dir (payload, nginx prefixes) for inspection";
@@ -40,6 +42,7 @@ struct Options {
     nginx: Option<PathBuf>,
     module: Option<PathBuf>,
     dir: Option<PathBuf>,
+    http_lines: Vec<String>,
     allow_stale: bool,
     keep: bool,
 }
@@ -59,6 +62,7 @@ fn parse_args() -> Options {
         nginx: None,
         module: None,
         dir: None,
+        http_lines: Vec::new(),
         allow_stale: false,
         keep: false,
     };
@@ -105,6 +109,7 @@ fn parse_args() -> Options {
             "--nginx" => o.nginx = Some(PathBuf::from(value("a path"))),
             "--module" => o.module = Some(PathBuf::from(value("a path"))),
             "--dir" => o.dir = Some(PathBuf::from(value("a path"))),
+            "--http" => o.http_lines.push(value("a directive")),
             "--allow-stale" => o.allow_stale = true,
             "--keep" => o.keep = true,
             "--help" | "-h" => {
@@ -352,6 +357,7 @@ fn run(o: Options) -> Result<(), String> {
         workers: o.workers,
         root: dir.clone(),
         backend_port: backend.port(),
+        http_lines: o.http_lines.clone(),
     };
     let bench = Bench::new(setup, payload, backend, sizes.clone(), o.latency_probe);
 
@@ -387,6 +393,7 @@ fn run(o: Options) -> Result<(), String> {
             .unwrap_or("?")
             .to_string(),
         dir: dir.display().to_string(),
+        http_lines: o.http_lines.clone(),
     };
 
     let mut sections = Vec::new();

@@ -22,6 +22,8 @@ pub struct Setup {
     /// The benchmark's temp dir; each nginx gets a prefix below it.
     pub root: PathBuf,
     pub backend_port: u16,
+    /// Extra lines for the `http` block (`--http`), e.g. `client_body_buffer_size 1m;`.
+    pub http_lines: Vec<String>,
 }
 
 /// `nginx -v` of `nginx`, as numbers.
@@ -298,6 +300,7 @@ fn render(setup: &Setup, prefix: &Path, port: u16, h2_port: u16) -> String {
          \x20   send_timeout 300s;\n\
          \x20   keepalive_timeout 300s;\n\
          \x20   keepalive_requests 100000;\n\
+         {extra}\
          \x20   server {{\n\
          \x20       listen 127.0.0.1:{port};\n\
          {locations1}\
@@ -309,6 +312,11 @@ fn render(setup: &Setup, prefix: &Path, port: u16, h2_port: u16) -> String {
          }}\n",
         module = setup.module.display(),
         workers = setup.workers,
+        extra = setup
+            .http_lines
+            .iter()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>(),
         locations1 = indent(&locations),
         locations2 = indent(&locations),
     )

@@ -18,6 +18,7 @@ pub struct Header {
     pub load_after: String,
     pub curl: String,
     pub dir: String,
+    pub http_lines: Vec<String>,
 }
 
 pub enum Section {
@@ -109,6 +110,13 @@ pub fn render(h: &Header, sections: &[Section]) -> String {
          sendfile from the page cache); HTTP/2 `{}`",
         h.curl
     );
+    if !h.http_lines.is_empty() {
+        let _ = writeln!(
+            out,
+            "- added to nginx's `http` block: `{}`",
+            h.http_lines.join(" ")
+        );
+    }
     let _ = writeln!(out, "- files written under `{}` (removed at exit)", h.dir);
     let _ = writeln!(
         out,
@@ -209,7 +217,8 @@ fn throughput(
         let _ = writeln!(
             out,
             "\nEvent-loop latency: `GET /ping` every 10 ms on a keep-alive connection served \
-             by the upload's worker, while the upload runs; probe thread {}. Medians over the \
+             by the upload's worker (with several workers and connections: one of the \
+             workers), while the uploads run; probe thread {}. Medians over the \
              runs; worst = the largest max of any run; > 5 ms = probes slower than 5 ms, \
              summed over the runs.\n",
             if realtime {

@@ -469,6 +469,16 @@ impl Bench {
         let conns = self.sizes.conns;
         let barrier = Barrier::new(conns + 1);
         let port = nginx.port;
+        // With several workers the probe watches one of them, whichever its first
+        // connection lands on.
+        let probe = if self.latency_probe {
+            let worker = Conn::connect(port)
+                .and_then(|mut c| c.ping())
+                .map_err(|e| format!("ping: {e}"))?;
+            Some(Probe::start(port, worker)?)
+        } else {
+            None
+        };
         let (wall, results) = thread::scope(|scope| {
             let handles: Vec<_> = (0..conns)
                 .map(|_| {
@@ -515,6 +525,7 @@ impl Bench {
                 .collect();
             (start.elapsed(), results)
         });
+        let latency = probe.map(Probe::stop).transpose()?;
         for r in results {
             r?;
         }
@@ -550,7 +561,7 @@ impl Bench {
             wall,
             bytes: work.len() as u64 * seg_size,
             expect,
-            latency: None,
+            latency,
             not_comparable: None,
             checked: format!("{} requests", work.len()),
         })
