@@ -433,29 +433,34 @@ fn run(o: Options) -> Result<(), String> {
                 let m = bench
                     .measure(w, *ep)
                     .map_err(|e| format!("{} {} run {}: {e}", w.name(), ep.name(), run + 1))?;
-                eprintln!(
-                    "{} {} run {}: {:.3} s, {:.0} MB/s, {:.2} CPU s, client {:.2} CPU s, peak RSS {} KiB{}{} [{}]",
-                    w.name(),
-                    ep.name(),
-                    run + 1,
-                    m.wall_s,
-                    m.bytes as f64 / m.wall_s / 1e6,
-                    m.cpu_s,
-                    m.client_cpu_s,
-                    m.hwm_kib,
-                    m.latency
-                        .as_ref()
-                        .map(|l| format!(
-                            ", ping p50 {:.2} p99 {:.2} max {:.2} ms",
-                            l.p50_ms, l.p99_ms, l.max_ms
-                        ))
-                        .unwrap_or_default(),
-                    m.not_comparable
-                        .as_ref()
-                        .map(|n| format!(" (NOT COMPARABLE: {n})"))
-                        .unwrap_or_default(),
-                    m.check
-                );
+                match &m.not_comparable {
+                    Some(why) => eprintln!(
+                        "{} {} run {}: not comparable: {why}",
+                        w.name(),
+                        ep.name(),
+                        run + 1
+                    ),
+                    None => eprintln!(
+                        "{} {} run {}: {:.3} s, {:.0} MB/s, {:.2} CPU s, client {:.2} CPU s, \
+                         peak RSS {} KiB{} [{}]",
+                        w.name(),
+                        ep.name(),
+                        run + 1,
+                        m.wall_s,
+                        m.bytes as f64 / m.wall_s / 1e6,
+                        m.cpu_s,
+                        m.client_cpu_s,
+                        m.hwm_kib,
+                        m.latency
+                            .as_ref()
+                            .map(|l| format!(
+                                ", ping p50 {:.2} p99 {:.2} max {:.2} ms",
+                                l.p50_ms, l.p99_ms, l.max_ms
+                            ))
+                            .unwrap_or_default(),
+                        m.check
+                    ),
+                }
                 results.push(m);
             }
         }

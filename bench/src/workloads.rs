@@ -618,7 +618,7 @@ impl Bench {
                 latency: None,
                 not_comparable: Some(format!(
                     "over HTTP/2 nginx answers `return 200` without reading the body and resets \
-                     the stream, so the body is never sent in full (curl: {})",
+                     the stream, so the body is never sent in full ({})",
                     stderr.trim()
                 )),
                 checked: String::new(),
