@@ -10,6 +10,7 @@ mod workloads;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use nginx::Setup;
@@ -228,6 +229,9 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Set when a signal stops the benchmark: what fails then is a consequence, not a finding.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
 /// Blocks INT/TERM/HUP in every thread and stops nginx and removes `dir` when one arrives.
 fn handle_signals(dir: PathBuf, keep: bool) {
     // SAFETY: plain libc signal-set manipulation on local values.
@@ -241,6 +245,7 @@ fn handle_signals(dir: PathBuf, keep: bool) {
         std::thread::spawn(move || {
             let mut sig: libc::c_int = 0;
             libc::sigwait(&set, &mut sig);
+            INTERRUPTED.store(true, Ordering::SeqCst);
             eprintln!("ngx-upload-bench: signal {sig}, stopping nginx and cleaning up");
             let masters = nginx::LIVE_MASTERS
                 .lock()
@@ -304,6 +309,10 @@ fn command_line(cmd: &str, args: &[&str]) -> String {
 fn main() {
     let options = parse_args();
     if let Err(e) = run(options) {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            // The signal thread stops nginx, cleans up and exits.
+            std::thread::sleep(Duration::from_secs(10));
+        }
         eprintln!("ngx-upload-bench: {e}");
         std::process::exit(1);
     }
