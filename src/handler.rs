@@ -91,6 +91,9 @@ pub struct UploadCtx {
     stream_hash: Option<HashProgress>,
     /// Disk work for this request is running on the thread pool: reading waits for it.
     job_in_flight: bool,
+    /// A checkpoint is being recorded on the thread pool while reading goes on; shared with
+    /// the job, which may finish after the request.
+    checkpointing: std::rc::Rc<core::cell::Cell<bool>>,
     /// What that work came back with, for the continuation.
     job_done: Option<JobDone>,
 }
@@ -122,6 +125,7 @@ impl UploadCtx {
             recorded: 0,
             stream_hash: None,
             job_in_flight: false,
+            checkpointing: Default::default(),
             job_done: None,
         }
     }
@@ -375,11 +379,16 @@ impl Drop for UploadCtx {
             Target::Multipart(upload) => upload.segment.as_ref().map(|s| &s.session),
             Target::Whole { .. } => None,
         };
-        // The backend has the file: the session is over, as in the C module. Any other
-        // failure keeps the state, so the client can retry the hand-off.
-        let session = session
-            .filter(|_| cleanup || status < 400)
-            .and_then(|s| s.try_clone().ok());
+        // The backend has the file: the session is over, as in the C module; its state (a
+        // small file) goes at once, so a crash right after the answer cannot leave the
+        // session looking alive. Any other failure keeps the state, so the client can retry
+        // the hand-off. With upload_cleanup the session's files go, off the event loop.
+        if !cleanup && status < 400 {
+            if let Some(session) = session {
+                let _ = session.forget_state();
+            }
+        }
+        let session = session.filter(|_| cleanup).and_then(|s| s.try_clone().ok());
         if files.is_empty() && session.is_none() {
             return;
         }
@@ -393,11 +402,7 @@ impl Drop for UploadCtx {
             move || {
                 files.iter().for_each(|p| remove_quietly(p));
                 if let Some(session) = session {
-                    let _ = if cleanup {
-                        session.remove()
-                    } else {
-                        session.forget_state()
-                    };
+                    let _ = session.remove();
                 }
             },
             |_| {},
@@ -888,11 +893,26 @@ unsafe extern "C" fn body_readable(r: *mut ngx_http_request_t) {
 }
 
 impl UploadCtx {
-    /// Records a long segment's progress: on the event loop, or with `upload_state_fsync` on
-    /// the thread pool while reading pauses (the fsync can take long).
+    /// Records a long segment's progress on the thread pool (a state file replaced by rename
+    /// can take milliseconds): while reading goes on, or with `upload_state_fsync`, whose record
+    /// must wait for the data's fsync, while reading pauses.
     fn checkpoint(&mut self, r: *mut ngx_http_request_t) -> Result<(), Failure> {
         if !self.conf.sessions().durable {
-            return self.checkpoint_now();
+            if self.checkpointing.get() {
+                return Ok(()); // one at a time; the next one is due at the next read
+            }
+            let busy = self.checkpointing.clone();
+            busy.set(true);
+            // SAFETY: r is live; the cycle's log outlives a request that may end first.
+            let log = unsafe { (*ngx::ffi::ngx_cycle).log };
+            self.commit_off_loop(false, move |result| {
+                busy.set(false);
+                if let Err(failure) = result {
+                    ngx_log_error!(NGX_LOG_ERR, log, "upload: {}", failure.message);
+                }
+            })?;
+            self.recorded = self.received;
+            return Ok(());
         }
         let received = self.received;
         self.commit_off_loop(false, move |result| {
@@ -1064,13 +1084,21 @@ unsafe fn take_body_buffers(r: *mut ngx_http_request_t, force: bool) -> Option<u
     }
     let written = ctx.write(&slices);
     drop(slices);
+    // SAFETY: r is live; its pool holds the chain links.
+    let pool = unsafe { (*r).pool };
     let mut cl = rb.bufs;
     while !cl.is_null() {
-        // SAFETY: as above; consuming lets nginx reuse the buffer for the next read.
+        // SAFETY: as above; consuming lets nginx reuse the buffer for the next read. The links
+        // of rb.bufs were allocated from the request pool by nginx's save filter and are ours
+        // alone: back to the pool's free list (ngx_free_chain), or a long request would
+        // allocate one per read for its whole life.
         unsafe {
             let b = &mut *(*cl).buf;
             b.pos = b.last;
-            cl = (*cl).next;
+            let next = (*cl).next;
+            (*cl).next = (*pool).chain;
+            (*pool).chain = cl;
+            cl = next;
         }
     }
     rb.bufs = ptr::null_mut();

@@ -137,7 +137,8 @@ pub struct Commit {
     pub algorithms: Algorithms,
     /// The request's body is complete: hash from the file what could not be hashed as it
     /// streamed and, if the session is complete, claim its hand-off. `false` for a checkpoint
-    /// of a segment still streaming.
+    /// of a segment still streaming (or cut short), which records nothing if the session's
+    /// state is gone meanwhile (handed off, cleaned up, expired): it never brings one back.
     pub finishing: bool,
 }
 
@@ -440,7 +441,7 @@ impl Session {
             self.file.sync_data()?;
         }
         let max_ranges = self.max_ranges;
-        let mut state = self.update(|state| {
+        let mut state = self.update(commit.finishing, |state| {
             let mut changed = false;
             if !state.received.contains(commit.start, commit.end) {
                 if state.received.len_after_insert(commit.start, commit.end) > max_ranges {
@@ -463,7 +464,9 @@ impl Session {
                 // before them is filled. Held bytes do not change, so no lock is needed.
                 progress.catch_up(&self.file, prefix)?;
                 let caught_up = progress.clone();
-                state = self.update(|state| Ok(keep_longer_hash(state, caught_up, algorithms)))?;
+                state = self.update(true, |state| {
+                    Ok(keep_longer_hash(state, caught_up, algorithms))
+                })?;
                 progress = HashProgress::resume(state.hash.as_deref(), algorithms);
             }
             if state.is_complete() {
@@ -522,12 +525,18 @@ impl Session {
 
     /// Reads the state under the lock, lets `change` edit it, and writes it back if `change`
     /// says it changed. Returns the state after.
+    /// With `create` false, a missing state stays missing (and an empty one is returned).
     fn update(
         &self,
+        create: bool,
         change: impl FnOnce(&mut SessionState) -> Result<bool, SessionError>,
     ) -> Result<SessionState, SessionError> {
         let _lock = self.lock()?;
-        let mut state = self.read_state()?.unwrap_or_else(|| self.new_state());
+        let mut state = match self.read_state()? {
+            Some(state) => state,
+            None if create => self.new_state(),
+            None => return Ok(self.new_state()),
+        };
         if state.total != self.total {
             return Err(SessionError::TotalMismatch {
                 stored: state.total,
@@ -1212,6 +1221,26 @@ mod tests {
         fs::remove_file(tmp.join("data/race1")).unwrap();
         let c = st.open(&id("race1"), &range("bytes 0-4/10")).unwrap();
         assert!(c.current_state().unwrap().received.is_empty());
+        fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn a_late_checkpoint_does_not_bring_a_finished_session_back() {
+        let tmp = crate::store::tests::tempdir();
+        let st = store(&tmp, &[]);
+        let s = st.open(&id("late1"), &range("bytes 0-9/10")).unwrap();
+        write_at(s.file(), 0, b"0123456789").unwrap();
+        assert!(record(&s, 0, 10).is_complete());
+        s.forget_state().unwrap();
+        let checkpoint = Commit {
+            start: 0,
+            end: 5,
+            hashes: None,
+            algorithms: Algorithms::NONE,
+            finishing: false,
+        };
+        s.commit(checkpoint).unwrap();
+        assert!(!s.state_path().exists());
         fs::remove_dir_all(&tmp).unwrap();
     }
 
