@@ -30,6 +30,9 @@ usage: cargo run --release -p ngx-upload-bench -- [options]
                     target/<profile>/build/nginx-sys-*/out/objs/nginx)
   --module PATH     the module (default: $NGX_UPLOAD_MODULE, else target/<profile>/libngx_upload.so)
   --http LINE       add LINE to nginx's http block (repeatable), e.g. 'client_body_buffer_size 1m;'
+  --upload-buffer SIZE
+                    upload_buffer_size of the module's location (default 256k, as the README
+                    recommends for large uploads; the baselines keep nginx's body buffer)
   --dir PATH        where the temp dir goes (default: $TMPDIR or /tmp); uploads are written there
   --allow-stale     measure a module older than its sources
   --keep            keep the temp dir (payload, nginx prefixes) for inspection";
@@ -44,6 +47,7 @@ struct Options {
     module: Option<PathBuf>,
     dir: Option<PathBuf>,
     http_lines: Vec<String>,
+    upload_buffer: String,
     allow_stale: bool,
     keep: bool,
 }
@@ -64,6 +68,7 @@ fn parse_args() -> Options {
         module: None,
         dir: None,
         http_lines: Vec::new(),
+        upload_buffer: "256k".to_string(),
         allow_stale: false,
         keep: false,
     };
@@ -111,6 +116,7 @@ fn parse_args() -> Options {
             "--module" => o.module = Some(PathBuf::from(value("a path"))),
             "--dir" => o.dir = Some(PathBuf::from(value("a path"))),
             "--http" => o.http_lines.push(value("a directive")),
+            "--upload-buffer" => o.upload_buffer = value("a size"),
             "--allow-stale" => o.allow_stale = true,
             "--keep" => o.keep = true,
             "--help" | "-h" => {
@@ -367,6 +373,7 @@ fn run(o: Options) -> Result<(), String> {
         root: dir.clone(),
         backend_port: backend.port(),
         http_lines: o.http_lines.clone(),
+        upload_buffer: o.upload_buffer.clone(),
     };
     let bench = Bench::new(setup, payload, backend, sizes.clone(), o.latency_probe);
 
@@ -403,6 +410,7 @@ fn run(o: Options) -> Result<(), String> {
             .to_string(),
         dir: dir.display().to_string(),
         http_lines: o.http_lines.clone(),
+        upload_buffer: o.upload_buffer.clone(),
     };
 
     let mut sections = Vec::new();

@@ -24,6 +24,8 @@ pub struct Setup {
     pub backend_port: u16,
     /// Extra lines for the `http` block (`--http`), e.g. `client_body_buffer_size 1m;`.
     pub http_lines: Vec<String>,
+    /// `upload_buffer_size` of the module's location (`--upload-buffer`).
+    pub upload_buffer: String,
 }
 
 /// `nginx -v` of `nginx`, as numbers.
@@ -87,6 +89,7 @@ location /upload {
     upload_store {{P}}/store;
     upload_state_store {{P}}/state;
     upload_pass @done;
+    upload_buffer_size {{UPLOAD_BUFFER}};
     upload_set_form_field file.name "$upload_file_name";
     upload_set_form_field file.path "$upload_tmp_path";
     upload_aggregate_form_field file.size "$upload_file_size";
@@ -265,7 +268,8 @@ fn render(setup: &Setup, prefix: &Path, port: u16, h2_port: u16) -> String {
     let p = prefix.display();
     let locations = LOCATIONS
         .replace("{{P}}", &p.to_string())
-        .replace("{{BACKEND}}", &setup.backend_port.to_string());
+        .replace("{{BACKEND}}", &setup.backend_port.to_string())
+        .replace("{{UPLOAD_BUFFER}}", &setup.upload_buffer);
     let indent = |text: &str| {
         text.lines()
             .map(|l| format!("        {l}\n"))

@@ -19,6 +19,7 @@ pub struct Header {
     pub curl: String,
     pub dir: String,
     pub http_lines: Vec<String>,
+    pub upload_buffer: String,
 }
 
 pub enum Section {
@@ -109,6 +110,12 @@ pub fn render(h: &Header, sections: &[Section]) -> String {
         "- clients: HTTP/1.1 ngx-upload-bench (one thread per connection, bodies sent with \
          sendfile from the page cache); HTTP/2 `{}`",
         h.curl
+    );
+    let _ = writeln!(
+        out,
+        "- the module's location has `upload_buffer_size {};` (its body buffer); the baselines \
+         use nginx's default `client_body_buffer_size`",
+        h.upload_buffer
     );
     if !h.http_lines.is_empty() {
         let _ = writeln!(
