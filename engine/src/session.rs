@@ -31,6 +31,9 @@ use std::time::{Duration, SystemTime};
 /// (segments in any order, many in parallel), small enough that a state file stays small.
 pub const DEFAULT_MAX_RANGES: usize = 4096;
 
+/// A state file that has grown past this by appended lines is rewritten whole (by rename).
+const COMPACT_AT: usize = 32 << 10;
+
 /// Where a location keeps its sessions, and the rules they live by.
 #[derive(Debug, Clone)]
 pub struct SessionStore {
@@ -442,18 +445,18 @@ impl Session {
         }
         let max_ranges = self.max_ranges;
         let mut state = self.update(commit.finishing, |state| {
-            let mut changed = false;
+            let mut appended = String::new();
             if !state.received.contains(commit.start, commit.end) {
                 if state.received.len_after_insert(commit.start, commit.end) > max_ranges {
                     return Err(SessionError::TooManyRanges { max: max_ranges });
                 }
                 state.received.insert(commit.start, commit.end);
-                changed = true;
+                appended.push_str(&SessionState::append_range(commit.start, commit.end));
             }
             if let Some(ours) = commit.hashes.clone() {
-                changed |= keep_longer_hash(state, ours, algorithms);
+                appended.push_str(&keep_longer_hash(state, ours, algorithms));
             }
-            Ok(changed)
+            Ok(appended)
         })?;
         let mut digests = None;
         if commit.finishing && algorithms != Algorithms::NONE {
@@ -523,18 +526,19 @@ impl Session {
         FileLock::exclusive(&self.file)
     }
 
-    /// Reads the state under the lock, lets `change` edit it, and writes it back if `change`
-    /// says it changed. Returns the state after.
-    /// With `create` false, a missing state stays missing (and an empty one is returned).
+    /// Reads the state under the lock, lets `change` edit it and say what changed as the lines
+    /// to append to the state file (empty: nothing), and records that: appended, or, once the
+    /// file has grown past [`COMPACT_AT`], by rewriting it. Returns the state after. With
+    /// `create` false, a missing state stays missing (and an empty one is returned).
     fn update(
         &self,
         create: bool,
-        change: impl FnOnce(&mut SessionState) -> Result<bool, SessionError>,
+        change: impl FnOnce(&mut SessionState) -> Result<String, SessionError>,
     ) -> Result<SessionState, SessionError> {
         let _lock = self.lock()?;
-        let mut state = match self.read_state()? {
-            Some(state) => state,
-            None if create => self.new_state(),
+        let (mut state, stored_len) = match self.read_state_sized()? {
+            Some((state, len)) => (state, Some(len)),
+            None if create => (self.new_state(), None),
             None => return Ok(self.new_state()),
         };
         if state.total != self.total {
@@ -543,13 +547,34 @@ impl Session {
                 sent: self.total,
             });
         }
-        if change(&mut state)? {
-            self.write_state(&state)?;
+        let appended = change(&mut state)?;
+        if appended.is_empty() {
+            return Ok(state);
+        }
+        match stored_len {
+            Some(len) if len + appended.len() <= COMPACT_AT => self.append_state(&appended)?,
+            _ => self.write_state(&state)?,
         }
         Ok(state)
     }
 
+    /// Appends lines to the state file, in one write so that a crash leaves at most an
+    /// unfinished last line, which readers ignore.
+    fn append_state(&self, lines: &str) -> io::Result<()> {
+        let mut file = fs::OpenOptions::new().append(true).open(&self.state_path)?;
+        file.write_all(lines.as_bytes())?;
+        if self.durable {
+            file.sync_data()?;
+        }
+        Ok(())
+    }
+
     fn read_state(&self) -> Result<Option<SessionState>, SessionError> {
+        Ok(self.read_state_sized()?.map(|(state, _)| state))
+    }
+
+    /// The state and the length of its file.
+    fn read_state_sized(&self) -> Result<Option<(SessionState, usize)>, SessionError> {
         let file = match File::open(&self.state_path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -559,7 +584,7 @@ impl Session {
         file.take(MAX_STATE_LEN as u64 + 1)
             .read_to_end(&mut bytes)?;
         SessionState::decode(&bytes)
-            .map(Some)
+            .map(|state| Some((state, bytes.len())))
             .map_err(SessionError::DamagedState)
     }
 
@@ -591,17 +616,23 @@ impl Session {
     }
 }
 
-/// Stores `ours` as the state's hash progress if it hashed more than the stored one; whether
-/// it did.
-fn keep_longer_hash(state: &mut SessionState, ours: HashProgress, algorithms: Algorithms) -> bool {
+/// Stores `ours` as the state's hash progress if it hashed more than the stored one; the line
+/// to append for it, or nothing.
+fn keep_longer_hash(
+    state: &mut SessionState,
+    ours: HashProgress,
+    algorithms: Algorithms,
+) -> String {
     let stored = HashProgress::resume(state.hash.as_deref(), algorithms);
     let before = stored.hashed_upto();
     let best = stored.merge(ours);
-    let longer = best.hashed_upto() > before;
-    if longer {
-        state.hash = Some(best.encode());
+    if best.hashed_upto() <= before {
+        return String::new();
     }
-    longer
+    let encoded = best.encode();
+    let line = SessionState::append_hash(&encoded);
+    state.hash = Some(encoded);
+    line
 }
 
 /// What tells an output file from a later one of the same name: its inode number, and its
@@ -1241,6 +1272,33 @@ mod tests {
         };
         s.commit(checkpoint).unwrap();
         assert!(!s.state_path().exists());
+        fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn commits_append_to_the_state_file_and_compact_it() {
+        let tmp = crate::store::tests::tempdir();
+        let st = store(&tmp, &[]);
+        let total = 1600u64;
+        let mut order: Vec<u64> = (0..total).collect();
+        // Every other byte first, then the rest: up to 800 separate ranges on the way, and
+        // appends past COMPACT_AT.
+        order.sort_by_key(|i| (i % 2, *i));
+        let mut largest = 0;
+        for (n, &i) in order.iter().enumerate() {
+            let s = st
+                .open(&id("journal1"), &range(&format!("bytes {i}-{i}/{total}")))
+                .unwrap();
+            write_at(s.file(), i, &[i as u8]).unwrap();
+            let state = record(&s, i, i + 1);
+            let on_disk = fs::read(s.state_path()).unwrap();
+            largest = largest.max(on_disk.len());
+            // What the file says is what the commit returned.
+            assert_eq!(SessionState::decode(&on_disk).unwrap(), state, "after {n}");
+        }
+        let state = st.progress(&id("journal1")).unwrap().unwrap();
+        assert!(state.is_complete());
+        assert!(largest <= COMPACT_AT + 64, "state file grew to {largest}");
         fs::remove_dir_all(&tmp).unwrap();
     }
 

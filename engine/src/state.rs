@@ -8,6 +8,18 @@
 //! file 1835023.1763762231000000000
 //! hash 1 upto=51201 md5=<hex>
 //! ```
+//! A request that records a segment appends to the file instead of rewriting it (replacing a
+//! file by rename costs a flush on ext4, and rewriting would cost the whole range list per
+//! segment):
+//! ```text
+//! + 51201-102401
+//! hash 1 upto=102402 md5=<hex>
+//! ```
+//! `+ a-b` adds a range; a later `hash` line replaces an earlier one. The file is rewritten
+//! whole (by rename) only when it has grown past a few kilobytes. A crash can leave the last
+//! line unfinished: it is ignored, as is everything from the first appended line that cannot
+//! be read, which can only make the state claim less.
+//!
 //! Ranges are inclusive like the protocol's. `file` (optional) identifies the output file the
 //! state describes (inode number, and birth time where the filesystem has one): a state naming
 //! another file is left over from an earlier file of the same name and claims nothing. `hash` (optional) is the hash progress of the
@@ -76,23 +88,49 @@ impl SessionState {
         out.into_bytes()
     }
 
+    /// The lines appended to record that `[start, end)` was added.
+    pub fn append_range(start: u64, end: u64) -> String {
+        format!("+ {start}-{}\n", end - 1)
+    }
+
+    /// The line appended to record a new hash progress.
+    pub fn append_hash(hash: &str) -> String {
+        format!("{} {hash}\n", crate::hash_state::STATE_KEY)
+    }
+
     pub fn decode(bytes: &[u8]) -> Result<Self, StateError> {
         let bad = |why: &str| StateError(why.to_string());
         if bytes.len() > MAX_STATE_LEN {
             return Err(bad("state file is too large"));
         }
-        let text = core::str::from_utf8(bytes).map_err(|_| bad("state file is not text"))?;
+        // An append cut short by a crash leaves a last line without its newline: not part of
+        // the state.
+        let complete = match bytes.iter().rposition(|&b| b == b'\n') {
+            Some(i) => &bytes[..=i],
+            None => bytes,
+        };
+        let text = core::str::from_utf8(complete).map_err(|_| bad("state file is not text"))?;
         let mut lines = text.lines();
         if lines.next() != Some(MAGIC) {
             return Err(bad("state file has no ngx-upload-state 1 header"));
         }
-        let mut total = None;
-        let mut received = None;
+        let mut total: Option<u64> = None;
+        let mut received: Option<RangeSet> = None;
         let mut hash = None;
         let mut file = None;
         for line in lines {
             let (key, value) = line.split_once(' ').unwrap_or((line, ""));
             match key {
+                "+" => {
+                    let (Some(set), Some(total)) = (received.as_mut(), total) else {
+                        return Err(bad("range appended before the received line"));
+                    };
+                    match parse_span(value) {
+                        Some((a, b)) if b < total => set.insert(a, b + 1),
+                        // A damaged append: what follows it is not trusted either.
+                        _ => break,
+                    }
+                }
                 "total" => {
                     let n: u64 = value.parse().map_err(|_| bad("bad total"))?;
                     if n == 0 || n > crate::content_range::MAX_OFFSET {
@@ -103,12 +141,7 @@ impl SessionState {
                 "received" => {
                     let mut set = RangeSet::new();
                     for span in value.split(',').filter(|s| !s.is_empty()) {
-                        let (a, b) = span.split_once('-').ok_or_else(|| bad("bad range"))?;
-                        let a: u64 = a.parse().map_err(|_| bad("bad range"))?;
-                        let b: u64 = b.parse().map_err(|_| bad("bad range"))?;
-                        if b < a || b == u64::MAX {
-                            return Err(bad("bad range"));
-                        }
+                        let (a, b) = parse_span(span).ok_or_else(|| bad("bad range"))?;
                         set.insert(a, b + 1);
                     }
                     received = Some(set);
@@ -130,6 +163,13 @@ impl SessionState {
             hash,
         })
     }
+}
+
+/// `a-b`, inclusive, `a <= b < u64::MAX`.
+fn parse_span(span: &str) -> Option<(u64, u64)> {
+    let (a, b) = span.split_once('-')?;
+    let (a, b): (u64, u64) = (a.parse().ok()?, b.parse().ok()?);
+    (a <= b && b != u64::MAX).then_some((a, b))
 }
 
 #[cfg(test)]
@@ -161,6 +201,27 @@ mod tests {
             "{text}"
         );
         assert_eq!(SessionState::decode(text.as_bytes()).unwrap(), s);
+    }
+
+    #[test]
+    fn appended_lines_add_ranges_and_replace_the_hash() {
+        let mut text = String::from_utf8(SessionState::new(100).encode()).unwrap();
+        text.push_str(&SessionState::append_range(0, 10));
+        text.push_str(&SessionState::append_hash("1 upto=10"));
+        text.push_str(&SessionState::append_range(50, 60));
+        text.push_str(&SessionState::append_range(10, 50));
+        text.push_str(&SessionState::append_hash("1 upto=60"));
+        let s = SessionState::decode(text.as_bytes()).unwrap();
+        assert_eq!(s.received.report(100).to_string(), "0-59/100");
+        assert_eq!(s.hash.as_deref(), Some("1 upto=60"));
+        // A crash in the middle of an append: the unfinished line does not count.
+        let cut = format!("{text}+ 60-9");
+        assert_eq!(SessionState::decode(cut.as_bytes()).unwrap(), s);
+        // A damaged append ends what is trusted; the state only claims less.
+        let damaged = format!("{text}+ 9x-99\n+ 60-99\n");
+        assert_eq!(SessionState::decode(damaged.as_bytes()).unwrap(), s);
+        let beyond = format!("{text}+ 60-100\n");
+        assert_eq!(SessionState::decode(beyond.as_bytes()).unwrap(), s);
     }
 
     #[test]
