@@ -12,6 +12,9 @@ cargo build --workspace
 echo "== unit and integration tests against the vendored nginx"
 cargo test --workspace --no-fail-fast
 
+echo "== the fuzz targets' checks on their committed inputs (docs/fuzzing.md; no libFuzzer run)"
+cargo test --manifest-path fuzz/Cargo.toml
+
 echo "== the demo page in headless Chromium (scripts/demo.sh with the debug build above)"
 node tests/browser/demo.spec.mjs
 

@@ -480,4 +480,26 @@ mod tests {
         assert!(HashProgress::decode(&good).is_ok());
         assert!(HashProgress::decode("1 upto=0").is_ok());
     }
+
+    #[test]
+    fn a_state_whose_byte_count_is_not_upto_is_refused() {
+        // Found by fuzzing: a damaged block count made sha1 overflow when finishing.
+        let damaged = "1 upto=0 sha1=0123456789abcdeffedcba9876543210f0e1d2c3ffffffffffffffff\
+                       00000000000000000000000000000000000000000000000000000000000000000000\
+                       000000000000000000000000000000000000000000000000000000000000";
+        assert!(HashProgress::decode(damaged).is_err());
+        assert_eq!(
+            HashProgress::resume(Some(damaged), Algorithms::SHA1).hashed_upto(),
+            0
+        );
+        // The same state with the right count (none) is fine.
+        let good = HashProgress::new(Algorithms::SHA1).encode();
+        assert!(HashProgress::decode(&good).is_ok());
+        let mut p = HashProgress::new(Algorithms::ALL);
+        p.advance(0, &pattern(1000));
+        let text = p.encode();
+        assert!(HashProgress::decode(&text).is_ok());
+        let shifted = text.replacen("upto=1000", "upto=1064", 1);
+        assert!(HashProgress::decode(&shifted).is_err(), "{shifted}");
+    }
 }

@@ -292,11 +292,25 @@ impl MultiHasher {
     /// Selects `alg` with a state from [`Self::saved_state`] of a hasher that had hashed
     /// [`Self::bytes_hashed`] bytes. `None` if the state is not one that `saved_state` writes.
     pub(crate) fn restore_state(&mut self, alg: Algorithm, state: &[u8]) -> Option<()> {
+        // The byte count inside a state must be the one the hasher is restored at: the crates
+        // compute message lengths with unchecked arithmetic, so a damaged count would make
+        // them panic (debug) or give wrong digests (release). SHA lengths stop at 2^61 bytes.
+        let counted = |words: usize, count: usize, block: u128| {
+            counts(state, words, count, block) == Some(u128::from(self.len))
+        };
+        let sha_len_ok = self.len < 1 << 61;
         match alg {
-            Algorithm::Md5 => self.md5 = Some(load(state)?),
-            Algorithm::Sha1 => self.sha1 = Some(load(state)?),
-            Algorithm::Sha256 => self.sha256 = Some(load(state)?),
-            Algorithm::Sha512 => self.sha512 = Some(load(state)?),
+            Algorithm::Md5 if counted(16, 8, 64) => self.md5 = Some(load(state)?),
+            Algorithm::Sha1 if sha_len_ok && counted(20, 8, 64) => self.sha1 = Some(load(state)?),
+            Algorithm::Sha256 if sha_len_ok && counted(32, 8, 64) => {
+                self.sha256 = Some(load(state)?)
+            }
+            Algorithm::Sha512 if sha_len_ok && counted(64, 16, 128) => {
+                self.sha512 = Some(load(state)?)
+            }
+            Algorithm::Md5 | Algorithm::Sha1 | Algorithm::Sha256 | Algorithm::Sha512 => {
+                return None
+            }
             Algorithm::Crc32 => {
                 let crc = u32::from_be_bytes(state.try_into().ok()?);
                 self.crc32 = Some(crc32fast::Hasher::new_with_initial_len(crc, self.len));
@@ -304,6 +318,18 @@ impl MultiHasher {
         }
         Some(())
     }
+}
+
+/// The bytes a serialized MD5/SHA state has hashed: after `words` bytes of chaining words come
+/// the count of whole blocks (`count` bytes, little-endian) and the buffered length (one byte);
+/// see `the_encoding_is_pinned` in hash_state.rs.
+fn counts(state: &[u8], words: usize, count: usize, block: u128) -> Option<u128> {
+    let blocks = state.get(words..words + count)?;
+    let pos = *state.get(words + count)?;
+    let blocks = blocks.iter().rev().try_fold(0u128, |n, &b| {
+        n.checked_mul(256)?.checked_add(u128::from(b))
+    })?;
+    blocks.checked_mul(block)?.checked_add(u128::from(pos))
 }
 
 fn save<H: SerializableState>(h: &H) -> Vec<u8> {

@@ -10,7 +10,8 @@
 //!   equal the hashes of `data` in one go; the encoding with one character replaced is then
 //!   checked as in even mode.
 //!
-//! A known engine bug is passed over unless `NGX_UPLOAD_FUZZ_KNOWN_BUGS=1`: see `known_bug`.
+//! A decoded MD5/SHA state must hold exactly `upto` bytes (`inconsistent`): the engine once
+//! accepted damaged block counts, on which the hash crates overflow (`regress-*` inputs).
 
 use ngx_upload_engine::content_range::MAX_OFFSET;
 use ngx_upload_engine::hash_state::HashProgress;
@@ -19,27 +20,13 @@ use ngx_upload_engine::hashing::{Algorithm, Algorithms, MultiHasher};
 use crate::Cursor;
 
 pub fn check(data: &[u8]) {
-    check_with(data, check_known_bugs());
-}
-
-/// [`check`] that also fails on the known engine bug (see `known_bug`).
-pub fn check_strict(data: &[u8]) {
-    check_with(data, true);
-}
-
-fn check_with(data: &[u8], strict: bool) {
     let mut input = Cursor::new(data);
     let mode = input.u8();
     if mode.is_multiple_of(2) {
         let rest = input.rest();
-        decoded(
-            &String::from_utf8_lossy(rest),
-            rest,
-            algorithms(mode >> 1),
-            strict,
-        );
+        decoded(&String::from_utf8_lossy(rest), rest, algorithms(mode >> 1));
     } else {
-        round_trip(input, strict);
+        round_trip(input);
     }
 }
 
@@ -52,7 +39,7 @@ fn algorithms(mask: u8) -> Algorithms {
         .collect()
 }
 
-fn decoded(text: &str, more: &[u8], wanted: Algorithms, strict: bool) {
+fn decoded(text: &str, more: &[u8], wanted: Algorithms) {
     let resumed = HashProgress::resume(Some(text), wanted);
     assert_eq!(resumed.algorithms(), wanted);
     let Ok(p) = HashProgress::decode(text) else {
@@ -73,12 +60,14 @@ fn decoded(text: &str, more: &[u8], wanted: Algorithms, strict: bool) {
     assert_eq!(q.hashed_upto(), p.hashed_upto());
     assert_eq!(q.algorithms(), p.algorithms());
 
-    // Going on from the decoded state must work and agree with the re-read copy. Not for the
-    // states of the known engine bug (see `known_bug`), which make the hash crates overflow.
+    // Going on from the decoded state must work and agree with the re-read copy, but past
+    // 2^61 bytes, where the SHA crates cannot count the message length.
     let upto = p.hashed_upto();
     let end = upto + more.len() as u64;
-    if let Some(why) = known_bug(&encoded, end) {
-        assert!(!strict, "{text:?} decoded: {why}");
+    if let Some(why) = inconsistent(&encoded) {
+        panic!("{text:?} decoded: {why}");
+    }
+    if end >= 1 << 61 {
         return;
     }
     let (mut p, mut q) = (p, q);
@@ -90,15 +79,10 @@ fn decoded(text: &str, more: &[u8], wanted: Algorithms, strict: bool) {
     assert_eq!(a, b);
 }
 
-/// Known engine bug: `HashProgress::decode` does not check that the byte count inside each
-/// MD5/SHA state (blocks hashed × block size + bytes buffered) is `upto`, so a damaged state
-/// file can carry a block count near the top of its integer, and sha1 0.11 / sha2 0.11 then
-/// overflow (a panic where overflow checks are on, as in the module's debug build) when they
-/// update or finish. Nor does it keep `upto` below 2^61 bytes, the SHA message length limit
-/// past which finishing overflows even for a consistent state.
-///
-/// Returns why `encoded` (a canonical encoding) is such a state, going on to `end` bytes.
-fn known_bug(encoded: &str, end: u64) -> Option<String> {
+/// Why `encoded` (a canonical encoding) holds an MD5/SHA state whose byte count (blocks hashed
+/// × block size + bytes buffered) is not `upto`, or a SHA state at 2^61 bytes or more: states
+/// `HashProgress::decode` must refuse, as sha1/sha2 0.11 overflow on them.
+fn inconsistent(encoded: &str) -> Option<String> {
     let mut words = encoded.split(' ').skip(1);
     let upto: u128 = words.next()?.strip_prefix("upto=")?.parse().ok()?;
     for word in words {
@@ -122,8 +106,8 @@ fn known_bug(encoded: &str, end: u64) -> Option<String> {
         if claimed != Some(upto) {
             return Some(format!("{name} state holds {claimed:?} bytes, upto={upto}"));
         }
-        if name != "md5" && end >= 1 << 61 {
-            return Some(format!("{name} cannot finish {end} bytes"));
+        if name != "md5" && upto >= 1 << 61 {
+            return Some(format!("{name} cannot count {upto} bytes"));
         }
     }
     None
@@ -136,13 +120,7 @@ fn from_hex(hex: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// `NGX_UPLOAD_FUZZ_KNOWN_BUGS=1`: fail on the known engine bug instead of passing over it.
-fn check_known_bugs() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("NGX_UPLOAD_FUZZ_KNOWN_BUGS").is_some_and(|v| v == "1"))
-}
-
-fn round_trip(mut input: Cursor, strict: bool) {
+fn round_trip(mut input: Cursor) {
     let wanted = algorithms(input.u8());
     let split = usize::from(input.u16());
     let position = usize::from(input.u16());
@@ -167,5 +145,5 @@ fn round_trip(mut input: Cursor, strict: bool) {
     let mut damaged = encoded.into_bytes();
     let at = position % damaged.len();
     damaged[at] = replacement;
-    decoded(&String::from_utf8_lossy(&damaged), data, wanted, strict);
+    decoded(&String::from_utf8_lossy(&damaged), data, wanted);
 }

@@ -66,8 +66,8 @@ pub fn check(data: &[u8]) {
     report_round_trip(&set, total);
     if total > 0 && total <= MAX_OFFSET && base + max_end <= total {
         let state = SessionState {
-            total,
             received: set.clone(),
+            ..SessionState::new(total)
         };
         assert_eq!(SessionState::decode(&state.encode()), Ok(state));
     }

@@ -1,14 +1,13 @@
 //! Replays every committed input in `corpus/<target>/` through the target's checks, on stable
 //! Rust, without libFuzzer: `cargo test --manifest-path fuzz/Cargo.toml`.
 //!
-//! Committed inputs are hand-written seeds (`seed-*`), reproducers of fixed crashes
-//! (`regress-*`) and reproducers of open engine bugs (`bug-*`), which the targets pass over
-//! unless asked to check them: the ignored tests below do, and pass once the bug is fixed.
+//! Committed inputs are hand-written seeds (`seed-*`) and reproducers of fixed bugs
+//! (`regress-*`).
 
 use std::fs;
 use std::path::Path;
 
-const COMMITTED: &[&str] = &["seed-", "regress-", "bug-"];
+const COMMITTED: &[&str] = &["seed-", "regress-"];
 
 fn replay(target: &str, check: fn(&[u8])) {
     replay_only(target, COMMITTED, check);
@@ -58,14 +57,3 @@ targets!(
     multipart_content_type,
     form_body,
 );
-
-#[test]
-#[ignore = "engine bug: HashProgress::decode accepts MD5/SHA states whose block count disagrees \
-            with upto; finishing a huge one overflows in sha1/sha2 (panic with overflow checks)"]
-fn hash_state_known_bugs() {
-    replay_only(
-        "hash_state",
-        &["bug-"],
-        ngx_upload_fuzz::hash_state::check_strict,
-    );
-}
