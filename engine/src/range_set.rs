@@ -62,6 +62,9 @@ impl RangeSet {
 
     /// Whether `[start, end)` shares at least one byte with the set.
     pub fn overlaps(&self, start: u64, end: u64) -> bool {
+        if start >= end {
+            return false; // an empty (or reversed) range has no byte to share
+        }
         let i = self.spans.partition_point(|s| s.1 <= start);
         self.spans.get(i).is_some_and(|s| s.0 < end)
     }
