@@ -1,6 +1,7 @@
 //! `RangeSet` under an arbitrary sequence of inserts and queries, against a bitmap of a small
-//! window of offsets placed at the bottom, the middle or the very top of `u64`. After every
-//! step the spans, `held`, `prefix_len`, `len`, `is_complete` must match the model; at the end
+//! window of offsets placed at the bottom, the middle or the very top of `u64`. Every insert
+//! checks that `len_after_insert` foretold the span count; after every step the spans, `held`,
+//! `prefix_len`, `len`, `is_complete` must match the model; at the end
 //! `report(total)` is read back span by span with `content_range::parse`, and the set goes
 //! through the state file's `encode`/`decode`.
 //!
@@ -34,12 +35,12 @@ pub fn check(data: &[u8]) {
         match op % 4 {
             // `[a, b)`, empty or reversed when `a >= b`: must change nothing.
             0 => {
-                set.insert(start, end);
+                insert(&mut set, start, end);
                 mark(&mut model, a, b);
             }
             // `[a, b]`, the protocol's inclusive form, reaching the window's end.
             1 => {
-                set.insert(start, end + 1);
+                insert(&mut set, start, end + 1);
                 mark(&mut model, a, b + 1);
             }
             2 => {
@@ -68,6 +69,13 @@ pub fn check(data: &[u8]) {
         };
         assert_eq!(SessionState::decode(&state.encode()), Ok(state));
     }
+}
+
+/// Inserts, checking that `len_after_insert` foretold the number of spans.
+fn insert(set: &mut RangeSet, start: u64, end: u64) {
+    let foretold = set.len_after_insert(start, end);
+    set.insert(start, end);
+    assert_eq!(set.len(), foretold, "len_after_insert({start}, {end})");
 }
 
 fn mark(model: &mut [bool], a: usize, b: usize) {
