@@ -112,3 +112,17 @@ fn unknown_upload_directive_is_refused() {
         &["upload_frobnicate"],
     );
 }
+
+/// The module says once, at `notice` level, which version nginx loaded.
+#[test]
+fn the_module_logs_its_version_at_startup() {
+    let nginx = Nginx::start("location / { return 200; }");
+    let log = nginx.error_log();
+    let wanted = format!(
+        "ngx-upload {} (nginx-upload-module compatible) loaded",
+        env!("CARGO_PKG_VERSION")
+    );
+    let hits: Vec<&str> = log.lines().filter(|l| l.contains(&wanted)).collect();
+    assert!(!hits.is_empty(), "no version line in:\n{log}");
+    assert!(hits.iter().all(|l| l.contains("[notice]")), "{hits:?}");
+}
