@@ -3,15 +3,15 @@
 //! and to a location that answers by itself.
 
 mod common;
+#[path = "common/fastcgi.rs"]
+mod fastcgi;
+
+use fastcgi::{FastCgi, FcgiRequest};
 
 use common::*;
-use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// Odd chunk sizes, used in turn.
 const CHUNKS: &[usize] = &[1, 7, 333, 4_099, 65_537, 13, 2, 10_007];
@@ -445,202 +445,6 @@ fn h2c_multipart_form() {
 // upload_pass to FastCGI, and to a location answering by itself
 // ---------------------------------------------------------------------------------------------
 
-/// One request as the FastCGI responder received it.
-#[derive(Debug, Clone, Default)]
-struct FcgiRequest {
-    params: Vec<(String, String)>,
-    stdin: Vec<u8>,
-}
-
-impl FcgiRequest {
-    fn param(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// A FastCGI responder on 127.0.0.1: one request per connection; answers 200 with a text body
-/// echoing CONTENT_TYPE, CONTENT_LENGTH, the length of STDIN and the form fields in it.
-struct Fcgi {
-    port: u16,
-    requests: Arc<Mutex<Vec<FcgiRequest>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-const FCGI_BEGIN_REQUEST: u8 = 1;
-const FCGI_END_REQUEST: u8 = 3;
-const FCGI_PARAMS: u8 = 4;
-const FCGI_STDIN: u8 = 5;
-const FCGI_STDOUT: u8 = 6;
-
-impl Fcgi {
-    fn spawn() -> Fcgi {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let requests = Arc::clone(&requests);
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                for conn in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(conn) = conn else { continue };
-                    let requests = Arc::clone(&requests);
-                    std::thread::spawn(move || {
-                        if let Err(e) = serve_fcgi(conn, &requests) {
-                            eprintln!("fastcgi responder: {e}");
-                        }
-                    });
-                }
-            })
-        };
-        Fcgi {
-            port,
-            requests,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn requests(&self) -> Vec<FcgiRequest> {
-        self.requests.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Fcgi {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn read_record(conn: &mut TcpStream) -> io::Result<(u8, u16, Vec<u8>)> {
-    let mut head = [0u8; 8];
-    conn.read_exact(&mut head)?;
-    if head[0] != 1 {
-        return Err(io::Error::other(format!("FastCGI version {}", head[0])));
-    }
-    let id = u16::from_be_bytes([head[2], head[3]]);
-    let len = u16::from_be_bytes([head[4], head[5]]) as usize;
-    let padding = head[6] as usize;
-    let mut content = vec![0; len + padding];
-    conn.read_exact(&mut content)?;
-    content.truncate(len);
-    Ok((head[1], id, content))
-}
-
-fn write_record(out: &mut Vec<u8>, kind: u8, id: u16, content: &[u8]) {
-    let [id_hi, id_lo] = id.to_be_bytes();
-    let [len_hi, len_lo] = (content.len() as u16).to_be_bytes();
-    out.extend_from_slice(&[1, kind, id_hi, id_lo, len_hi, len_lo, 0, 0]);
-    out.extend_from_slice(content);
-}
-
-/// Name-value pairs of a PARAMS stream.
-fn parse_params(mut data: &[u8]) -> io::Result<Vec<(String, String)>> {
-    fn length(data: &mut &[u8]) -> io::Result<usize> {
-        let short = io::Error::other("truncated FastCGI parameter length");
-        let first = *data.first().ok_or_else(|| io::Error::other("empty"))?;
-        if first < 0x80 {
-            *data = &data[1..];
-            Ok(first as usize)
-        } else {
-            let b = data.get(..4).ok_or(short)?;
-            let n = u32::from_be_bytes([b[0] & 0x7f, b[1], b[2], b[3]]) as usize;
-            *data = &data[4..];
-            Ok(n)
-        }
-    }
-    let mut params = Vec::new();
-    while !data.is_empty() {
-        let name_len = length(&mut data)?;
-        let value_len = length(&mut data)?;
-        if data.len() < name_len + value_len {
-            return Err(io::Error::other("truncated FastCGI parameter"));
-        }
-        let name = String::from_utf8_lossy(&data[..name_len]).into_owned();
-        let value = String::from_utf8_lossy(&data[name_len..name_len + value_len]).into_owned();
-        data = &data[name_len + value_len..];
-        params.push((name, value));
-    }
-    Ok(params)
-}
-
-fn serve_fcgi(mut conn: TcpStream, requests: &Mutex<Vec<FcgiRequest>>) -> io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(20)))?;
-    let (kind, id, _) = read_record(&mut conn)?;
-    if kind != FCGI_BEGIN_REQUEST {
-        return Err(io::Error::other(format!("first record of type {kind}")));
-    }
-    let mut params = Vec::new();
-    loop {
-        let (kind, _, content) = read_record(&mut conn)?;
-        if kind != FCGI_PARAMS {
-            return Err(io::Error::other(format!(
-                "record of type {kind} among PARAMS"
-            )));
-        }
-        if content.is_empty() {
-            break;
-        }
-        params.extend_from_slice(&content);
-    }
-    let mut req = FcgiRequest {
-        params: parse_params(&params)?,
-        stdin: Vec::new(),
-    };
-    loop {
-        let (kind, _, content) = read_record(&mut conn)?;
-        if kind != FCGI_STDIN {
-            return Err(io::Error::other(format!(
-                "record of type {kind} among STDIN"
-            )));
-        }
-        if content.is_empty() {
-            break;
-        }
-        req.stdin.extend_from_slice(&content);
-    }
-    let content_type = req.param("CONTENT_TYPE").unwrap_or_default().to_string();
-    let mut body = format!(
-        "content-type = {content_type}\ncontent-length = {}\nstdin-bytes = {}\n",
-        req.param("CONTENT_LENGTH").unwrap_or_default(),
-        req.stdin.len()
-    );
-    if let Ok(fields) = backend::parse_multipart(&content_type, &req.stdin) {
-        for f in fields {
-            body.push_str(&f.echo_line());
-            body.push('\n');
-        }
-    }
-    requests.lock().unwrap().push(req);
-    let mut stdout = b"Status: 200 OK\r\nContent-Type: text/plain\r\n\r\n".to_vec();
-    stdout.extend_from_slice(body.as_bytes());
-    let mut out = Vec::new();
-    for piece in stdout.chunks(65_535) {
-        write_record(&mut out, FCGI_STDOUT, id, piece);
-    }
-    write_record(&mut out, FCGI_STDOUT, id, b"");
-    write_record(&mut out, FCGI_END_REQUEST, id, &[0, 0, 0, 0, 0, 0, 0, 0]);
-    conn.write_all(&out)?;
-    conn.flush()?;
-    // Let nginx read everything before the connection closes.
-    let _ = conn.shutdown(std::net::Shutdown::Write);
-    let mut sink = [0u8; 1024];
-    let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
-    while matches!(conn.read(&mut sink), Ok(n) if n > 0) {}
-    Ok(())
-}
-
 /// The usual upload locations (raw/resumable at /upload, forms at /form) handing off to a
 /// FastCGI location, and the same at /done-upload and /done-form handing off to
 /// `return 200 "done"`.
@@ -668,7 +472,7 @@ fn fastcgi_server(fcgi_port: u16) -> String {
 }
 
 #[track_caller]
-fn assert_fcgi_form(r: &Response, fcgi: &Fcgi) -> (FcgiRequest, Vec<Field>) {
+fn assert_fcgi_form(r: &Response, fcgi: &FastCgi) -> (FcgiRequest, Vec<Field>) {
     assert_eq!(r.status, 200, "{r}");
     let requests = fcgi.requests();
     assert_eq!(requests.len(), 1, "FastCGI requests: {requests:#?}");
@@ -700,8 +504,8 @@ fn assert_fcgi_form(r: &Response, fcgi: &Fcgi) -> (FcgiRequest, Vec<Field>) {
 
 #[test]
 fn upload_pass_to_fastcgi() {
-    let fcgi = Fcgi::spawn();
-    let env = UploadEnv::start_server(Nginx::builder(), &fastcgi_server(fcgi.port));
+    let fcgi = FastCgi::start();
+    let env = UploadEnv::start_server(Nginx::builder(), &fastcgi_server(fcgi.port()));
     let store = env.nginx.path("store");
 
     // A resumable upload's completion.
@@ -743,7 +547,7 @@ fn upload_pass_to_fastcgi() {
     assert_bytes_eq(&std::fs::read(&path).unwrap(), &data, "the assembled file");
 
     // A browser form.
-    fcgi.requests.lock().unwrap().clear();
+    fcgi.clear();
     let file = test_data(33_333, 212);
     let parts = [
         Part::field("title", "to fastcgi"),
@@ -796,8 +600,8 @@ fn upload_pass_to_fastcgi() {
 
 #[test]
 fn upload_pass_to_a_location_that_answers_by_itself() {
-    let fcgi = Fcgi::spawn();
-    let env = UploadEnv::start_server(Nginx::builder(), &fastcgi_server(fcgi.port));
+    let fcgi = FastCgi::start();
+    let env = UploadEnv::start_server(Nginx::builder(), &fastcgi_server(fcgi.port()));
     let data = test_data(5_000, 213);
     let id = "returndone1";
     assert_progress(

@@ -1,6 +1,10 @@
 //! A minimal FastCGI responder (the role PHP-FPM plays): it records each request's params and
 //! body and answers 200 with a plain-text echo, one connection per request (nginx's default
 //! without `fastcgi_keep_conn`). Enough of the FastCGI 1.0 record protocol for nginx.
+//!
+//! The echo: `content-type = …`, `content-length = …` and `stdin-bytes = …` first, then every
+//! param as `name = value`, then the fields of the form in STDIN, if it is one, as the echo
+//! backend writes them.
 
 #![allow(dead_code)]
 
@@ -77,8 +81,17 @@ impl FastCgi {
         format!("127.0.0.1:{}", self.addr.port())
     }
 
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
     pub fn requests(&self) -> Vec<FcgiRequest> {
         self.requests.lock().unwrap().clone()
+    }
+
+    /// Forgets the requests received so far.
+    pub fn clear(&self) {
+        self.requests.lock().unwrap().clear();
     }
 }
 
@@ -166,11 +179,21 @@ fn serve(mut conn: TcpStream, requests: &Mutex<Vec<FcgiRequest>>) -> io::Result<
             _ => {}
         }
     }
-    let mut body = String::new();
+    let content_type = req.param("CONTENT_TYPE").unwrap_or_default().to_string();
+    let mut body = format!(
+        "content-type = {content_type}\ncontent-length = {}\nstdin-bytes = {}\n",
+        req.param("CONTENT_LENGTH").unwrap_or_default(),
+        req.stdin.len()
+    );
     for (n, v) in &req.params {
         body.push_str(&format!("{n} = {v}\n"));
     }
-    body.push_str(&format!("stdin-bytes = {}\n", req.stdin.len()));
+    if let Ok(fields) = ngx_upload_backend::parse_multipart(&content_type, &req.stdin) {
+        for f in fields {
+            body.push_str(&f.echo_line());
+            body.push('\n');
+        }
+    }
     requests.lock().unwrap().push(req);
     let out = format!(
         "Status: 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
