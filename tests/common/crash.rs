@@ -5,7 +5,9 @@
 
 #![allow(dead_code)]
 
-use super::common::{children_of, free_port, fresh_dir, module_path, nginx_binary, Skeleton};
+use super::common::{
+    children_of, free_port, fresh_dir, module_path, nginx_binary, serious_lines, Skeleton,
+};
 use std::fs;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -176,16 +178,7 @@ impl CrashNginx {
 
     /// Lines at `[alert]`, `[crit]` or `[emerg]` not covered by a tolerated needle.
     pub fn serious_log_lines(&self) -> Vec<String> {
-        self.error_log()
-            .lines()
-            .filter(|l| {
-                ["[alert]", "[crit]", "[emerg]"]
-                    .iter()
-                    .any(|lvl| l.contains(lvl))
-            })
-            .filter(|l| !self.tolerated.iter().any(|t| l.contains(t.as_str())))
-            .map(str::to_string)
-            .collect()
+        serious_lines(&self.error_log(), &self.tolerated)
     }
 
     /// Graceful stop (QUIT, then KILL after 10 s).

@@ -564,16 +564,7 @@ impl Nginx {
 
     /// Lines at `[alert]`, `[crit]` or `[emerg]` not covered by a tolerated needle.
     pub fn serious_log_lines(&self) -> Vec<String> {
-        self.error_log()
-            .lines()
-            .filter(|l| {
-                ["[alert]", "[crit]", "[emerg]"]
-                    .iter()
-                    .any(|lvl| l.contains(lvl))
-            })
-            .filter(|l| !self.tolerated.iter().any(|t| l.contains(t.as_str())))
-            .map(str::to_string)
-            .collect()
+        serious_lines(&self.error_log(), &self.tolerated)
     }
 
     /// Lets error.log lines holding `needle` pass the check at stop.
@@ -1152,6 +1143,19 @@ impl<'a> Segment<'a> {
             .collect();
         build_request("POST", uri, &refs, Some(self.body))
     }
+}
+
+/// The lines of an error.log at `[alert]`, `[crit]` or `[emerg]` that hold none of `tolerated`.
+pub fn serious_lines(log: &str, tolerated: &[String]) -> Vec<String> {
+    log.lines()
+        .filter(|l| {
+            ["[alert]", "[crit]", "[emerg]"]
+                .iter()
+                .any(|lvl| l.contains(lvl))
+        })
+        .filter(|l| !tolerated.iter().any(|t| l.contains(t.as_str())))
+        .map(str::to_string)
+        .collect()
 }
 
 /// POSTs one segment to `uri`.
