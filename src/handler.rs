@@ -1046,32 +1046,8 @@ unsafe fn take_body_buffers(r: *mut ngx_http_request_t, force: bool) -> Option<u
     let before = ctx.received;
     // SAFETY: request_body exists once ngx_http_read_client_request_body ran.
     let rb = unsafe { &mut *(*r).request_body };
-    let mut slices: Vec<IoSlice<'_>> = Vec::new();
-    let mut pending = 0usize;
-    let mut cl: *mut ngx_chain_t = rb.bufs;
-    while !cl.is_null() {
-        // SAFETY: the chain and its buffers belong to the request body and are live.
-        let b = unsafe { &*(*cl).buf };
-        if !b.pos.is_null() && b.last > b.pos {
-            // SAFETY: [pos, last) is the unread data of a memory buffer; with
-            // request_body_no_buffering nginx never puts body data in a file.
-            let data =
-                unsafe { core::slice::from_raw_parts(b.pos, b.last.offset_from(b.pos) as usize) };
-            pending += data.len();
-            // Successive reads into nginx's buffer are adjacent: one iovec for them.
-            match slices.last_mut() {
-                Some(prev) if prev.as_ptr_range().end == data.as_ptr() => {
-                    // SAFETY: both slices lie in the same live buffer, back to back.
-                    *prev = IoSlice::new(unsafe {
-                        core::slice::from_raw_parts(prev.as_ptr(), prev.len() + data.len())
-                    });
-                }
-                _ => slices.push(IoSlice::new(data)),
-            }
-        }
-        // SAFETY: as above.
-        cl = unsafe { (*cl).next };
-    }
+    // SAFETY: request_body is live (above).
+    let pending: usize = unsafe { unread_body(rb) }.map(<[u8]>::len).sum();
     // SAFETY: r is live; rb.buf, when set, is nginx's body buffer.
     let write_now = force
         || unsafe { (*r).reading_body() } == 0
@@ -1081,6 +1057,20 @@ unsafe fn take_body_buffers(r: *mut ngx_http_request_t, force: bool) -> Option<u
         || !unsafe { (*r).stream }.is_null();
     if !write_now || pending == 0 {
         return Some(0);
+    }
+    let mut slices: Vec<IoSlice<'_>> = Vec::new();
+    // SAFETY: as above.
+    for data in unsafe { unread_body(rb) } {
+        // Successive reads into nginx's buffer are adjacent: one iovec for them.
+        match slices.last_mut() {
+            Some(prev) if prev.as_ptr_range().end == data.as_ptr() => {
+                // SAFETY: both slices lie in the same live buffer, back to back.
+                *prev = IoSlice::new(unsafe {
+                    core::slice::from_raw_parts(prev.as_ptr(), prev.len() + data.len())
+                });
+            }
+            _ => slices.push(IoSlice::new(data)),
+        }
     }
     let written = ctx.write(&slices);
     drop(slices);
@@ -1114,6 +1104,33 @@ unsafe fn take_body_buffers(r: *mut ngx_http_request_t, force: bool) -> Option<u
         return None;
     }
     Some(consumed)
+}
+
+/// The unread bytes of the body buffers nginx holds, in order.
+///
+/// # Safety
+/// `rb` must be the live request body of a request reading its body unbuffered; the slices
+/// live until the buffers are consumed.
+unsafe fn unread_body<'a>(
+    rb: &ngx::ffi::ngx_http_request_body_t,
+) -> impl Iterator<Item = &'a [u8]> + 'a {
+    let mut cl: *mut ngx_chain_t = rb.bufs;
+    core::iter::from_fn(move || {
+        while !cl.is_null() {
+            // SAFETY: the chain and its buffers belong to the request body and are live.
+            let b = unsafe { &*(*cl).buf };
+            // SAFETY: as above.
+            cl = unsafe { (*cl).next };
+            if !b.pos.is_null() && b.last > b.pos {
+                // SAFETY: [pos, last) is the unread data of a memory buffer; with
+                // request_body_no_buffering nginx never puts body data in a file.
+                return Some(unsafe {
+                    core::slice::from_raw_parts(b.pos, b.last.offset_from(b.pos) as usize)
+                });
+            }
+        }
+        None
+    })
 }
 
 /// Ends a request that failed before its hand-off: files that hold no complete upload go now,
