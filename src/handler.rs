@@ -1309,33 +1309,23 @@ fn answer_committed(
             ),
         ));
     }
-    if let Target::Multipart(upload) = &mut ctx.target {
-        // The segment's file joins the form, described like any file part.
-        if let Some(seg) = upload.segment.as_deref() {
-            let path = seg.session.data_path().to_path_buf();
-            let (field, file, ctype) = (
-                seg.field_name.clone(),
-                seg.file_name.clone(),
-                seg.content_type.clone(),
-            );
-            let size = seg.range.total;
-            ctx.field_name = field;
-            ctx.file_name = file;
-            ctx.content_type = ctype;
-            ctx.described = Some(Described {
-                path,
-                size,
-                number: 1,
-            });
-            let fields = handoff::evaluate_fields(r, ctx.conf);
-            ctx.described = None;
-            if let Target::Multipart(upload) = &mut ctx.target {
-                for (name, value) in fields? {
-                    upload.add_field(&name, &value)?;
-                }
-            }
-        }
-    }
+    let Target::Multipart(upload) = &mut ctx.target else {
+        ngx_glue::add_configured_headers(r, ctx.conf);
+        ctx.handed_off = true;
+        return handoff::pass_to_backend(r, ctx);
+    };
+    // The segment's file joins the form, described like any file part, as describe_finished_files
+    // does it: the variables read the context while its templates are evaluated.
+    upload.describe_segment(ctx.digests.take());
+    describe_finished_files(r)?;
+    // SAFETY: r is live with our context; the borrow above has ended.
+    let Some(ctx) = (unsafe { ctx_of(r) }) else {
+        return Err(Failure::new(
+            NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_uint_t,
+            "lost context",
+        ));
+    };
+    ctx.described = None;
     ngx_glue::add_configured_headers(r, ctx.conf);
     ctx.handed_off = true;
     handoff::pass_to_backend(r, ctx)

@@ -243,6 +243,22 @@ impl MultipartUpload {
         result
     }
 
+    /// Queues the complete session's file of this request's segment part to be described in
+    /// the form like any file part, with the whole file's `digests`.
+    pub fn describe_segment(&mut self, digests: Option<Digests>) {
+        if let Some(seg) = self.segment.as_deref() {
+            self.finished.push_back(Finished::File(Box::new(StoredFile {
+                field_name: seg.field_name.clone(),
+                file_name: seg.file_name.clone(),
+                content_type: seg.content_type.clone(),
+                path: seg.session.data_path().to_path_buf(),
+                size: seg.range.total,
+                number: 1,
+                digests,
+            })));
+        }
+    }
+
     /// The oldest part that ended and is not described in the form yet.
     pub fn next_finished(&mut self) -> Option<Finished> {
         self.finished.pop_front()
