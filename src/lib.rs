@@ -1,13 +1,16 @@
 //! ngx-upload: large and resumable file uploads inside nginx, a drop-in replacement for
 //! nginx-upload-module. This file holds only the module's registration with nginx.
 //!
-//! - [`conf`]: directives and the location configuration;
-//! - [`handler`]: the content handler that streams a request body into its file;
+//! How a request flows through the modules is in docs/architecture.md:
+//! - [`conf`]: directives, the location configuration, and which protocol a location speaks;
+//! - [`handler`]: the content handler: the protocol's plan, carried out;
+//! - [`body`]: the one body sink, streaming a body into its [`target`] (a [`form`]'s files too);
 //! - [`handoff`]: passing the finished file to `upload_pass`;
-//! - [`variables`]: the `$upload_*` variables;
-//! - [`offload`]: blocking disk work on nginx's thread pools;
-//! - [`expiry`]: the sweep of expired sessions (`upload_state_expire`);
-//! - the upload logic itself lives in the `ngx-upload-engine` crate.
+//! - [`context`] and [`variables`]: the per-request context and the `$upload_*` variables;
+//! - [`request`]: safe access to the request; [`offload`]: blocking disk work on nginx's
+//!   thread pools; [`expiry`]: the sweep of expired uploads (`upload_state_expire`);
+//! - the wire protocols live in the `ngx-upload-protocol` crate, the upload logic in
+//!   `ngx-upload-engine`.
 
 use core::ffi::{c_char, c_void};
 use core::ptr::addr_of;
@@ -16,15 +19,18 @@ use ngx::ffi::{
     ngx_conf_t, ngx_cycle_t, ngx_http_module_t, ngx_int_t, ngx_module_t, NGX_HTTP_MODULE,
     NGX_LOG_NOTICE, NGX_OK,
 };
-use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
+use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 
+mod body;
 mod conf;
+mod context;
 mod expiry;
+mod form;
 mod handler;
 mod handoff;
-mod multipart;
-mod ngx_glue;
 mod offload;
+mod request;
+mod target;
 mod variables;
 
 pub struct Module;
@@ -46,7 +52,20 @@ impl HttpModule for Module {
         conf: *mut c_void,
     ) -> *mut c_char {
         // SAFETY: nginx calls this with two location configurations of this module.
-        unsafe { conf::merge_loc_conf(cf, prev, conf) }
+        let rc = unsafe { conf::merge_loc_conf(cf, prev, conf) };
+        // SAFETY: as above; conf is this module's merged location configuration.
+        if rc == ngx::core::NGX_CONF_OK
+            && unsafe { (*conf.cast::<conf::UploadConf>()).pass.is_some() }
+        {
+            // An `upload_pass` block gets the upload content handler; while locations are
+            // merged, cf's location configurations are this block's.
+            // SAFETY: cf is the configuration being merged.
+            match NgxHttpCoreModule::location_conf_mut(unsafe { &*cf }) {
+                Some(clcf) => clcf.handler = Some(handler::upload_content_handler),
+                None => return ngx::core::NGX_CONF_ERROR,
+            }
+        }
+        rc
     }
 }
 

@@ -1,64 +1,57 @@
 //! The `$upload_*` variables, as nginx-upload-module defines them. They describe the upload of
-//! the current request and are used in the `upload_*_form_field` and `upload_add_header`
-//! templates; outside an upload request they are "not found" (empty).
+//! the current request (its [`Facts`]) and are used in the `upload_*_form_field` and
+//! `upload_add_header` templates; outside an upload request they are "not found" (empty).
 
 use ngx::ffi::{
     ngx_conf_t, ngx_http_add_variable, ngx_http_request_t, ngx_int_t, ngx_str_t,
     ngx_variable_value_t, NGX_ERROR, NGX_HTTP_VAR_CHANGEABLE, NGX_HTTP_VAR_NOCACHEABLE, NGX_OK,
 };
+use ngx::http::Request;
 
-use crate::handler::{ctx_of, UploadCtx};
-use crate::ngx_glue::pool_str;
+use crate::context::{upload_ctx, Facts};
+use crate::request::RequestExt;
 
-type Getter = fn(&UploadCtx) -> Vec<u8>;
+type Getter = fn(&Facts) -> Vec<u8>;
 
 const VARIABLES: &[(&str, Getter)] = &[
-    ("upload_field_name", |ctx| ctx.field_name.clone()),
-    ("upload_content_type", |ctx| ctx.content_type.clone()),
-    ("upload_file_name", |ctx| ctx.file_name.clone()),
-    ("upload_tmp_path", |ctx| {
-        ctx.path().as_os_str().as_encoded_bytes().to_vec()
+    ("upload_field_name", |f| f.file.field_name.clone()),
+    ("upload_content_type", |f| f.file.content_type.clone()),
+    ("upload_file_name", |f| f.file.file_name.clone()),
+    ("upload_tmp_path", |f| {
+        f.path.as_os_str().as_encoded_bytes().to_vec()
     }),
-    ("upload_content_range", |ctx| {
-        ctx.content_range().into_bytes()
+    ("upload_content_range", |f| {
+        f.content_range.clone().into_bytes()
     }),
-    ("upload_file_number", |ctx| {
-        ctx.file_number().to_string().into_bytes()
+    ("upload_file_number", |f| {
+        f.number.max(1).to_string().into_bytes()
     }),
-    ("upload_file_size", |ctx| {
-        ctx.file_size().to_string().into_bytes()
+    ("upload_file_size", |f| f.size.to_string().into_bytes()),
+    ("upload_file_md5", |f| digest(f, "upload_file_md5")),
+    ("upload_file_md5_uc", |f| digest(f, "upload_file_md5_uc")),
+    ("upload_file_sha1", |f| digest(f, "upload_file_sha1")),
+    ("upload_file_sha1_uc", |f| digest(f, "upload_file_sha1_uc")),
+    ("upload_file_sha256", |f| digest(f, "upload_file_sha256")),
+    ("upload_file_sha256_uc", |f| {
+        digest(f, "upload_file_sha256_uc")
     }),
-    ("upload_file_md5", |ctx| digest(ctx, "upload_file_md5")),
-    ("upload_file_md5_uc", |ctx| {
-        digest(ctx, "upload_file_md5_uc")
+    ("upload_file_sha512", |f| digest(f, "upload_file_sha512")),
+    ("upload_file_sha512_uc", |f| {
+        digest(f, "upload_file_sha512_uc")
     }),
-    ("upload_file_sha1", |ctx| digest(ctx, "upload_file_sha1")),
-    ("upload_file_sha1_uc", |ctx| {
-        digest(ctx, "upload_file_sha1_uc")
-    }),
-    ("upload_file_sha256", |ctx| {
-        digest(ctx, "upload_file_sha256")
-    }),
-    ("upload_file_sha256_uc", |ctx| {
-        digest(ctx, "upload_file_sha256_uc")
-    }),
-    ("upload_file_sha512", |ctx| {
-        digest(ctx, "upload_file_sha512")
-    }),
-    ("upload_file_sha512_uc", |ctx| {
-        digest(ctx, "upload_file_sha512_uc")
-    }),
-    ("upload_file_crc32", |ctx| digest(ctx, "upload_file_crc32")),
+    ("upload_file_crc32", |f| digest(f, "upload_file_crc32")),
 ];
 
 /// A hash of the finished file; empty until the file is complete.
-fn digest(ctx: &UploadCtx, variable: &str) -> Vec<u8> {
-    ctx.digests
+fn digest(facts: &Facts, variable: &str) -> Vec<u8> {
+    facts
+        .digests
         .as_ref()
         .and_then(|d| d.variable(variable))
         .unwrap_or_default()
         .into_bytes()
 }
+
 /// Registers the variables; called from preconfiguration.
 ///
 /// # Safety
@@ -92,15 +85,18 @@ unsafe extern "C" fn get_variable(
     v: *mut ngx_variable_value_t,
     data: usize,
 ) -> ngx_int_t {
-    // SAFETY: nginx passes a live request and its variable value slot.
-    let v = unsafe { &mut *v };
-    // SAFETY: r is live; its module context is NULL or ours.
-    let value = unsafe { ctx_of(r) }.map(|ctx| (VARIABLES[data].1)(ctx));
+    // SAFETY: nginx passes a live request and its variable value slot; the request's context is
+    // NULL or ours, used within this call only.
+    let (request, v, ctx) = unsafe { (Request::from_ngx_http_request(r), &mut *v, upload_ctx(r)) };
+    // The facts are only ever borrowed mutably between template evaluations, never during one.
+    let value = ctx
+        .and_then(|ctx| ctx.facts.try_borrow().ok())
+        .map(|facts| (VARIABLES[data].1)(&facts));
     let Some(value) = value else {
         v.set_not_found(1);
         return NGX_OK as ngx_int_t;
     };
-    let Some(s) = pool_str(r, &value) else {
+    let Some(s) = request.pool_str(&value) else {
         return NGX_ERROR as ngx_int_t;
     };
     v.data = s.data;

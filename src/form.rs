@@ -14,13 +14,9 @@ use std::fs::File;
 use std::io::IoSlice;
 use std::path::PathBuf;
 
-use ngx::ffi::NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
-use ngx::ffi::{ngx_uint_t, NGX_HTTP_BAD_REQUEST, NGX_HTTP_INTERNAL_SERVER_ERROR};
-
-use ngx_upload_engine::content_range::{self, ContentRange};
+use ngx_upload_engine::content_range::ContentRange;
 use ngx_upload_engine::hash_state::HashProgress;
 use ngx_upload_engine::session::Session;
-use ngx_upload_engine::session_id::SessionId;
 
 use ngx_upload_engine::form::{tame_array_name, FormBody};
 use ngx_upload_engine::hashing::{Algorithms, Digests, MultiHasher};
@@ -30,8 +26,10 @@ use ngx_upload_engine::multipart::{
 use ngx_upload_engine::session::write_all_at;
 use ngx_upload_engine::store;
 
+use ngx_upload_protocol::nginx_upload::{parse_part_range, parse_session_id};
+use ngx_upload_protocol::{Failure, Problem};
+
 use crate::conf::UploadConf;
-use crate::handler::{Failure, NGX_HTTP_RANGE_NOT_SATISFIABLE};
 
 /// A file part that has been stored completely: what the field templates describe.
 pub struct StoredFile {
@@ -63,7 +61,7 @@ enum Current {
     },
     /// A dropped field, or a file over `upload_max_file_size` (already removed).
     Skipped,
-    /// The part being received is the request's resumable segment ([`MultipartUpload::segment`]).
+    /// The part being received is the request's resumable segment ([`FormUpload::segment`]).
     Segment,
 }
 
@@ -82,7 +80,7 @@ pub struct SegmentPart {
     pub complete: bool,
 }
 
-pub struct MultipartUpload {
+pub struct FormUpload {
     parser: Option<MultipartParser>,
     pub form: FormBody,
     /// Every file this request stored, for `upload_cleanup` and for an aborted request.
@@ -102,11 +100,11 @@ pub struct MultipartUpload {
     pub segment: Option<Box<SegmentPart>>,
 }
 
-fn bad_request(message: String) -> Failure {
-    Failure::new(NGX_HTTP_BAD_REQUEST as ngx_uint_t, message)
+fn bad_request(message: impl Into<String>) -> Failure {
+    Failure::bad_request(message)
 }
 
-impl MultipartUpload {
+impl FormUpload {
     pub fn new(
         conf: &'static UploadConf,
         content_type: &[u8],
@@ -159,15 +157,7 @@ impl MultipartUpload {
         let (Some(range_header), true) = (range, self.conf.resumable()) else {
             return Ok(false);
         };
-        let range = content_range::parse(range_header).map_err(|e| {
-            Failure::new(
-                NGX_HTTP_RANGE_NOT_SATISFIABLE,
-                format!(
-                    "part Content-Range \"{}\" {e}",
-                    String::from_utf8_lossy(range_header)
-                ),
-            )
-        })?;
+        let range = parse_part_range(range_header)?;
         if self.segment.is_some() {
             return Err(bad_request(
                 "a request carries one resumable segment; this one has a second part with a \
@@ -182,26 +172,21 @@ impl MultipartUpload {
             .ok_or_else(|| {
                 bad_request("a part with a Content-Range needs a session id".to_string())
             })?;
-        let id = SessionId::parse(id).map_err(|e| {
-            bad_request(format!(
-                "part session id \"{}\" {e}",
-                String::from_utf8_lossy(id)
-            ))
-        })?;
+        let id = parse_session_id(id).map_err(|f| bad_request(format!("part {}", f.message)))?;
         if self.max_file_size.is_some_and(|max| range.total > max) {
             return Err(Failure::new(
-                NGX_HTTP_REQUEST_ENTITY_TOO_LARGE as ngx_uint_t,
+                Problem::TooLarge,
                 format!(
                     "file of {} bytes is larger than upload_max_file_size",
                     range.total
                 ),
             ));
         }
-        let session = self.conf.sessions().open(&id, &range).map_err(|e| {
-            let mut failure = Failure::from(e);
-            failure.message = format!("session \"{id}\": {}", failure.message);
-            failure
-        })?;
+        let session = self
+            .conf
+            .sessions()
+            .open(&id, &range)
+            .map_err(|e| Failure::from(e).context(format!("session \"{id}\"")))?;
         let stream_hash = session.streaming_hash(&range, self.hashes);
         self.segment = Some(Box::new(SegmentPart {
             session,
@@ -259,6 +244,11 @@ impl MultipartUpload {
         }
     }
 
+    /// The hand-off form built so far, taken for the hand-off.
+    pub fn take_form(&mut self) -> FormBody {
+        std::mem::replace(&mut self.form, FormBody::new(""))
+    }
+
     /// The oldest part that ended and is not described in the form yet.
     pub fn next_finished(&mut self) -> Option<Finished> {
         self.finished.pop_front()
@@ -273,7 +263,7 @@ impl MultipartUpload {
     fn check_output_len(&self) -> Result<(), Failure> {
         match self.max_output_len {
             Some(max) if self.form.len() > max => Err(Failure::new(
-                NGX_HTTP_REQUEST_ENTITY_TOO_LARGE as ngx_uint_t,
+                Problem::TooLarge,
                 format!("the hand-off body would exceed upload_max_output_body_len {max}"),
             )),
             _ => Ok(()),
@@ -284,15 +274,12 @@ impl MultipartUpload {
 fn into_failure(e: MultipartError<Failure>) -> Failure {
     match e {
         MultipartError::Sink(failure) => failure,
-        MultipartError::Failed => Failure::new(
-            NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_uint_t,
-            "multipart parser used after an error",
-        ),
+        MultipartError::Failed => Failure::internal("multipart parser used after an error"),
         other => bad_request(format!("malformed multipart body: {other}")),
     }
 }
 
-impl PartSink for MultipartUpload {
+impl PartSink for FormUpload {
     type Error = Failure;
 
     fn part_start(&mut self, headers: &PartHeaders) -> Result<PartAction, Failure> {
@@ -383,7 +370,7 @@ impl PartSink for MultipartUpload {
                 value.extend_from_slice(data);
                 match self.max_output_len {
                     Some(max) if self.form.len() + value.len() > max => Err(Failure::new(
-                        NGX_HTTP_REQUEST_ENTITY_TOO_LARGE as ngx_uint_t,
+                        Problem::TooLarge,
                         format!("form fields exceed upload_max_output_body_len {max}"),
                     )),
                     _ => Ok(()),
@@ -396,7 +383,7 @@ impl PartSink for MultipartUpload {
                 let len = data.len() as u64;
                 if seg.written + len > seg.range.len() {
                     return Err(Failure::new(
-                        NGX_HTTP_RANGE_NOT_SATISFIABLE,
+                        Problem::BodyLengthMismatch,
                         format!(
                             "part is longer than the {} bytes of its Content-Range",
                             seg.range.len()
@@ -435,7 +422,7 @@ impl PartSink for MultipartUpload {
                 if let Some(seg) = self.segment.as_deref_mut() {
                     if seg.written != seg.range.len() {
                         return Err(Failure::new(
-                            NGX_HTTP_RANGE_NOT_SATISFIABLE,
+                            Problem::BodyLengthMismatch,
                             format!(
                                 "part of {} bytes does not fill its Content-Range \"{}\"",
                                 seg.written, seg.range

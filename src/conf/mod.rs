@@ -24,13 +24,14 @@ use ngx::ffi::{
 use ngx::http::{HttpModuleLocationConf, Merge, MergeConfigError, NgxHttpCoreModule};
 use ngx::{ngx_conf_log_error, ngx_string};
 
-use crate::handler::upload_content_handler;
 use crate::Module;
 use ngx::http::HttpModuleMainConf;
 use ngx_upload_engine::hashing::{Algorithm, Algorithms, Case};
 use ngx_upload_engine::session::{SessionStore, DEFAULT_MAX_RANGES};
 use ngx_upload_engine::store::HashedDir;
 use std::time::Duration;
+
+pub mod protocol;
 
 const UNSET_FLAG: ngx_flag_t = -1;
 const UNSET_SIZE: usize = usize::MAX;
@@ -39,11 +40,24 @@ const UNSET_OFF: off_t = -1;
 const UNSET_TIME: time_t = -1;
 const UNSET_INT: ngx_int_t = -1;
 
-/// A `name value` pair whose parts may hold variables, compiled once at configuration time.
+/// A string that may hold variables, compiled once at configuration time into the
+/// configuration pool.
+#[derive(Clone, Copy)]
+pub struct Compiled(core::ptr::NonNull<ngx_http_complex_value_t>);
+
+impl Compiled {
+    pub fn get(self) -> &'static ngx_http_complex_value_t {
+        // SAFETY: made only by `compile`, from the configuration pool, which outlives every
+        // request served with this configuration; nginx only reads it once compiled.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+/// A `name value` pair whose parts may hold variables.
 #[derive(Clone, Copy)]
 pub struct Template {
-    pub name: *mut ngx_http_complex_value_t,
-    pub value: *mut ngx_http_complex_value_t,
+    pub name: Compiled,
+    pub value: Compiled,
 }
 
 /// Inclusive range of response statuses for `upload_cleanup`.
@@ -55,7 +69,7 @@ pub type StatusRange = (u16, u16);
 pub struct UploadConf {
     /// `upload_pass`: a location URI or `@name`, may hold variables; setting it makes this
     /// location's content handler the upload handler.
-    pub pass: *mut ngx_http_complex_value_t,
+    pub pass: Option<Compiled>,
     pub resumable: ngx_flag_t,
     pub store: *mut ngx_path_t,
     pub state_store: *mut ngx_path_t,
@@ -79,6 +93,8 @@ pub struct UploadConf {
     pub range_header_buffer_size: usize,
     /// Hashes the field templates use, found when they are parsed.
     pub hashes: Option<Algorithms>,
+    /// `upload_protocol`: one of [`protocol::PROTOCOL_NAMES`].
+    pub protocol: ngx_uint_t,
     /// `upload_state_fsync`: data and state are on disk before a positive answer.
     pub state_fsync: ngx_flag_t,
     /// `upload_state_expire`: seconds after which an untouched session is removed; 0 never.
@@ -96,7 +112,7 @@ pub struct UploadConf {
 impl Default for UploadConf {
     fn default() -> Self {
         Self {
-            pass: ptr::null_mut(),
+            pass: None,
             resumable: UNSET_FLAG,
             store: ptr::null_mut(),
             state_store: ptr::null_mut(),
@@ -117,6 +133,7 @@ impl Default for UploadConf {
             merge_buffer_size: UNSET_SIZE,
             range_header_buffer_size: UNSET_SIZE,
             hashes: None,
+            protocol: UNSET_UINT,
             state_fsync: UNSET_FLAG,
             state_expire: UNSET_TIME,
             state_max_ranges: UNSET_INT,
@@ -192,6 +209,12 @@ impl Merge for UploadConf {
             UNSET_SIZE,
             256,
         );
+        merge_value(
+            &mut self.protocol,
+            prev.protocol,
+            UNSET_UINT,
+            protocol::NGINX_UPLOAD,
+        );
         merge_value(&mut self.state_fsync, prev.state_fsync, UNSET_FLAG, 0);
         merge_value(&mut self.state_expire, prev.state_expire, UNSET_TIME, 0);
         merge_value(
@@ -252,7 +275,7 @@ pub unsafe extern "C" fn merge_loc_conf(
             return NGX_CONF_ERROR;
         }
     }
-    if !conf.pass.is_null() {
+    if conf.pass.is_some() {
         // The body is written from nginx's own body buffer, a buffer at a time: a larger
         // upload_buffer_size means a larger buffer and fewer, larger writes.
         // SAFETY: while locations are merged, cf's location configurations are this block's.
@@ -269,7 +292,7 @@ pub unsafe extern "C" fn merge_loc_conf(
     sessions.max_ranges = conf.state_max_ranges as usize;
     sessions.expire_after =
         (conf.state_expire > 0).then(|| Duration::from_secs(conf.state_expire as u64));
-    if !conf.pass.is_null() && sessions.expire_after.is_some() {
+    if conf.pass.is_some() && sessions.expire_after.is_some() {
         // SAFETY: cf is the configuration being merged; this module's main configuration
         // exists (create_main_conf).
         if let Some(main) = Module::main_conf_mut(unsafe { &*cf }) {
@@ -406,13 +429,22 @@ const fn command(
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 24] = [
+pub static mut COMMANDS: [ngx_command_t; 25] = [
     command(
         ngx_string!("upload_pass"),
         ANY_LEVEL | NGX_CONF_TAKE1,
         set_pass,
         0,
     ),
+    ngx_command_t {
+        post: &raw mut protocol::PROTOCOL_NAMES as *mut c_void,
+        ..command(
+            ngx_string!("upload_protocol"),
+            BLOCK_LEVEL | NGX_CONF_TAKE1,
+            ngx::ffi::ngx_conf_set_enum_slot,
+            offset_of!(UploadConf, protocol),
+        )
+    },
     command(
         ngx_string!("upload_resumable"),
         ANY_LEVEL | NGX_CONF_FLAG,
@@ -569,7 +601,7 @@ unsafe extern "C" fn set_pass(
 ) -> *mut c_char {
     // SAFETY: nginx passes this module's location configuration for NGX_HTTP_LOC_CONF_OFFSET.
     let conf = unsafe { &mut *conf.cast::<UploadConf>() };
-    if !conf.pass.is_null() {
+    if conf.pass.is_some() {
         return c"is duplicate".as_ptr().cast_mut();
     }
     // SAFETY: called by nginx while parsing this directive.
@@ -581,13 +613,9 @@ unsafe extern "C" fn set_pass(
     let Some(pass) = compile(cf, &target) else {
         return NGX_CONF_ERROR;
     };
-    conf.pass = pass;
-    // SAFETY: cf is valid during parsing; the core location configuration of the block being
-    // parsed always exists.
-    let Some(clcf) = NgxHttpCoreModule::location_conf_mut(unsafe { &*cf }) else {
-        return NGX_CONF_ERROR;
-    };
-    clcf.handler = Some(upload_content_handler);
+    // The location's content handler is installed when it is merged (lib.rs), as this module
+    // knows no handler.
+    conf.pass = Some(pass);
     conf.thread_pool = default_thread_pool(cf);
     NGX_CONF_OK
 }
@@ -724,7 +752,7 @@ unsafe extern "C" fn set_pass_form_field(
 }
 
 /// Compiles a string that may hold variables into a complex value in the configuration pool.
-fn compile(cf: *mut ngx_conf_t, source: &ngx_str_t) -> Option<*mut ngx_http_complex_value_t> {
+fn compile(cf: *mut ngx_conf_t, source: &ngx_str_t) -> Option<Compiled> {
     // SAFETY: cf is valid during parsing; the pool outlives the configuration.
     let pool = unsafe { ngx::core::Pool::from_ngx_pool((*cf).pool) };
     let cv = pool.calloc_type::<ngx_http_complex_value_t>();
@@ -744,7 +772,7 @@ fn compile(cf: *mut ngx_conf_t, source: &ngx_str_t) -> Option<*mut ngx_http_comp
     if unsafe { ngx_http_compile_complex_value(&mut ccv) } != NGX_OK as isize {
         return None;
     }
-    Some(cv)
+    core::ptr::NonNull::new(cv).map(Compiled)
 }
 
 /// `upload_cleanup 400 404 499 500-505;`

@@ -1,0 +1,480 @@
+//! The body sink: reads a request body unbuffered and hands it to the request's [`Target`] a
+//! buffer at a time, paced by `upload_limit_rate`; records a long segment's progress as it
+//! streams; keeps what arrived when the body is cut short; and runs blocking disk work on the
+//! thread pool while the request waits. It knows no protocol and no header: the content handler
+//! sets the target up, and the context's `body_done` takes over once the body is written.
+//!
+//! [`Target`]: crate::target::Target
+
+use core::ptr;
+use std::io::IoSlice;
+
+use ngx::ffi::{
+    ngx_add_timer, ngx_chain_t, ngx_http_finalize_request, ngx_http_read_client_request_body,
+    ngx_http_read_unbuffered_request_body, ngx_http_request_body_t, ngx_http_request_t, ngx_int_t,
+    ngx_msec_t, NGX_DONE, NGX_ERROR, NGX_HTTP_REQUEST_TIME_OUT, NGX_HTTP_SPECIAL_RESPONSE,
+    NGX_LOG_ERR, NGX_LOG_INFO,
+};
+use ngx::http::Request;
+use ngx::ngx_log_error;
+
+use ngx_upload_engine::session::Committed;
+use ngx_upload_protocol::Failure;
+
+use crate::context::{now_msec, upload_ctx, UploadCtx};
+use crate::offload;
+use crate::request::{refuse, RequestExt};
+use crate::target::commit_failure;
+
+/// A long segment records its progress every this many bytes, so an interrupted one keeps
+/// what arrived (the C module loses the whole segment).
+const CHECKPOINT_BYTES: u64 = 8 << 20;
+
+/// Starts reading the body of a request whose context is set; returns what the content handler
+/// returns.
+pub fn start(request: &mut Request) -> ngx_int_t {
+    let r = request.raw();
+    // SAFETY: r is this live request; streaming the body is how the bytes reach the file
+    // without being buffered whole, and its body has not been read yet.
+    let rc = unsafe {
+        (*r).set_request_body_no_buffering(1);
+        ngx_http_read_client_request_body(r, Some(body_started))
+    };
+    if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
+        return rc;
+    }
+    NGX_DONE as ngx_int_t
+}
+
+/// Called once by `ngx_http_read_client_request_body` with what has arrived so far.
+unsafe extern "C" fn body_started(r: *mut ngx_http_request_t) {
+    // SAFETY: r is the live request whose body reading the content handler started, after it
+    // set the context; both are used within this callback only.
+    let (request, ctx) = unsafe { (Request::from_ngx_http_request(r), upload_ctx(r)) };
+    let Some(ctx) = ctx else {
+        // SAFETY: r is live.
+        unsafe { ngx_http_finalize_request(r, NGX_ERROR as ngx_int_t) };
+        return;
+    };
+    request.as_mut().read_event_handler = Some(body_readable);
+    if take_body_buffers(request, ctx, false).is_none() {
+        return;
+    }
+    if request.as_ref().reading_body() == 0 {
+        (ctx.body_done)(request, ctx);
+    } else {
+        // nginx stops reading when its buffer is full; what waits in the socket raises no new
+        // event, so read on now that the buffer is free.
+        read_body(request, ctx);
+    }
+}
+
+/// Read event while the body streams in.
+unsafe extern "C" fn body_readable(r: *mut ngx_http_request_t) {
+    // SAFETY: nginx calls the read event handler with a live request, which has our context
+    // while its body is read; both are used within this callback only.
+    let (request, ctx) = unsafe { (Request::from_ngx_http_request(r), upload_ctx(r)) };
+    if let Some(ctx) = ctx {
+        read_body(request, ctx);
+    }
+}
+
+fn read_body(request: &mut Request, ctx: &UploadCtx) {
+    let r = request.raw();
+    if ctx.progress.job_in_flight.get() {
+        return; // disk work is being done for it; its continuation resumes reading
+    }
+    // SAFETY: the connection and its read event exist while the request does.
+    let rev = unsafe { (*(*r).connection).read };
+    // SAFETY: as above.
+    unsafe {
+        if (*rev).delayed() != 0 {
+            if (*rev).timedout() == 0 {
+                return; // data arrived during an upload_limit_rate pause: the timer resumes
+            }
+            // The pause is over; this timeout is ours, not client_body_timeout.
+            (*rev).set_timedout(0);
+            (*rev).set_delayed(0);
+        }
+    }
+    loop {
+        if let Some(delay) = rate_delay(ctx) {
+            // SAFETY: pausing the read event: nginx calls body_readable again when it fires.
+            unsafe {
+                (*rev).set_delayed(1);
+                ngx_add_timer(rev, delay);
+            }
+            return;
+        }
+        // SAFETY: r is a live request reading its body unbuffered.
+        let rc = unsafe { ngx_http_read_unbuffered_request_body(r) };
+        if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t || rc == NGX_ERROR as ngx_int_t {
+            body_cut_short(request, ctx, rc);
+            return;
+        }
+        let Some(consumed) = take_body_buffers(request, ctx, false) else {
+            return;
+        };
+        if request.as_ref().reading_body() == 0 {
+            (ctx.body_done)(request, ctx);
+            return;
+        }
+        if checkpoint_due(ctx) {
+            if let Err(failure) = checkpoint(request, ctx) {
+                let rc = refuse(request, &ctx.protocol, &failure);
+                abort(request, ctx, rc);
+                return;
+            }
+            if ctx.progress.job_in_flight.get() {
+                return;
+            }
+        }
+        if consumed == 0 {
+            return; // nothing more for now: nginx calls again when data arrives
+        }
+    }
+}
+
+/// The client went away, timed out or sent a malformed body. Bytes of a segment that arrived
+/// are real: write what waits in nginx's buffer and record them, so a resuming client is told.
+fn body_cut_short(request: &mut Request, ctx: &UploadCtx, rc: ngx_int_t) {
+    if rc == NGX_HTTP_REQUEST_TIME_OUT as ngx_int_t {
+        // nginx says nothing when a body stalls: say which upload it was.
+        let received = ctx.received();
+        ngx_log_error!(
+            NGX_LOG_INFO,
+            request.log(),
+            "upload: client timed out sending the body (client_body_timeout) after \
+             {received} bytes were written"
+        );
+    }
+    if take_body_buffers(request, ctx, true).is_none() {
+        return;
+    }
+    keep_what_arrived(request, ctx);
+    abort(request, ctx, rc);
+}
+
+/// How long to pause reading to keep to `upload_limit_rate`, as the C module paces it: the
+/// body may run one second ahead of the rate.
+fn rate_delay(ctx: &UploadCtx) -> Option<ngx_msec_t> {
+    let rate = ctx.conf.limit_rate as u64;
+    if rate == 0 {
+        return None;
+    }
+    let elapsed = now_msec().wrapping_sub(ctx.progress.started_msec) as u64;
+    let allowed = rate.saturating_mul(elapsed + 1000) / 1000;
+    let ahead = ctx.received().checked_sub(allowed).filter(|n| *n > 0)?;
+    Some((ahead * 1000 / rate + 1) as ngx_msec_t)
+}
+
+/// Writes the body buffers nginx holds to the target and marks them consumed, once there is
+/// enough to write: the body is complete, nginx's body buffer is full, `upload_buffer_size`
+/// bytes wait, or `force`. Until then the bytes stay in nginx's buffer, which nginx keeps
+/// filling, so a fast upload costs one `pwritev` per buffer, not one per read. Returns the
+/// bytes written, or `None` if the request was finalized because of a failure.
+fn take_body_buffers(request: &mut Request, ctx: &UploadCtx, force: bool) -> Option<u64> {
+    let r = request.raw();
+    // SAFETY: request_body exists once ngx_http_read_client_request_body ran.
+    let rb = unsafe { &mut *(*r).request_body };
+    let pending: usize = unread_body(rb).map(<[u8]>::len).sum();
+    let req = request.as_ref();
+    // SAFETY: rb.buf, when set, is nginx's body buffer.
+    let write_now = force
+        || req.reading_body() == 0
+        || pending >= ctx.conf.buffer_size
+        || rb.buf.is_null()
+        || unsafe { (*rb.buf).last == (*rb.buf).end }
+        || !req.stream.is_null();
+    if !write_now || pending == 0 {
+        return Some(0);
+    }
+    let mut slices: Vec<IoSlice<'_>> = Vec::new();
+    for data in unread_body(rb) {
+        // Successive reads into nginx's buffer are adjacent: one iovec for them.
+        match slices.last_mut() {
+            Some(prev) if prev.as_ptr_range().end == data.as_ptr() => {
+                // SAFETY: both slices lie in the same live buffer, back to back.
+                *prev = IoSlice::new(unsafe {
+                    core::slice::from_raw_parts(prev.as_ptr(), prev.len() + data.len())
+                });
+            }
+            _ => slices.push(IoSlice::new(data)),
+        }
+    }
+    let before = ctx.received();
+    let written = ctx.target.borrow_mut().write(before, &slices);
+    if written.is_ok() {
+        ctx.progress.received.set(before + pending as u64);
+    }
+    drop(slices);
+    // SAFETY: r is live; its pool holds the chain links.
+    let pool = unsafe { (*r).pool };
+    let mut cl = rb.bufs;
+    while !cl.is_null() {
+        // SAFETY: as above; consuming lets nginx reuse the buffer for the next read. The links
+        // of rb.bufs were allocated from the request pool by nginx's save filter and are ours
+        // alone: back to the pool's free list (ngx_free_chain), or a long request would
+        // allocate one per read for its whole life.
+        unsafe {
+            let b = &mut *(*cl).buf;
+            b.pos = b.last;
+            let next = (*cl).next;
+            (*cl).next = (*pool).chain;
+            (*pool).chain = cl;
+            cl = next;
+        }
+    }
+    rb.bufs = ptr::null_mut();
+    if written.is_err() {
+        keep_what_arrived(request, ctx);
+    }
+    let written = written.and_then(|()| (ctx.body_written)(request, ctx));
+    if let Err(failure) = written {
+        let rc = refuse(request, &ctx.protocol, &failure);
+        abort(request, ctx, rc);
+        return None;
+    }
+    Some(ctx.received() - before)
+}
+
+/// The unread bytes of the body buffers nginx holds, in order; the slices live until the
+/// buffers are consumed.
+fn unread_body<'a>(rb: &ngx_http_request_body_t) -> impl Iterator<Item = &'a [u8]> + 'a {
+    let mut cl: *mut ngx_chain_t = rb.bufs;
+    core::iter::from_fn(move || {
+        while !cl.is_null() {
+            // SAFETY: the chain and its buffers belong to the live request body.
+            let b = unsafe { &*(*cl).buf };
+            // SAFETY: as above.
+            cl = unsafe { (*cl).next };
+            if !b.pos.is_null() && b.last > b.pos {
+                // SAFETY: [pos, last) is the unread data of a memory buffer; with
+                // request_body_no_buffering nginx never puts body data in a file.
+                return Some(unsafe {
+                    core::slice::from_raw_parts(b.pos, b.last.offset_from(b.pos) as usize)
+                });
+            }
+        }
+        None
+    })
+}
+
+/// Ends a request that failed before its hand-off: files that hold no complete upload go now,
+/// before the answer, rather than when nginx frees the request.
+pub fn abort(request: &mut Request, ctx: &UploadCtx, rc: ngx_int_t) {
+    ctx.discard_unfinished();
+    // SAFETY: the request is live; finalizing ends our part in it.
+    unsafe { ngx_http_finalize_request(request.raw(), rc) };
+}
+
+/// Whether enough of a long segment arrived since it was last recorded.
+fn checkpoint_due(ctx: &UploadCtx) -> bool {
+    ctx.target.borrow().checkpoints()
+        && ctx.received() - ctx.progress.recorded.get() >= CHECKPOINT_BYTES
+}
+
+/// Records a long segment's progress on the thread pool: while reading goes on, or with
+/// `upload_state_fsync`, whose record must wait for the data's fsync, while reading pauses.
+fn checkpoint(request: &mut Request, ctx: &UploadCtx) -> Result<(), Failure> {
+    let received = ctx.received();
+    if !ctx.conf.sessions().durable {
+        if ctx.progress.checkpointing.get() {
+            return Ok(()); // one at a time; the next one is due at the next read
+        }
+        let busy = ctx.progress.checkpointing.clone();
+        busy.set(true);
+        // The cycle's log outlives a request that may end first.
+        // SAFETY: ngx_cycle is the live cycle of this worker.
+        let log = unsafe { (*ngx::ffi::ngx_cycle).log };
+        commit_off_loop(request, ctx, false, move |result| {
+            busy.set(false);
+            if let Err(failure) = result {
+                ngx_log_error!(NGX_LOG_ERR, log, "upload: {}", failure.message);
+            }
+        })?;
+        ctx.progress.recorded.set(received);
+        return Ok(());
+    }
+    let job = prepare_commit(ctx, false)?;
+    run_blocking(
+        request,
+        ctx,
+        job,
+        move |request, ctx, result| match flatten(result) {
+            Ok(_) => {
+                let recorded = &ctx.progress.recorded;
+                recorded.set(recorded.get().max(received));
+                read_body(request, ctx);
+            }
+            Err(failure) => {
+                let rc = refuse(request, &ctx.protocol, &failure);
+                abort(request, ctx, rc);
+            }
+        },
+    );
+    // SAFETY: the connection's read event exists while the request does; client_body_timeout
+    // must not run while the server is busy.
+    unsafe {
+        let rev = (*request.connection()).read;
+        if (*rev).timer_set() != 0 {
+            ngx::ffi::ngx_del_timer(rev);
+        }
+    }
+    Ok(())
+}
+
+/// A segment cut short (client gone, timeout, bad body): records the bytes that reached the
+/// file. With `upload_state_fsync` the record waits for the data's fsync on the thread pool,
+/// without the request, which is ending.
+fn keep_what_arrived(request: &mut Request, ctx: &UploadCtx) {
+    if ctx.received() <= ctx.progress.recorded.get() || !ctx.target.borrow().has_segment() {
+        return;
+    }
+    let result = if ctx.conf.sessions().durable {
+        let log = request.log();
+        commit_off_loop(request, ctx, false, move |result| {
+            if let Err(failure) = result {
+                ngx_log_error!(NGX_LOG_ERR, log, "upload: {}", failure.message);
+            }
+        })
+    } else {
+        checkpoint_now(ctx)
+    };
+    if let Err(failure) = result {
+        ngx_log_error!(NGX_LOG_ERR, request.log(), "upload: {}", failure.message);
+    }
+}
+
+/// Records the segment bytes written so far, here on the event loop: for a checkpoint of an
+/// upload that is not fsynced, a state file append under a lock.
+fn checkpoint_now(ctx: &UploadCtx) -> Result<(), Failure> {
+    let received = ctx.received();
+    if received <= ctx.progress.recorded.get() {
+        return Ok(());
+    }
+    let mut target = ctx.target.borrow_mut();
+    let Some((session, commit)) = target.commit_of(received, false, ctx.conf.hash_algorithms())
+    else {
+        return Ok(());
+    };
+    let range = (commit.start, commit.end);
+    session
+        .commit(commit)
+        .map_err(|e| commit_failure(session, range, e))?;
+    ctx.progress.recorded.set(received);
+    Ok(())
+}
+
+/// The work of recording the segment bytes written so far, to run on the thread pool: it
+/// works on its own handle of the upload, which shares this request's locks.
+pub fn prepare_commit(
+    ctx: &UploadCtx,
+    finishing: bool,
+) -> Result<impl FnOnce() -> Result<Committed, Failure> + Send + 'static, Failure> {
+    let mut target = ctx.target.borrow_mut();
+    let Some((session, commit)) =
+        target.commit_of(ctx.received(), finishing, ctx.conf.hash_algorithms())
+    else {
+        return Err(Failure::internal("only segments are committed"));
+    };
+    let session = session.try_clone().map_err(|e| {
+        Failure::io(
+            format!("duplicating \"{}\"", session.data_path().display()),
+            &e,
+        )
+    })?;
+    Ok(move || {
+        let range = (commit.start, commit.end);
+        session
+            .commit(commit)
+            .map_err(|e| commit_failure(&session, range, e))
+    })
+}
+
+/// Records the segment bytes written so far on the thread pool while the request goes on;
+/// `then` gets the result on the event loop, possibly after the request ended.
+fn commit_off_loop(
+    request: &Request,
+    ctx: &UploadCtx,
+    finishing: bool,
+    then: impl FnOnce(Result<Committed, Failure>) + 'static,
+) -> Result<(), Failure> {
+    let job = prepare_commit(ctx, finishing)?;
+    offload::run(
+        offload::Pool(ctx.conf.thread_pool),
+        request.log(),
+        job,
+        move |result| then(flatten(result)),
+    );
+    Ok(())
+}
+
+/// A job's result, with a panicked job as a failure.
+pub fn flatten<T>(result: Option<Result<T, Failure>>) -> Result<T, Failure> {
+    result.unwrap_or_else(|| Err(Failure::internal("disk work on the thread pool failed")))
+}
+
+/// Runs blocking `work` on the thread pool while the request waits (reading paused, nginx kept
+/// from finalizing it, as nginx's own thread tasks do), then `then` with its result on the
+/// event loop, unless the request was terminated meanwhile.
+pub fn run_blocking<R: Send + 'static>(
+    request: &mut Request,
+    ctx: &UploadCtx,
+    work: impl FnOnce() -> R + Send + 'static,
+    then: impl FnOnce(&mut Request, &UploadCtx, Option<R>) + 'static,
+) {
+    let r = request.raw();
+    ctx.progress.job_in_flight.set(true);
+    // SAFETY: r is live; blocking the main request keeps nginx from freeing it until the job
+    // unblocks it below.
+    unsafe {
+        let main = (*r).main;
+        (*main).set_blocked((*main).blocked() + 1);
+        (*r).set_aio(1);
+        (*r).write_event_handler = Some(job_continuation);
+    }
+    offload::run(
+        offload::Pool(ctx.conf.thread_pool),
+        request.log(),
+        work,
+        move |result| {
+            // SAFETY: the request, and with it its context, was kept alive by the block above;
+            // the reference is dropped before the continuation runs.
+            if let Some(ctx) = unsafe { upload_ctx(r) } {
+                *ctx.progress.job_done.borrow_mut() =
+                    Some(Box::new(move |request: &mut Request, ctx: &UploadCtx| {
+                        then(request, ctx, result)
+                    }));
+            }
+            // SAFETY: as above; this undoes the block.
+            unsafe {
+                let main = (*r).main;
+                (*main).set_blocked((*main).blocked() - 1);
+                (*r).set_aio(0);
+                let c = (*r).connection;
+                // Our continuation, or nginx's finalizer if the request was terminated.
+                if let Some(handler) = (*r).write_event_handler {
+                    handler(r);
+                }
+                ngx::ffi::ngx_http_run_posted_requests(c);
+            }
+        },
+    );
+}
+
+/// The write event handler while disk work runs: goes on once its result is in.
+unsafe extern "C" fn job_continuation(r: *mut ngx_http_request_t) {
+    // SAFETY: nginx (or the job's completion) calls it with the live request, which has our
+    // context; both are used within this callback only.
+    let (request, ctx) = unsafe { (Request::from_ngx_http_request(r), upload_ctx(r)) };
+    let Some(ctx) = ctx else {
+        return;
+    };
+    let Some(then) = ctx.progress.job_done.borrow_mut().take() else {
+        return; // a write event before the work finished: nothing to do yet
+    };
+    ctx.progress.job_in_flight.set(false);
+    request.as_mut().write_event_handler = Some(ngx::ffi::ngx_http_request_empty_handler);
+    then(request, ctx);
+}

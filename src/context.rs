@@ -1,0 +1,207 @@
+//! The per-request context of an upload, owned by the request pool. It is reached through
+//! shared references only ([`upload_ctx`]): the variable handlers read it while templates are
+//! evaluated in the middle of the upload's own work, so what changes lives in cells, and every
+//! `RefCell` borrow ends before nginx is called back.
+
+use core::cell::{Cell, RefCell};
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use ngx::ffi::{ngx_http_request_t, ngx_msec_t};
+use ngx::http::{HttpModule, Request};
+
+use ngx_upload_engine::hashing::Digests;
+use ngx_upload_protocol::FileFacts;
+
+use crate::conf::protocol::LocationProtocol;
+use crate::conf::UploadConf;
+use crate::offload;
+use crate::target::{remove_quietly, Target};
+use crate::Module;
+
+/// What the `$upload_*` variables say: the file being uploaded, or the file of a form whose
+/// fields are being evaluated.
+#[derive(Default)]
+pub struct Facts {
+    pub file: FileFacts,
+    pub path: PathBuf,
+    pub size: u64,
+    /// `$upload_file_number`: files count from 1 in a request.
+    pub number: u32,
+    /// `$upload_content_range`.
+    pub content_range: String,
+    /// Hashes of the file, once complete, when a template uses them.
+    pub digests: Option<Digests>,
+}
+
+impl Facts {
+    /// A whole file of `size` bytes: its range is all of it.
+    pub fn whole_range(size: u64) -> String {
+        match size {
+            0 => "bytes 0-0/0".to_string(),
+            size => format!("bytes 0-{}/{size}", size - 1),
+        }
+    }
+}
+
+/// What runs when the disk work a request waits for is done.
+pub type Continuation = Box<dyn FnOnce(&mut Request, &UploadCtx)>;
+
+/// A step of the upload that the body sink hands over to (set by the content handler).
+pub type Step = fn(&mut Request, &UploadCtx);
+/// What runs after each batch of body bytes is written (a form describes the parts that
+/// ended).
+pub type AfterWrite = fn(&mut Request, &UploadCtx) -> Result<(), ngx_upload_protocol::Failure>;
+
+/// The body sink's progress through the request body.
+pub struct Progress {
+    /// Bytes of the body written so far.
+    pub received: Cell<u64>,
+    /// Length the body must have, when known in advance (Content-Length).
+    pub expected: Option<u64>,
+    /// When the body started, for `upload_limit_rate` (nginx's millisecond clock).
+    pub started_msec: ngx_msec_t,
+    /// Bytes of this segment already recorded in the upload's state.
+    pub recorded: Cell<u64>,
+    /// Disk work for this request is running on the thread pool: reading waits for it.
+    pub job_in_flight: Cell<bool>,
+    /// A checkpoint is being recorded on the thread pool while reading goes on; shared with the
+    /// job, which may finish after the request.
+    pub checkpointing: Rc<Cell<bool>>,
+    /// What to do once that work is back.
+    pub job_done: RefCell<Option<Continuation>>,
+}
+
+pub struct UploadCtx {
+    /// For [`Drop`] only, which runs in a cleanup of the request's own pool.
+    request: *mut ngx_http_request_t,
+    pub conf: &'static UploadConf,
+    pub protocol: LocationProtocol,
+    /// Where the body goes.
+    pub target: RefCell<Target>,
+    pub facts: RefCell<Facts>,
+    pub progress: Progress,
+    /// What the body sink calls once the whole body is written.
+    pub body_done: Step,
+    /// What the body sink calls after each batch of body bytes is written.
+    pub body_written: AfterWrite,
+    /// This request passed the finished file to `upload_pass`.
+    pub handed_off: Cell<bool>,
+}
+
+impl UploadCtx {
+    pub fn new(
+        request: &Request,
+        conf: &'static UploadConf,
+        target: Target,
+        facts: Facts,
+        body_done: Step,
+        body_written: AfterWrite,
+    ) -> Self {
+        let r = request.as_ref();
+        let hin = &r.headers_in;
+        UploadCtx {
+            request: core::ptr::from_ref(r).cast_mut(),
+            conf,
+            protocol: conf.protocol(),
+            target: RefCell::new(target),
+            facts: RefCell::new(facts),
+            progress: Progress {
+                received: Cell::new(0),
+                expected: u64::try_from(hin.content_length_n)
+                    .ok()
+                    .filter(|_| hin.chunked() == 0),
+                started_msec: now_msec(),
+                recorded: Cell::new(0),
+                job_in_flight: Cell::new(false),
+                checkpointing: Rc::default(),
+                job_done: RefCell::new(None),
+            },
+            body_done,
+            body_written,
+            handed_off: Cell::new(false),
+        }
+    }
+
+    pub fn received(&self) -> u64 {
+        self.progress.received.get()
+    }
+
+    /// Removes what a failed request stored that no upload keeps.
+    pub fn discard_unfinished(&self) {
+        if !self.handed_off.get() {
+            if let Ok(mut target) = self.target.try_borrow_mut() {
+                target.discard_unfinished();
+            }
+        }
+    }
+}
+
+/// The upload context of a request, if it has one: from the request's module context slot,
+/// set by the content handler to a context in the request pool.
+///
+/// # Safety
+/// `r` must be a live request, and the reference must not be held past the nginx callback the
+/// caller runs in (the context lives as long as the request pool).
+pub unsafe fn upload_ctx<'a>(r: *mut ngx_http_request_t) -> Option<&'a UploadCtx> {
+    // SAFETY: r is live (the caller's promise); the slot is NULL or our context, which nothing
+    // reaches mutably while the request lives.
+    unsafe {
+        let slot = *(*r).ctx.add(Module::module().ctx_index);
+        slot.cast::<UploadCtx>().as_ref()
+    }
+}
+
+/// nginx's cached clock, updated by the event loop of this (single-threaded) worker.
+pub fn now_msec() -> ngx_msec_t {
+    // SAFETY: a plain read of nginx's clock on the thread that updates it.
+    unsafe { ngx::ffi::ngx_current_msec }
+}
+
+impl Drop for UploadCtx {
+    fn drop(&mut self) {
+        let target = self.target.get_mut();
+        if !self.handed_off.get() {
+            target.discard_unfinished();
+            return;
+        }
+        // SAFETY: the context is dropped by a cleanup of the request's own pool, which runs
+        // before the pool's memory (which holds the request) is freed.
+        let status = unsafe { (*self.request).headers_out.status };
+        let cleanup = self.conf.cleans_up_on(status);
+        let files: Vec<PathBuf> = if cleanup {
+            target.stored_files()
+        } else {
+            Vec::new()
+        };
+        let session = target.session();
+        // The backend has the file: the upload is over, as in the C module; its state (a small
+        // file) goes at once, so a crash right after the answer cannot leave it looking alive.
+        // Any other failure keeps the state, so the client can retry the hand-off. With
+        // upload_cleanup the upload's files go, off the event loop.
+        if !cleanup && status < 400 {
+            if let Some(session) = session {
+                let _ = session.forget_state();
+            }
+        }
+        let session = session.filter(|_| cleanup).and_then(|s| s.try_clone().ok());
+        if files.is_empty() && session.is_none() {
+            return;
+        }
+        // Unlinking a large file can take a while: off the event loop. The request is gone by
+        // then, so the job logs to the cycle's log.
+        // SAFETY: ngx_cycle is the live cycle of this worker.
+        let log = unsafe { (*ngx::ffi::ngx_cycle).log };
+        offload::run(
+            offload::Pool(self.conf.thread_pool),
+            log,
+            move || {
+                files.iter().for_each(|p| remove_quietly(p));
+                if let Some(session) = session {
+                    let _ = session.remove();
+                }
+            },
+            |_| {},
+        );
+    }
+}
