@@ -15,6 +15,7 @@ fn valid_directive_values_pass_nginx_t() {
          upload_pass_args on;\n\
          upload_tame_arrays on;\n\
          upload_cleanup 400 404 499 500-505;\n\
+         upload_protocol nginx-upload;\n\
          upload_add_header X-Upload-Id $upload_file_name;",
         )
         .replace("{{BACKEND}}", "127.0.0.1:9"),
@@ -41,6 +42,14 @@ fn upload_resumable_takes_on_or_off() {
     assert_refused(
         &upload_server("").replace("upload_resumable on;", "upload_resumable maybe;"),
         &["upload_resumable", "maybe"],
+    );
+}
+
+#[test]
+fn upload_protocol_takes_a_known_protocol() {
+    assert_refused(
+        &upload_server("upload_protocol ftp;"),
+        &["upload_protocol", "ftp"],
     );
 }
 
