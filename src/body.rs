@@ -97,6 +97,9 @@ fn read_body(request: &mut Request, ctx: &UploadCtx) {
             (*rev).set_delayed(0);
         }
     }
+    // Bytes written in this read event: one buffer's worth, then the loop serves the other
+    // connections before this one goes on, as nginx's own handlers do.
+    let mut handled = 0u64;
     loop {
         if let Some(delay) = rate_delay(ctx) {
             // SAFETY: pausing the read event: nginx calls body_readable again when it fires.
@@ -131,6 +134,14 @@ fn read_body(request: &mut Request, ctx: &UploadCtx) {
         }
         if consumed == 0 {
             return; // nothing more for now: nginx calls again when data arrives
+        }
+        handled += consumed;
+        // HTTP/2 streams are fed by their connection's own reading, which yields already.
+        if handled >= ctx.conf.buffer_size as u64 && request.as_ref().stream.is_null() {
+            // SAFETY: rev is the live read event of this request's connection; posted events
+            // run after the events of this loop iteration, and call body_readable again.
+            unsafe { ngx::ffi::ngx_post_event(rev, &raw mut ngx::ffi::ngx_posted_events) };
+            return;
         }
     }
 }
