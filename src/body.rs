@@ -200,6 +200,8 @@ fn take_body_buffers(request: &mut Request, ctx: &UploadCtx, force: bool) -> Opt
     if !write_now || pending == 0 {
         return Some(0);
     }
+    // SAFETY: as above.
+    let buffer_was_full = !rb.buf.is_null() && unsafe { (*rb.buf).last == (*rb.buf).end };
     let mut slices: Vec<IoSlice<'_>> = Vec::new();
     for data in unread_body(rb) {
         // Successive reads into nginx's buffer are adjacent: one iovec for them.
@@ -237,6 +239,9 @@ fn take_body_buffers(request: &mut Request, ctx: &UploadCtx, force: bool) -> Opt
         }
     }
     rb.bufs = ptr::null_mut();
+    if buffer_was_full {
+        grow_body_buffer(request, ctx, rb);
+    }
     if written.is_err() {
         keep_what_arrived(request, ctx);
     }
@@ -247,6 +252,39 @@ fn take_body_buffers(request: &mut Request, ctx: &UploadCtx, force: bool) -> Opt
         return None;
     }
     Some(ctx.received() - before)
+}
+
+/// A client that fills nginx's body buffer faster than it is written gets a buffer of
+/// `upload_buffer_size`, so a fast upload costs one `pwritev` per `upload_buffer_size`. Every
+/// request starts with nginx's `client_body_buffer_size`, so a slow client (a phone on a bad
+/// network) holds no more memory than nginx's own body reading would.
+fn grow_body_buffer(request: &Request, ctx: &UploadCtx, rb: &mut ngx_http_request_body_t) {
+    let req = request.as_ref();
+    // HTTP/2 streams fill their buffer from the connection's frames, sized by nginx.
+    if !req.stream.is_null() || req.reading_body() == 0 || rb.buf.is_null() {
+        return;
+    }
+    // SAFETY: the connection's read event and nginx's body buffer of a live request.
+    let (ready, current) = unsafe {
+        let b = &*rb.buf;
+        ((*(*req.connection).read).ready() != 0, b.end.offset_from(b.start) as usize)
+    };
+    let mut size = ctx.conf.buffer_size;
+    if req.headers_in.chunked() == 0 {
+        size = size.min(usize::try_from(rb.rest).unwrap_or(usize::MAX));
+    }
+    // `ready`: the last read stopped because the buffer was full, not because the socket was
+    // empty.
+    if !ready || size <= current {
+        return;
+    }
+    // SAFETY: the request pool outlives the request body. Every byte of the old buffer was
+    // consumed above, so nginx, which reads into `rb.buf` from `last` and frees its consumed
+    // links on its next filter pass, goes on in the new one as if the old one had been reset.
+    let b = unsafe { ngx::ffi::ngx_create_temp_buf(req.pool, size) };
+    if !b.is_null() {
+        rb.buf = b;
+    }
 }
 
 /// The unread bytes of the body buffers nginx holds, in order; the slices live until the

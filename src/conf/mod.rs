@@ -21,7 +21,7 @@ use ngx::ffi::{
     NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_PROXY_TEMP_PATH, NGX_HTTP_SRV_CONF,
     NGX_LOG_EMERG, NGX_OK,
 };
-use ngx::http::{HttpModuleLocationConf, Merge, MergeConfigError, NgxHttpCoreModule};
+use ngx::http::{Merge, MergeConfigError};
 use ngx::{ngx_conf_log_error, ngx_string};
 
 use crate::Module;
@@ -273,14 +273,6 @@ pub unsafe extern "C" fn merge_loc_conf(
         // SAFETY: the path fields are NULL or paths from ngx_conf_set_path_slot.
         if unsafe { ngx_conf_merge_path_value(cf, this, prev, default) } != NGX_CONF_OK {
             return NGX_CONF_ERROR;
-        }
-    }
-    if conf.pass.is_some() {
-        // The body is written from nginx's own body buffer, a buffer at a time: a larger
-        // upload_buffer_size means a larger buffer and fewer, larger writes.
-        // SAFETY: while locations are merged, cf's location configurations are this block's.
-        if let Some(clcf) = NgxHttpCoreModule::location_conf_mut(unsafe { &*cf }) {
-            clcf.client_body_buffer_size = clcf.client_body_buffer_size.max(conf.buffer_size);
         }
     }
     let mut sessions = SessionStore::new(
