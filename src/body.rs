@@ -81,6 +81,7 @@ unsafe extern "C" fn body_readable(r: *mut ngx_http_request_t) {
 
 fn read_body(request: &mut Request, ctx: &UploadCtx) {
     let r = request.raw();
+    ctx.progress.last_read_msec.set(now_msec());
     if ctx.progress.job_in_flight.get() {
         return; // disk work is being done for it; its continuation resumes reading
     }
@@ -133,7 +134,9 @@ fn read_body(request: &mut Request, ctx: &UploadCtx) {
             }
         }
         if consumed == 0 {
-            return; // nothing more for now: nginx calls again when data arrives
+            // Nothing more for now: nginx calls again when data arrives.
+            watch_for_idle(request, ctx);
+            return;
         }
         handled += consumed;
         // HTTP/2 streams are fed by their connection's own reading, which yields already.
@@ -267,7 +270,10 @@ fn grow_body_buffer(request: &Request, ctx: &UploadCtx, rb: &mut ngx_http_reques
     // SAFETY: the connection's read event and nginx's body buffer of a live request.
     let (ready, current) = unsafe {
         let b = &*rb.buf;
-        ((*(*req.connection).read).ready() != 0, b.end.offset_from(b.start) as usize)
+        (
+            (*(*req.connection).read).ready() != 0,
+            b.end.offset_from(b.start) as usize,
+        )
     };
     let mut size = ctx.conf.buffer_size;
     if req.headers_in.chunked() == 0 {
@@ -283,6 +289,113 @@ fn grow_body_buffer(request: &Request, ctx: &UploadCtx, rb: &mut ngx_http_reques
     // links on its next filter pass, goes on in the new one as if the old one had been reset.
     let b = unsafe { ngx::ffi::ngx_create_temp_buf(req.pool, size) };
     if !b.is_null() {
+        // SAFETY: the old buffer's bytes are consumed; ngx_pfree frees it if it was a large
+        // allocation of the request pool and leaves anything else (the header buffer) alone.
+        unsafe { ngx::ffi::ngx_pfree(req.pool, (*rb.buf).start.cast()) };
+        rb.buf = b;
+    }
+}
+
+/// How long a client with a large body buffer may send nothing before the buffer is written
+/// out and shrinks back.
+const IDLE_MSEC: ngx_msec_t = 250;
+
+/// The body buffer nginx starts every request with (`client_body_buffer_size`).
+fn initial_buffer_size(request: &Request) -> usize {
+    use ngx::http::HttpModuleLocationConf;
+    ngx::http::NgxHttpCoreModule::location_conf(request)
+        .map_or(8192, |clcf| clcf.client_body_buffer_size)
+}
+
+/// The size of nginx's body buffer of a request, if it has one of its own.
+fn body_buffer_size(request: &Request) -> Option<usize> {
+    let req = request.as_ref();
+    // SAFETY: request_body and its buffer belong to the live request.
+    unsafe {
+        let rb = req.request_body.as_ref()?;
+        let b = rb.buf.as_ref()?;
+        Some(b.end.offset_from(b.start) as usize)
+    }
+}
+
+/// Arms the idle timer of a request whose body buffer has grown.
+fn watch_for_idle(request: &Request, ctx: &UploadCtx) {
+    let req = request.as_ref();
+    if !req.stream.is_null() || req.reading_body() == 0 {
+        return;
+    }
+    if body_buffer_size(request).is_none_or(|size| size <= initial_buffer_size(request)) {
+        return;
+    }
+    let ev = ctx.progress.idle_timer.get();
+    // SAFETY: the timer lives in the context, which lives as long as the request; the context's
+    // Drop disarms it. Only this event loop touches it.
+    unsafe {
+        if (*ev).timer_set() != 0 {
+            return;
+        }
+        (*ev).handler = Some(idle_check);
+        (*ev).data = request.raw().cast();
+        (*ev).log = request.log();
+        // Shutting down does not wait for it.
+        (*ev).set_cancelable(1);
+        ngx_add_timer(ev, IDLE_MSEC);
+    }
+}
+
+/// The idle timer fired: if the client sent nothing for [`IDLE_MSEC`], what waits in its body
+/// buffer is written (so it is on disk, not only in memory) and the buffer shrinks back to
+/// `client_body_buffer_size`, so a thousand stalled phones do not hold a thousand large buffers.
+unsafe extern "C" fn idle_check(ev: *mut ngx::ffi::ngx_event_t) {
+    // SAFETY: data is the request the timer was armed for; the context's Drop disarms the timer
+    // before the request is freed, so both are live; used within this callback only.
+    let (request, ctx) = unsafe {
+        let r = (*ev).data.cast::<ngx_http_request_t>();
+        (Request::from_ngx_http_request(r), upload_ctx(r))
+    };
+    let Some(ctx) = ctx else {
+        return;
+    };
+    if request.as_ref().reading_body() == 0 {
+        return;
+    }
+    let quiet = now_msec().wrapping_sub(ctx.progress.last_read_msec.get());
+    if ctx.progress.job_in_flight.get() || quiet < IDLE_MSEC {
+        // SAFETY: re-arming the timer that just fired.
+        unsafe { ngx_add_timer(ev, IDLE_MSEC - quiet.min(IDLE_MSEC - 1)) };
+        return;
+    }
+    let c = request.connection();
+    if take_body_buffers(request, ctx, true).is_some() {
+        shrink_body_buffer(request);
+    }
+    // SAFETY: the connection outlives a request finalized above; as nginx's own handlers end.
+    unsafe { ngx::ffi::ngx_http_run_posted_requests(c) };
+}
+
+/// Gives a grown body buffer, all of whose bytes were written, back for one of
+/// `client_body_buffer_size`.
+fn shrink_body_buffer(request: &Request) {
+    let small = initial_buffer_size(request);
+    let req = request.as_ref();
+    // SAFETY: the live request's body; its buffer's bytes were all consumed by the caller, so
+    // nginx goes on in the new buffer as in a reset one (see grow_body_buffer).
+    unsafe {
+        let Some(rb) = req.request_body.as_mut() else {
+            return;
+        };
+        let Some(old) = rb.buf.as_ref() else {
+            return;
+        };
+        if (old.end.offset_from(old.start) as usize) <= small || !rb.bufs.is_null() {
+            return;
+        }
+        let b = ngx::ffi::ngx_create_temp_buf(req.pool, small);
+        if b.is_null() {
+            return;
+        }
+        // The large buffer was allocated on its own (ngx_palloc_large): it can go back.
+        ngx::ffi::ngx_pfree(req.pool, old.start.cast());
         rb.buf = b;
     }
 }

@@ -70,6 +70,12 @@ pub struct Progress {
     pub checkpointing: Rc<Cell<bool>>,
     /// What to do once that work is back.
     pub job_done: RefCell<Option<Continuation>>,
+    /// When the body was last read from (nginx's clock), for [`Progress::idle_timer`].
+    pub last_read_msec: Cell<ngx_msec_t>,
+    /// Fires when a client holding a large body buffer goes quiet: what waits in the buffer is
+    /// written and the buffer shrinks back (`body::idle_check`). nginx owns it while it is
+    /// armed, hence the `UnsafeCell`.
+    pub idle_timer: core::cell::UnsafeCell<ngx::ffi::ngx_event_t>,
 }
 
 pub struct UploadCtx {
@@ -116,6 +122,10 @@ impl UploadCtx {
                 job_in_flight: Cell::new(false),
                 checkpointing: Rc::default(),
                 job_done: RefCell::new(None),
+                last_read_msec: Cell::new(now_msec()),
+                // SAFETY: ngx_event_t is plain C data, all-zero before use as nginx's own
+                // events are.
+                idle_timer: core::cell::UnsafeCell::new(unsafe { core::mem::zeroed() }),
             },
             body_done,
             body_written,
@@ -160,6 +170,11 @@ pub fn now_msec() -> ngx_msec_t {
 
 impl Drop for UploadCtx {
     fn drop(&mut self) {
+        let idle = self.progress.idle_timer.get_mut();
+        if idle.timer_set() != 0 {
+            // SAFETY: an armed timer of nginx's tree, on this worker's event loop.
+            unsafe { ngx::ffi::ngx_del_timer(idle) };
+        }
         let target = self.target.get_mut();
         if !self.handed_off.get() {
             target.discard_unfinished();
