@@ -64,3 +64,35 @@ fn a_long_segment_checkpoints_while_it_streams() {
         "uploaded file",
     );
 }
+
+#[test]
+fn a_stalled_segment_has_what_arrived_written_out() {
+    // A fast start grows the body buffer to upload_buffer_size; the client then stalls with
+    // less than a buffer's worth waiting in it. Those bytes reach the file (and the buffer
+    // shrinks back) while the request is still open, instead of waiting in memory.
+    let data = test_data(1 << 20, 44);
+    let env = UploadEnv::start_server(
+        Nginx::builder().http("client_max_body_size 0;"),
+        &upload_server("upload_buffer_size 256k;"),
+    );
+    let id = "stalled1";
+    let sent = 100 << 10;
+    let conn = env.start_segment(&Segment::piece(id, &data, 0, data.len() - 1), sent);
+    let path = env.stored_path(id);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stored = std::fs::read(&path).unwrap_or_default();
+        if stored.len() >= sent && stored[..sent] == data[..sent] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after 10 s only {} of the {sent} bytes sent are in the file",
+            stored.len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(conn);
+    let r = env.wait_report(id, |r| !r.is_empty());
+    assert_eq!(single_range(&r), (0, sent - 1), "{r}");
+}
