@@ -414,6 +414,36 @@ fn malformed_forms_get_400_and_leave_no_file() {
     );
 }
 
+/// Issue 10: text after the last quoted value of a part's Content-Disposition (here `\r`, a
+/// backslash and an `r`, as some clients send) is ignored, as nginx-upload-module ignores it.
+#[test]
+fn a_part_disposition_with_text_after_the_last_quote_is_taken() {
+    let env = UploadEnv::start_server(Nginx::builder(), &form_server(""));
+    let data = test_data(10_000, 121);
+    let body = [
+        &b"--q\r\nContent-Disposition: form-data; name=\"file\"; filename=\"test.txt\"\\r\r\n\
+Content-Type: text/plain\r\n\r\n"[..],
+        &data,
+        b"\r\n--q\r\nContent-Disposition: form-data; name=\"title\" x;\r\n\r\nt\r\n--q--\r\n",
+    ]
+    .concat();
+    let req = post_form(&env, "multipart/form-data; boundary=q", &body);
+    assert_form_fields(
+        &fields_of(&req),
+        &[
+            Expected::File {
+                field: "file",
+                name: "test.txt",
+                content_type: "text/plain",
+                data: &data,
+                number: 1,
+            },
+            Expected::Field("title", b"t"),
+        ],
+        &env.nginx.path("store"),
+    );
+}
+
 /// A client that stops sending in the middle of a file (half-closes its connection) leaves no
 /// file behind.
 #[test]

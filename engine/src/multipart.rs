@@ -1125,6 +1125,39 @@ Content-Disposition: form-data; name=b\r\n\r\nB\r\n--b--";
         assert_eq!(parse("b", full), Ok(vec![Part::field("a", b"A")]));
     }
 
+    /// Part headers take a Content-Disposition with text after its last quoted value, as
+    /// raw uploads do (`\r` here is a backslash and an `r`).
+    #[test]
+    fn part_disposition_with_text_after_the_last_quote() {
+        let body = b"--b\r\n\
+Content-Disposition: form-data; name=\"file\"; filename=\"test.txt\"\\r\r\n\
+\r\n\
+data\r\n\
+--b\r\n\
+Content-Disposition: form-data; name=\"title\"x;\r\n\
+\r\n\
+T\r\n\
+--b--\r\n";
+        let file = Part {
+            name: b"file".to_vec(),
+            raw_filename: Some(b"test.txt".to_vec()),
+            filename: Some(b"test.txt".to_vec()),
+            body: b"data".to_vec(),
+            ended: true,
+            ..Part::default()
+        };
+        assert_eq!(
+            parse_every_split("b", body),
+            Ok(vec![file, Part::field("title", b"T")])
+        );
+        // A real CR there is no part of a header line.
+        let body = b"--b\r\nContent-Disposition: form-data; name=\"f\"\r; filename=\"a\"\r\n\r\nA\r\n--b--";
+        assert_eq!(
+            parse_every_split("b", body),
+            Err(MultipartError::BadPartHeader)
+        );
+    }
+
     #[test]
     fn truncated_part_gets_no_end() {
         let mut sink = Recorder::default();
