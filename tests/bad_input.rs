@@ -916,6 +916,34 @@ fn table() -> Vec<Case> {
         &["delimiter"],
         Nothing,
     ));
+    // A body that ends right after a delimiter line, without the closing `--`: the parts all
+    // ended, so the form goes on (nginx-upload-module takes it too); ending inside the next
+    // part's headers is still a truncated form.
+    let unclosed = {
+        let mut body = raw_part("b0undary", file_part, b"hello form");
+        body.truncate(body.len() - "--\r\n".len());
+        body.extend_from_slice(b"\r\n");
+        body
+    };
+    rows.push(case(
+        "multipart ending after a delimiter line",
+        Send(form(ct, &unclosed)),
+        status(200),
+        &["without the closing delimiter"],
+        Effect::HandOff {
+            name: "a.txt".to_string(),
+        },
+    ));
+    rows.push(case(
+        "multipart ending inside the next part's headers",
+        Send(form(
+            ct,
+            &[&unclosed[..], b"Content-Disposition: form-data; name=\"x\""].concat(),
+        )),
+        status(400),
+        &["closing delimiter"],
+        Nothing,
+    ));
     rows.push(case(
         "multipart part disposition with text after the last quote",
         Send(form(
