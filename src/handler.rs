@@ -84,6 +84,8 @@ pub struct UploadCtx {
     pub handed_off: bool,
     /// When the body started, for `upload_limit_rate` (nginx's millisecond clock).
     started_msec: ngx_msec_t,
+    /// The body is all in and the answer waits for `upload_limit_rate` ([`finish_paced`]).
+    answer_paused: bool,
     /// Bytes of this segment already recorded in the session state.
     recorded: u64,
     /// A segment that continues the session's hashed prefix carries the hashes on as its
@@ -122,6 +124,7 @@ impl UploadCtx {
             hasher: None,
             handed_off: false,
             started_msec: now_msec(),
+            answer_paused: false,
             recorded: 0,
             stream_hash: None,
             job_in_flight: false,
@@ -776,7 +779,7 @@ unsafe extern "C" fn body_started(r: *mut ngx_http_request_t) {
             return;
         }
         if (*r).reading_body() == 0 {
-            finish(r);
+            finish_paced(r);
         } else {
             // nginx stops reading when its buffer is full; what waits in the socket raises no
             // new event, so read on now that the buffer is free.
@@ -791,18 +794,49 @@ fn now_msec() -> ngx_msec_t {
 }
 
 impl UploadCtx {
-    /// How long to pause reading to keep to `upload_limit_rate`, as the C module paces it: the
-    /// body may run one second ahead of the rate.
+    /// `upload_limit_rate` pacing: how long to pause before reading more of the body (or, once
+    /// it is all in, before answering) so that the body is taken no faster than the rate.
+    ///
+    /// Every byte of the body counts, those that came with the request header too, from when
+    /// the body started (`started_msec`): the bytes received so far are due at
+    /// `received / rate` seconds, and reading waits until then. There is no allowance ahead of
+    /// the rate. nginx reads a whole buffer at a time, so one read may run ahead; the pause
+    /// after it makes up for that, and the end of the body waits as well ([`finish_paced`]),
+    /// so a body of `size` bytes is never answered before `size / rate` seconds.
     fn rate_delay(&self) -> Option<ngx_msec_t> {
         let rate = self.conf.limit_rate as u64;
         if rate == 0 {
             return None;
         }
         let elapsed = now_msec().wrapping_sub(self.started_msec) as u64;
-        let allowed = rate.saturating_mul(elapsed + 1000) / 1000;
-        let ahead = self.received.checked_sub(allowed).filter(|n| *n > 0)?;
-        Some((ahead * 1000 / rate + 1) as ngx_msec_t)
+        // When the bytes received so far are due, in ms, rounded up.
+        let due = self.received.saturating_mul(1000).div_ceil(rate);
+        (due > elapsed).then(|| (due - elapsed) as ngx_msec_t)
     }
+}
+
+/// The whole body is in: [`finish`], once `upload_limit_rate` allows it. Until then the read
+/// event waits on a timer, as for a pause while reading; when it fires, [`body_readable`]
+/// comes back here (`answer_paused`) without reading.
+///
+/// # Safety
+/// `r` must be a live request whose body has been read, with our context.
+unsafe fn finish_paced(r: *mut ngx_http_request_t) {
+    // SAFETY: r is live; its context, if any, is ours.
+    if let Some(ctx) = unsafe { ctx_of(r) } {
+        if let Some(delay) = ctx.rate_delay() {
+            ctx.answer_paused = true;
+            // SAFETY: r is live; the read event's timer calls body_readable.
+            unsafe {
+                let rev = (*(*r).connection).read;
+                (*rev).set_delayed(1);
+                ngx_add_timer(rev, delay);
+            }
+            return;
+        }
+    }
+    // SAFETY: as above.
+    unsafe { finish(r) }
 }
 
 /// Read event while the body streams in.
@@ -817,12 +851,35 @@ unsafe extern "C" fn body_readable(r: *mut ngx_http_request_t) {
     unsafe {
         if (*rev).delayed() != 0 {
             if (*rev).timedout() == 0 {
-                return; // data arrived during an upload_limit_rate pause: the timer resumes
+                // An event during an upload_limit_rate pause. Over HTTP/2 it is data arriving,
+                // and nginx has just replaced the pause's timer with client_body_timeout (or
+                // removed it, at the end of the body): set the pause's timer again, or, if the
+                // pause is over, go on without it.
+                match ctx_of(r).and_then(|ctx| ctx.rate_delay()) {
+                    Some(delay) => {
+                        ngx_add_timer(rev, delay);
+                        return;
+                    }
+                    None => {
+                        if (*rev).timer_set() != 0 {
+                            ngx::ffi::ngx_del_timer(rev);
+                        }
+                    }
+                }
             }
             // The pause is over; this timeout is ours, not client_body_timeout.
             (*rev).set_timedout(0);
             (*rev).set_delayed(0);
         }
+    }
+    // SAFETY: r is live with our context.
+    if let Some(ctx) = unsafe { ctx_of(r) }.filter(|ctx| ctx.answer_paused) {
+        // The pause before answering is over (finish_paced): the body is all in, and nginx
+        // must not be asked to read it again.
+        ctx.answer_paused = false;
+        // SAFETY: as above.
+        unsafe { finish_paced(r) };
+        return;
     }
     loop {
         // SAFETY: r is live with our context.
@@ -871,7 +928,7 @@ unsafe extern "C" fn body_readable(r: *mut ngx_http_request_t) {
         // SAFETY: as above.
         if unsafe { (*r).reading_body() } == 0 {
             // SAFETY: as above.
-            unsafe { finish(r) };
+            unsafe { finish_paced(r) };
             return;
         }
         // SAFETY: r is live with our context.
