@@ -61,7 +61,7 @@ unsafe extern "C" fn body_started(r: *mut ngx_http_request_t) {
         return;
     }
     if request.as_ref().reading_body() == 0 {
-        (ctx.body_done)(request, ctx);
+        finish_paced(request, ctx);
     } else {
         // nginx stops reading when its buffer is full; what waits in the socket raises no new
         // event, so read on now that the buffer is free.
@@ -91,12 +91,32 @@ fn read_body(request: &mut Request, ctx: &UploadCtx) {
     unsafe {
         if (*rev).delayed() != 0 {
             if (*rev).timedout() == 0 {
-                return; // data arrived during an upload_limit_rate pause: the timer resumes
+                // An event during an upload_limit_rate pause. Over HTTP/2 it is data arriving,
+                // and nginx has just replaced the pause's timer with client_body_timeout (or
+                // removed it, at the end of the body): set the pause's timer again, or, if the
+                // pause is over, go on without it.
+                match rate_delay(ctx) {
+                    Some(delay) => {
+                        ngx_add_timer(rev, delay);
+                        return;
+                    }
+                    None => {
+                        if (*rev).timer_set() != 0 {
+                            ngx::ffi::ngx_del_timer(rev);
+                        }
+                    }
+                }
             }
             // The pause is over; this timeout is ours, not client_body_timeout.
             (*rev).set_timedout(0);
             (*rev).set_delayed(0);
         }
+    }
+    if ctx.progress.answer_paused.replace(false) {
+        // The pause before answering is over (finish_paced): the body is all in, and nginx
+        // must not be asked to read it again.
+        finish_paced(request, ctx);
+        return;
     }
     // Bytes written in this read event: one buffer's worth, then the loop serves the other
     // connections before this one goes on, as nginx's own handlers do.
@@ -120,7 +140,7 @@ fn read_body(request: &mut Request, ctx: &UploadCtx) {
             return;
         };
         if request.as_ref().reading_body() == 0 {
-            (ctx.body_done)(request, ctx);
+            finish_paced(request, ctx);
             return;
         }
         if checkpoint_due(ctx) {
@@ -169,17 +189,42 @@ fn body_cut_short(request: &mut Request, ctx: &UploadCtx, rc: ngx_int_t) {
     abort(request, ctx, rc);
 }
 
-/// How long to pause reading to keep to `upload_limit_rate`, as the C module paces it: the
-/// body may run one second ahead of the rate.
+/// `upload_limit_rate` pacing: how long to pause before reading more of the body (or, once it
+/// is all in, before answering) so that the body is taken no faster than the rate.
+///
+/// Every byte of the body counts, those that came with the request header too, from when the
+/// body started: the bytes received so far are due at `received / rate` seconds, and reading
+/// waits until then, with no allowance ahead of the rate. nginx reads a whole buffer at a time,
+/// so one read may run ahead; the pause after it makes up for that, and the end of the body
+/// waits as well ([`finish_paced`]), so a body of `size` bytes is never answered before
+/// `size / rate` seconds.
 fn rate_delay(ctx: &UploadCtx) -> Option<ngx_msec_t> {
     let rate = ctx.conf.limit_rate as u64;
     if rate == 0 {
         return None;
     }
     let elapsed = now_msec().wrapping_sub(ctx.progress.started_msec) as u64;
-    let allowed = rate.saturating_mul(elapsed + 1000) / 1000;
-    let ahead = ctx.received().checked_sub(allowed).filter(|n| *n > 0)?;
-    Some((ahead * 1000 / rate + 1) as ngx_msec_t)
+    // When the bytes received so far are due, in ms, rounded up.
+    let due = ctx.received().saturating_mul(1000).div_ceil(rate);
+    (due > elapsed).then(|| (due - elapsed) as ngx_msec_t)
+}
+
+/// The whole body is in: the context's `body_done`, once `upload_limit_rate` allows it. Until
+/// then the read event waits on a timer, as for a pause while reading; when it fires,
+/// [`read_body`] comes back here (`answer_paused`) without reading.
+fn finish_paced(request: &mut Request, ctx: &UploadCtx) {
+    if let Some(delay) = rate_delay(ctx) {
+        ctx.progress.answer_paused.set(true);
+        // SAFETY: the connection's read event of a live request; its timer calls
+        // body_readable.
+        unsafe {
+            let rev = (*request.connection()).read;
+            (*rev).set_delayed(1);
+            ngx_add_timer(rev, delay);
+        }
+        return;
+    }
+    (ctx.body_done)(request, ctx);
 }
 
 /// Writes the body buffers nginx holds to the target and marks them consumed, once there is

@@ -61,6 +61,8 @@ pub struct Progress {
     pub expected: Option<u64>,
     /// When the body started, for `upload_limit_rate` (nginx's millisecond clock).
     pub started_msec: ngx_msec_t,
+    /// The body is all in and the answer waits for `upload_limit_rate` (`body::finish_paced`).
+    pub answer_paused: Cell<bool>,
     /// Bytes of this segment already recorded in the upload's state.
     pub recorded: Cell<u64>,
     /// Disk work for this request is running on the thread pool: reading waits for it.
@@ -118,6 +120,7 @@ impl UploadCtx {
                     .ok()
                     .filter(|_| hin.chunked() == 0),
                 started_msec: now_msec(),
+                answer_paused: Cell::new(false),
                 recorded: Cell::new(0),
                 job_in_flight: Cell::new(false),
                 checkpointing: Rc::default(),

@@ -21,7 +21,7 @@ use ngx_upload_engine::session::Session;
 use ngx_upload_engine::form::{tame_array_name, FormBody};
 use ngx_upload_engine::hashing::{Algorithms, Digests, MultiHasher};
 use ngx_upload_engine::multipart::{
-    Limits, MultipartError, MultipartParser, PartAction, PartHeaders, PartSink,
+    Ending, Limits, MultipartError, MultipartParser, PartAction, PartHeaders, PartSink,
 };
 use ngx_upload_engine::session::write_all_at;
 use ngx_upload_engine::store;
@@ -218,14 +218,24 @@ impl FormUpload {
         result
     }
 
-    /// The body has ended: it must have ended with the closing delimiter.
+    /// The body has ended: it must have ended with the closing delimiter, or right after a
+    /// delimiter line (every part ended; nginx-upload-module takes that form too), which is
+    /// logged at `info`.
     pub fn finish(&mut self) -> Result<(), Failure> {
         let Some(mut parser) = self.parser.take() else {
             return Err(into_failure(MultipartError::Failed));
         };
         let result = parser.finish(self).map_err(into_failure);
         self.parser = Some(parser);
-        result
+        if result? == Ending::Unclosed {
+            ngx::ngx_log_error!(
+                ngx::ffi::NGX_LOG_INFO,
+                self.log,
+                "upload: multipart body ends after a delimiter line without the closing \
+                 delimiter; its parts are taken"
+            );
+        }
+        Ok(())
     }
 
     /// Queues the complete session's file of this request's segment part to be described in

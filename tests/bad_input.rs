@@ -445,6 +445,66 @@ fn table() -> Vec<Case> {
             Nothing,
         ));
     }
+    // Text after the last quoted value (`\r` is a backslash and an `r`, as some clients send)
+    // is ignored, as nginx-upload-module ignores it: the segment is judged on its range.
+    let after_quote = r#"form-data; name="file"; filename="test.txt"\r"#;
+    rows.push(case(
+        "disposition with text after the last quote",
+        Send(disposition_segment("quote-01", after_quote, &small, 49)),
+        status(201),
+        &[],
+        session_effect("quote-01", &small, &[(0, 49)], Some("0-49/100")),
+    ));
+    rows.push(case(
+        "disposition with text after the last quote, body shorter than the range",
+        Send(post(
+            "/upload",
+            &[
+                ("Content-Type", "text/plain"),
+                ("Content-Disposition", after_quote),
+                ("X-Content-Range", "bytes 1000-1099/4000"),
+                ("X-Session-ID", KEEPER),
+            ],
+            &[b'k'; 50],
+        )),
+        status(416),
+        &["Content-Length"],
+        Nothing,
+    ));
+    rows.push(case(
+        "disposition with text after the last quote, body longer than the range",
+        Send(post(
+            "/upload",
+            &[
+                ("Content-Type", "text/plain"),
+                ("Content-Disposition", after_quote),
+                ("X-Content-Range", "bytes 1000-1009/4000"),
+                ("X-Session-ID", KEEPER),
+            ],
+            &[b'k'; 20],
+        )),
+        status(416),
+        &["Content-Length"],
+        Nothing,
+    ));
+    rows.push(case(
+        "disposition with text after the last quote, then an unterminated one",
+        Send(post(
+            "/upload",
+            &[
+                (
+                    "Content-Disposition",
+                    r#"form-data; name="f"\r; filename="a.txt"#,
+                ),
+                ("X-Content-Range", "bytes 1000-1009/4000"),
+                ("X-Session-ID", KEEPER),
+            ],
+            b"0123456789",
+        )),
+        status(400),
+        &["disposition"],
+        Nothing,
+    ));
     rows.push(case(
         "segment without Content-Disposition",
         Send(post(
@@ -855,6 +915,50 @@ fn table() -> Vec<Case> {
         status(400),
         &["delimiter"],
         Nothing,
+    ));
+    // A body that ends right after a delimiter line, without the closing `--`: the parts all
+    // ended, so the form goes on (nginx-upload-module takes it too); ending inside the next
+    // part's headers is still a truncated form.
+    let unclosed = {
+        let mut body = raw_part("b0undary", file_part, b"hello form");
+        body.truncate(body.len() - "--\r\n".len());
+        body.extend_from_slice(b"\r\n");
+        body
+    };
+    rows.push(case(
+        "multipart ending after a delimiter line",
+        Send(form(ct, &unclosed)),
+        status(200),
+        &["without the closing delimiter"],
+        Effect::HandOff {
+            name: "a.txt".to_string(),
+        },
+    ));
+    rows.push(case(
+        "multipart ending inside the next part's headers",
+        Send(form(
+            ct,
+            &[&unclosed[..], b"Content-Disposition: form-data; name=\"x\""].concat(),
+        )),
+        status(400),
+        &["closing delimiter"],
+        Nothing,
+    ));
+    rows.push(case(
+        "multipart part disposition with text after the last quote",
+        Send(form(
+            ct,
+            &raw_part(
+                "b0undary",
+                "Content-Disposition: form-data; name=\"up\"; filename=\"test.txt\"\\r\r\n",
+                b"hello form",
+            ),
+        )),
+        status(200),
+        &[],
+        Effect::HandOff {
+            name: "test.txt".to_string(),
+        },
     ));
     rows.push(case(
         "multipart file named ../../etc/passwd",

@@ -414,6 +414,99 @@ fn malformed_forms_get_400_and_leave_no_file() {
     );
 }
 
+/// Issue 10: a form whose last line is a delimiter without the closing `--` (the body ends with
+/// `\r\n--BOUNDARY\r\n` or `\r\n--BOUNDARY`) has all its parts: it is handed off, as
+/// nginx-upload-module hands it off, and the missing delimiter logged at `info`. A form that ends
+/// inside the next part's headers or body is still refused, and its files go.
+#[test]
+fn a_form_ending_after_a_delimiter_line_is_handed_off() {
+    let env = UploadEnv::start_server(Nginx::builder(), &form_server(""));
+    let store = env.nginx.path("store");
+    let content_type = "multipart/form-data; boundary=------123456789";
+    let data = test_data(262_144, 120);
+    let head: &[u8] = b"--------123456789\r\n\
+Content-Disposition: form-data; name=\"file\"; filename=\"test.txt\"\r\n\r\n";
+    let file = Expected::File {
+        field: "file",
+        name: "test.txt",
+        content_type: "",
+        data: &data,
+        number: 1,
+    };
+    for tail in ["\r\n--------123456789\r\n", "\r\n--------123456789"] {
+        let body = [head, &data, tail.as_bytes()].concat();
+        let offset = env.nginx.log_len();
+        let req = post_form(&env, content_type, &body);
+        let paths = assert_form_fields(&fields_of(&req), &[file], &store);
+        let line = env
+            .nginx
+            .assert_logged(offset, &["without the closing delimiter"]);
+        assert!(line.contains("[info]"), "{line}");
+        remove_all(&paths);
+    }
+    // A passed field after the file, then the delimiter line: both are handed off.
+    let body = [
+        head,
+        &data,
+        b"\r\n--------123456789\r\n\
+Content-Disposition: form-data; name=\"title\"\r\n\r\nlast\r\n--------123456789\r\n",
+    ]
+    .concat();
+    let req = post_form(&env, content_type, &body);
+    let paths = assert_form_fields(
+        &fields_of(&req),
+        &[file, Expected::Field("title", b"last")],
+        &store,
+    );
+    remove_all(&paths);
+    // Cut inside the next part's headers, or inside its body: the first file was written, and
+    // goes with the refusal.
+    for tail in [
+        &b"\r\n--------123456789\r\nContent-Disposition: form-data; name=\"second\""[..],
+        b"\r\n--------123456789\r\nContent-Disposition: form-data; name=\"f2\"; \
+filename=\"b.txt\"\r\n\r\npart of a second file",
+        b"\r\n--------12345",
+    ] {
+        let body = [head, &data, tail].concat();
+        expect_form_refusal(
+            &env,
+            &form_request("/upload", content_type, &body),
+            400,
+            &["closing delimiter"],
+        );
+    }
+}
+
+/// Issue 10: text after the last quoted value of a part's Content-Disposition (here `\r`, a
+/// backslash and an `r`, as some clients send) is ignored, as nginx-upload-module ignores it.
+#[test]
+fn a_part_disposition_with_text_after_the_last_quote_is_taken() {
+    let env = UploadEnv::start_server(Nginx::builder(), &form_server(""));
+    let data = test_data(10_000, 121);
+    let body = [
+        &b"--q\r\nContent-Disposition: form-data; name=\"file\"; filename=\"test.txt\"\\r\r\n\
+Content-Type: text/plain\r\n\r\n"[..],
+        &data,
+        b"\r\n--q\r\nContent-Disposition: form-data; name=\"title\" x;\r\n\r\nt\r\n--q--\r\n",
+    ]
+    .concat();
+    let req = post_form(&env, "multipart/form-data; boundary=q", &body);
+    assert_form_fields(
+        &fields_of(&req),
+        &[
+            Expected::File {
+                field: "file",
+                name: "test.txt",
+                content_type: "text/plain",
+                data: &data,
+                number: 1,
+            },
+            Expected::Field("title", b"t"),
+        ],
+        &env.nginx.path("store"),
+    );
+}
+
 /// A client that stops sending in the middle of a file (half-closes its connection) leaves no
 /// file behind.
 #[test]

@@ -1,5 +1,11 @@
 //! `Content-Disposition` of a raw upload or of a multipart part:
 //! `attachment; filename="big.TXT"` or `form-data; name="file"; filename="big.TXT"`.
+//!
+//! As tolerant as nginx-upload-module where clients need it: text after a closed quoted value
+//! (`filename="test.txt"\r`, a literal backslash and `r`, as some clients send) is ignored up
+//! to the next `;`, and empty parameters (`;;`, a trailing `;`) are skipped. What could make a
+//! name or file name wrong is still refused: an unterminated quoted string, a control byte in a
+//! value or in the text ignored, a parameter that is not `name=value`.
 
 use core::fmt;
 
@@ -63,6 +69,9 @@ pub fn parse(value: &[u8]) -> Result<Disposition, DispositionError> {
         if rest.is_empty() {
             break; // a trailing `;` is common and harmless
         }
+        if rest[0] == b';' {
+            continue; // so is an empty parameter (`;;`)
+        }
         let name_len = token_len(rest);
         if name_len == 0 {
             return Err(DispositionError::BadParameter);
@@ -74,7 +83,8 @@ pub fn parse(value: &[u8]) -> Result<Disposition, DispositionError> {
             _ => return Err(DispositionError::BadParameter),
         };
         let (value, tail) = if rest.first() == Some(&b'"') {
-            quoted(&rest[1..])?
+            let (value, tail) = quoted(&rest[1..])?;
+            (value, skip_after_quoted(tail)?)
         } else {
             let n = value_token_len(rest);
             if n == 0 {
@@ -156,6 +166,19 @@ fn quoted(s: &[u8]) -> Result<(Vec<u8>, &[u8]), DispositionError> {
         }
     }
     Err(DispositionError::Unterminated)
+}
+
+/// What follows a closed quoted value, up to the next `;`, is ignored, as nginx-upload-module
+/// ignores it (it takes the value up to its closing quote); a control byte there is refused.
+fn skip_after_quoted(s: &[u8]) -> Result<&[u8], DispositionError> {
+    let junk = s.iter().take_while(|b| **b != b';').count();
+    if s[..junk]
+        .iter()
+        .any(|b| (*b < 0x20 && *b != b'\t') || *b == 0x7f)
+    {
+        return Err(DispositionError::BadParameter);
+    }
+    Ok(&s[junk..])
 }
 
 /// RFC 8187 `charset'language'percent-encoded`; only UTF-8 and ISO-8859-1 are defined.
@@ -249,6 +272,57 @@ mod tests {
         assert_eq!(d.filename.as_deref(), Some(&b"plain"[..]));
     }
 
+    /// nginx-upload-module takes a quoted value up to its closing quote and ignores what
+    /// follows; some clients send `\r` (a backslash and an `r`, not a CR) after the last one.
+    #[test]
+    fn ignores_text_after_a_closed_quoted_value() {
+        let d = ok(r#"form-data; name="file"; filename="test.txt"\r"#);
+        assert_eq!(d.kind, "form-data");
+        assert_eq!(d.name.as_deref(), Some(&b"file"[..]));
+        assert_eq!(d.filename.as_deref(), Some(&b"test.txt"[..]));
+        let d = ok(r#"attachment; filename="test.txt"\r"#);
+        assert_eq!(d.filename.as_deref(), Some(&b"test.txt"[..]));
+        for (value, name, filename) in [
+            (
+                r#"form-data; name="f"\r\n; filename="a.txt"\r\n"#,
+                "f",
+                "a.txt",
+            ),
+            (
+                r#"form-data; name="f"xyz ; filename="a.txt" junk"#,
+                "f",
+                "a.txt",
+            ),
+            (r#"form-data; name="f" "; filename="a.txt""#, "f", "a.txt"),
+            (
+                "form-data; name=\"f\"\t\\; filename=\"a.txt\"\\r;",
+                "f",
+                "a.txt",
+            ),
+            (r#"form-data; name="f";; filename="a.txt";"#, "f", "a.txt"),
+            (
+                r#"form-data;; name="f" ; ; filename="a.txt" ;"#,
+                "f",
+                "a.txt",
+            ),
+            (
+                r#"form-data; name="f"; filename="C:\dir\a.txt"\r"#,
+                "f",
+                "C:\\dir\\a.txt",
+            ),
+        ] {
+            let d = ok(value);
+            assert_eq!(d.name.as_deref(), Some(name.as_bytes()), "{value:?}");
+            assert_eq!(
+                d.filename.as_deref(),
+                Some(filename.as_bytes()),
+                "{value:?}"
+            );
+        }
+        let d = ok(r#"form-data; name="f"; filename="C:\dir\a.txt"\r"#);
+        assert_eq!(base_name(d.filename.as_deref().unwrap()), b"a.txt");
+    }
+
     #[test]
     fn rejects_malformed_headers() {
         use DispositionError::*;
@@ -261,6 +335,16 @@ mod tests {
             ("attachment; =a", BadParameter),
             ("attachment; filename=", BadParameter),
             ("attachment; filename=\"open", Unterminated),
+            ("attachment; filename=\"a\"\\r; name=\"open", Unterminated),
+            ("attachment; filename=\"a\"\x01", BadParameter),
+            ("attachment; filename=\"a\" x\x7f; name=b", BadParameter),
+            ("attachment; filename=\"a\"\\r\x00", BadParameter),
+            ("attachment; filename=\"a\"; =b", BadParameter),
+            ("attachment; filename=\"a\"; name", BadParameter),
+            (
+                "attachment; filename=\"a\"\\r; filename=\"b\0c\"",
+                ControlByte,
+            ),
             ("attachment; filename=\"a\0b\"", ControlByte),
             ("attachment; filename=\"a\rb\"", ControlByte),
             ("form-data; name=\"a\nb\"", ControlByte),

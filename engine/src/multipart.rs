@@ -11,9 +11,11 @@
 //!
 //! What is accepted follows nginx-upload-module where that is sane: a preamble is skipped, the
 //! delimiter may also be a bare `\n--boundary` (old Internet Explorer), transport padding may
-//! follow it, the epilogue after `--boundary--` is ignored. Where the C module silently skipped
-//! junk after a delimiter, this one reports a malformed body: a body holding its own delimiter
-//! can only be cut wrongly.
+//! follow it, the epilogue after `--boundary--` is ignored, and a body that ends right after a
+//! delimiter line without the closing `--` has all its parts ([`Ending::Unclosed`]). Where the
+//! C module silently skipped junk after a delimiter, or handed off a body cut inside a part,
+//! this one reports a malformed body: a body holding its own delimiter can only be cut wrongly,
+//! and a part cut short is not a part.
 
 use core::convert::Infallible;
 use core::fmt;
@@ -74,7 +76,8 @@ pub enum MultipartError<E = Infallible> {
     DispositionNotFormData,
     /// The body ended before the closing delimiter.
     Truncated,
-    /// The parser was fed or finished after it had already failed: a bug in the caller.
+    /// The parser was fed or finished after it had already failed, or fed after
+    /// [`MultipartParser::finish`]: a bug in the caller.
     Failed,
     /// The sink refused a part start, some data or a part end.
     Sink(E),
@@ -288,6 +291,8 @@ enum State {
     Body,
     /// Past the closing delimiter; the epilogue is discarded.
     Done,
+    /// Finished right after a delimiter line, without the closing delimiter.
+    Unclosed,
     Failed,
 }
 
@@ -300,6 +305,16 @@ enum After {
     Padding,
     /// The `\r` of the line end.
     Cr,
+}
+
+/// How a complete body ended, as [`MultipartParser::finish`] tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// With the closing delimiter `--boundary--`.
+    Closed,
+    /// Right after a delimiter line, without the closing `--`: some clients send that, and
+    /// nginx-upload-module takes the form. Worth a log line, not a refusal.
+    Unclosed,
 }
 
 /// A push parser for one `multipart/form-data` body.
@@ -361,7 +376,8 @@ impl MultipartParser {
         input: &[u8],
         sink: &mut S,
     ) -> Result<(), MultipartError<S::Error>> {
-        if self.state == State::Failed {
+        if matches!(self.state, State::Failed | State::Unclosed) {
+            // Failed, or finished: the body has ended.
             return Err(MultipartError::Failed);
         }
         let result = self.run(input, sink);
@@ -371,11 +387,30 @@ impl MultipartParser {
         result
     }
 
-    /// Ends the body: fails with [`MultipartError::Truncated`] unless the closing delimiter was
-    /// seen. The sink is not called today; it gives the error the same type as `feed`'s.
-    pub fn finish<S: PartSink>(&mut self, _sink: &mut S) -> Result<(), MultipartError<S::Error>> {
+    /// Ends the body. It is complete if it reached the closing delimiter, or, as
+    /// nginx-upload-module has it, if it ended right after a delimiter line (`--boundary`,
+    /// with or without its line end, padding or one `-` of the closing `--`): every part got
+    /// its [`PartSink::part_end`] and no part was begun, so nothing is missing but the `--`
+    /// ([`Ending::Unclosed`]). A body that ends anywhere else (in the preamble, inside a
+    /// part's headers or body) fails with [`MultipartError::Truncated`], the current part
+    /// without its `part_end`. The sink is not called; it gives the error the same type as
+    /// `feed`'s. After an `Unclosed` end, `finish` answers the same and `feed` fails.
+    pub fn finish<S: PartSink>(
+        &mut self,
+        _sink: &mut S,
+    ) -> Result<Ending, MultipartError<S::Error>> {
         match self.state {
-            State::Done => Ok(()),
+            State::Done => Ok(Ending::Closed),
+            State::Unclosed => Ok(Ending::Unclosed),
+            State::AfterDelimiter(_) => {
+                self.state = State::Unclosed;
+                Ok(Ending::Unclosed)
+            }
+            // Just past a delimiter's line end, before any header byte of a new part.
+            State::Headers if self.line.is_empty() && self.header_lines == 0 => {
+                self.state = State::Unclosed;
+                Ok(Ending::Unclosed)
+            }
             State::Failed => Err(MultipartError::Failed),
             _ => {
                 self.state = State::Failed;
@@ -399,7 +434,9 @@ impl MultipartParser {
                 }
                 State::Headers => self.headers(input, pos, sink)?,
                 State::Done => input.len(),
-                State::Failed => unreachable!("feed checks for Failed and stops on errors"),
+                State::Failed | State::Unclosed => {
+                    unreachable!("feed checks for Failed and Unclosed and stops on errors")
+                }
             };
         }
         Ok(())
@@ -779,13 +816,13 @@ mod tests {
         MultipartParser::new(boundary.as_bytes(), Limits::default()).unwrap()
     }
 
-    /// Feeds `chunks` in order then finishes; the parts seen, or the first error.
+    /// Feeds `chunks` in order then finishes; how the body ended, or the first error.
     fn run_with(
         boundary: &str,
         limits: Limits,
         chunks: &[&[u8]],
         sink: &mut Recorder,
-    ) -> Result<(), Error> {
+    ) -> Result<Ending, Error> {
         let mut p = MultipartParser::new(boundary.as_bytes(), limits).unwrap();
         for chunk in chunks {
             p.feed(chunk, sink)?;
@@ -793,34 +830,54 @@ mod tests {
         p.finish(sink)
     }
 
-    fn run(boundary: &str, chunks: &[&[u8]]) -> Result<Vec<Part>, Error> {
+    /// The parts seen and how the body ended, or the first error.
+    fn run_ending(boundary: &str, chunks: &[&[u8]]) -> Result<(Vec<Part>, Ending), Error> {
         let mut sink = Recorder::default();
-        run_with(boundary, Limits::default(), chunks, &mut sink).map(|()| sink.parts)
+        run_with(boundary, Limits::default(), chunks, &mut sink).map(|e| (sink.parts, e))
     }
 
+    /// The parts of a body that must end with its closing delimiter, or the first error.
+    #[track_caller]
+    fn run(boundary: &str, chunks: &[&[u8]]) -> Result<Vec<Part>, Error> {
+        run_ending(boundary, chunks).map(|(parts, ending)| {
+            assert_eq!(ending, Ending::Closed, "{chunks:?}");
+            parts
+        })
+    }
+
+    #[track_caller]
     fn parse(boundary: &str, body: &[u8]) -> Result<Vec<Part>, Error> {
         run(boundary, &[body])
     }
 
     /// Parses `body` whole, cut at every offset, cut at every pair of offsets if it is short,
     /// and byte by byte; all must agree. Returns the common result.
-    fn parse_every_split(boundary: &str, body: &[u8]) -> Result<Vec<Part>, Error> {
-        let whole = parse(boundary, body);
+    fn parse_every_split_ending(boundary: &str, body: &[u8]) -> Result<(Vec<Part>, Ending), Error> {
+        let whole = run_ending(boundary, &[body]);
         for i in 0..=body.len() {
             let (a, b) = body.split_at(i);
-            assert_eq!(run(boundary, &[a, b]), whole, "split at {i}");
+            assert_eq!(run_ending(boundary, &[a, b]), whole, "split at {i}");
         }
         if body.len() <= 200 {
             for i in 0..=body.len() {
                 for j in i..=body.len() {
                     let chunks = [&body[..i], &body[i..j], &body[j..]];
-                    assert_eq!(run(boundary, &chunks), whole, "split at {i}, {j}");
+                    assert_eq!(run_ending(boundary, &chunks), whole, "split at {i}, {j}");
                 }
             }
         }
         let bytes: Vec<&[u8]> = body.chunks(1).collect();
-        assert_eq!(run(boundary, &bytes), whole, "byte by byte");
+        assert_eq!(run_ending(boundary, &bytes), whole, "byte by byte");
         whole
+    }
+
+    /// [`parse_every_split_ending`] for a body that must end with its closing delimiter.
+    #[track_caller]
+    fn parse_every_split(boundary: &str, body: &[u8]) -> Result<Vec<Part>, Error> {
+        parse_every_split_ending(boundary, body).map(|(parts, ending)| {
+            assert_eq!(ending, Ending::Closed, "{body:?}");
+            parts
+        })
     }
 
     const CHROME_BODY: &[u8] = b"------WebKitFormBoundaryePkpFF7tjBAqx29L\r\n\
@@ -1112,17 +1169,157 @@ Content-Disposition: form-data; name=b\r\n\r\nB\r\n--b--";
     }
 
     #[test]
-    fn missing_closing_delimiter_is_truncated() {
+    fn a_body_cut_inside_a_part_is_truncated_and_after_a_delimiter_unclosed() {
         let full = b"--b\r\nContent-Disposition: form-data; name=a\r\n\r\nA\r\n--b--";
-        // Cut anywhere before the final `--`, the body is truncated.
+        let first_delimiter = b"--b".len();
+        let first_headers = b"--b\r\n".len();
+        let second_delimiter = full.len() - b"--".len();
         for end in 0..full.len() {
+            let expected = if (first_delimiter..=first_headers).contains(&end) {
+                // `--b`, `--b\r`, `--b\r\n`: a form without parts, not closed.
+                Ok((vec![], Ending::Unclosed))
+            } else if end >= second_delimiter {
+                // `\r\n--b` and `\r\n--b-`: the part ended, only the closing `--` is missing.
+                Ok((vec![Part::field("a", b"A")], Ending::Unclosed))
+            } else {
+                // In the preamble, the part's headers or its body.
+                Err(MultipartError::Truncated)
+            };
             assert_eq!(
-                parse("b", &full[..end]),
-                Err(MultipartError::Truncated),
+                parse_every_split_ending("b", &full[..end]),
+                expected,
                 "cut at {end}"
             );
         }
         assert_eq!(parse("b", full), Ok(vec![Part::field("a", b"A")]));
+    }
+
+    /// The form of issue 10: a file part, then a delimiter line and nothing more.
+    #[test]
+    fn a_body_ending_with_a_delimiter_line_gives_its_parts() {
+        let boundary = "------123456789";
+        let content = vec![b'x'; 4096];
+        let head = b"--------123456789\r\n\
+Content-Disposition: form-data; name=\"file\"; filename=\"test.txt\"\r\n\r\n";
+        let file = Part {
+            name: b"file".to_vec(),
+            raw_filename: Some(b"test.txt".to_vec()),
+            filename: Some(b"test.txt".to_vec()),
+            body: content.clone(),
+            ended: true,
+            ..Part::default()
+        };
+        for tail in [
+            &b"\r\n--------123456789\r\n"[..],
+            b"\r\n--------123456789",
+            b"\r\n--------123456789\r",
+            b"\r\n--------123456789 \t",
+            b"\n--------123456789\n",
+            b"\r\n--------123456789-",
+        ] {
+            let body = [&head[..], &content, tail].concat();
+            assert_eq!(
+                run_ending(boundary, &[&body]),
+                Ok((vec![file.clone()], Ending::Unclosed)),
+                "{tail:?}"
+            );
+            // Fed byte by byte, the part still ends once, at its delimiter.
+            let bytes: Vec<&[u8]> = body.chunks(1).collect();
+            assert_eq!(
+                run_ending(boundary, &bytes),
+                Ok((vec![file.clone()], Ending::Unclosed)),
+                "{tail:?} byte by byte"
+            );
+        }
+        // With the closing delimiter, the same form is closed.
+        let body = [&head[..], &content, b"\r\n--------123456789--\r\n"].concat();
+        assert_eq!(
+            run_ending(boundary, &[&body]),
+            Ok((vec![file], Ending::Closed))
+        );
+    }
+
+    /// Ending inside the headers of the next part, or inside its body, stays an error; the
+    /// part begun gets no end.
+    #[test]
+    fn a_body_ending_in_the_next_part_stays_truncated() {
+        let first = b"--b\r\nContent-Disposition: form-data; name=a\r\n\r\nA\r\n--b\r\n";
+        for tail in [
+            &b"C"[..],
+            b"\r",
+            b"Content-Disposition: form-data; name=b",
+            b"Content-Disposition: form-data; name=b\r\n",
+            b"Content-Disposition: form-data; name=b\r\n\r",
+        ] {
+            let body = [&first[..], tail].concat();
+            assert_eq!(
+                parse_every_split_ending("b", &body),
+                Err(MultipartError::Truncated),
+                "{tail:?}"
+            );
+        }
+        let mut sink = Recorder::default();
+        let body = [
+            &first[..],
+            b"Content-Disposition: form-data; name=b\r\n\r\nB",
+        ]
+        .concat();
+        let result = run_with("b", Limits::default(), &[&body], &mut sink);
+        assert_eq!(result, Err(MultipartError::Truncated));
+        assert_eq!(sink.parts.len(), 2);
+        assert!(sink.parts[0].ended);
+        assert_eq!(sink.parts[1].body, b"B");
+        assert!(!sink.parts[1].ended, "a part cut short got its end");
+    }
+
+    /// Part headers take a Content-Disposition with text after its last quoted value, as
+    /// raw uploads do (`\r` here is a backslash and an `r`).
+    #[test]
+    fn part_disposition_with_text_after_the_last_quote() {
+        let body = b"--b\r\n\
+Content-Disposition: form-data; name=\"file\"; filename=\"test.txt\"\\r\r\n\
+\r\n\
+data\r\n\
+--b\r\n\
+Content-Disposition: form-data; name=\"title\"x;\r\n\
+\r\n\
+T\r\n\
+--b--\r\n";
+        let file = Part {
+            name: b"file".to_vec(),
+            raw_filename: Some(b"test.txt".to_vec()),
+            filename: Some(b"test.txt".to_vec()),
+            body: b"data".to_vec(),
+            ended: true,
+            ..Part::default()
+        };
+        assert_eq!(
+            parse_every_split("b", body),
+            Ok(vec![file, Part::field("title", b"T")])
+        );
+        // A real CR there is no part of a header line.
+        let body = b"--b\r\nContent-Disposition: form-data; name=\"f\"\r; filename=\"a\"\r\n\r\nA\r\n--b--";
+        assert_eq!(
+            parse_every_split("b", body),
+            Err(MultipartError::BadPartHeader)
+        );
+    }
+
+    #[test]
+    fn an_unclosed_end_is_final() {
+        let mut sink = Recorder::default();
+        let mut p = parser("b");
+        p.feed(
+            b"--b\r\nContent-Disposition: form-data; name=a\r\n\r\nA\r\n--b",
+            &mut sink,
+        )
+        .unwrap();
+        assert!(!p.is_done());
+        assert_eq!(p.finish(&mut sink), Ok(Ending::Unclosed));
+        assert!(!p.is_done());
+        assert_eq!(p.finish(&mut sink), Ok(Ending::Unclosed));
+        assert_eq!(p.feed(b"--", &mut sink), Err(MultipartError::Failed));
+        assert_eq!(sink.parts, vec![Part::field("a", b"A")]);
     }
 
     #[test]
@@ -1166,13 +1363,13 @@ Content-Disposition: form-data; name=b\r\n\r\nB\r\n--b--";
         };
         for eol in ["\r\n", "\n"] {
             let ok = check(&[disposition.into(), padded(60)], eol);
-            assert_eq!(ok, Ok(()), "{eol:?}");
+            assert_eq!(ok, Ok(Ending::Closed), "{eol:?}");
             let long = check(&[disposition.into(), padded(61)], eol);
             assert_eq!(long, Err(MultipartError::PartHeaderTooLong), "{eol:?}");
             let long = check(&[padded(200), disposition.into()], eol);
             assert_eq!(long, Err(MultipartError::PartHeaderTooLong), "{eol:?}");
             let three = [disposition.into(), padded(10), padded(10)];
-            assert_eq!(check(&three, eol), Ok(()));
+            assert_eq!(check(&three, eol), Ok(Ending::Closed));
             let four = [disposition.into(), padded(10), padded(10), padded(10)];
             assert_eq!(check(&four, eol), Err(MultipartError::TooManyPartHeaders));
         }
@@ -1300,8 +1497,8 @@ Content-Disposition: form-data; name=keep2\r\n\r\ntwo\r\n\
         p.feed(b"\r\nanything at all \r\n--b\r\n", &mut sink)
             .unwrap();
         p.feed(b"", &mut sink).unwrap();
-        assert_eq!(p.finish(&mut sink), Ok(()));
-        assert_eq!(p.finish(&mut sink), Ok(()));
+        assert_eq!(p.finish(&mut sink), Ok(Ending::Closed));
+        assert_eq!(p.finish(&mut sink), Ok(Ending::Closed));
         assert!(sink.parts.is_empty());
 
         let mut p = parser("b");
@@ -1748,12 +1945,12 @@ Content-Disposition: form-data; name=keep2\r\n\r\ntwo\r\n\
                     _ => body.insert(at, rng.pick(b"\r\n- x:")),
                 }
             }
-            let whole = parse(boundary, &body);
+            let whole = run_ending(boundary, &[&body]);
             for _ in 0..3 {
                 let cut = rng.below(body.len() + 1);
                 let (a, b) = body.split_at(cut);
                 assert_eq!(
-                    run(boundary, &[a, b]),
+                    run_ending(boundary, &[a, b]),
                     whole,
                     "round {round}: cut {cut} {body:?}"
                 );

@@ -5,7 +5,8 @@
 //! part, part ends) and the same outcome. Each run also checks the sink contract (no data
 //! outside a part or for a skipped part, never empty data, starts and ends paired), that no
 //! part's bytes hold a delimiter, that a parser that failed stays failed, and that `is_done`
-//! matches `finish`.
+//! matches `finish` (a body that ends unclosed, right after a delimiter line, is not done, and
+//! has no part open).
 //!
 //! Input: flags, limits, skip mask, number of cuts `n`, `n` cut offsets (u16 LE), then the
 //! boundary (fixed per flags, or a length byte and the boundary), then the body.
@@ -13,7 +14,8 @@
 //! bits 4-7: if not zero, the sink refuses the n-th part start or end.
 
 use ngx_upload_engine::multipart::{
-    Limits, MultipartError, MultipartParser, PartAction, PartHeaders, PartSink, MAX_BOUNDARY_LEN,
+    Ending, Limits, MultipartError, MultipartParser, PartAction, PartHeaders, PartSink,
+    MAX_BOUNDARY_LEN,
 };
 
 use crate::Cursor;
@@ -106,6 +108,8 @@ struct Outcome {
     events: Vec<Event>,
     /// The first error of `feed` or `finish`, if any.
     error: Option<MultipartError<Refused>>,
+    /// How `finish` said the body ended, if it succeeded.
+    ending: Option<Ending>,
     done: bool,
 }
 
@@ -208,19 +212,32 @@ fn run(
             break;
         }
     }
+    let mut ending = None;
     if error.is_none() {
-        if let Err(e) = parser.finish(&mut sink) {
-            error = Some(e);
+        match parser.finish(&mut sink) {
+            Ok(e) => ending = Some(e),
+            Err(e) => error = Some(e),
         }
     }
     let done = parser.is_done();
     match &error {
         None => {
-            assert!(done, "finish succeeded before the closing delimiter");
             assert!(!sink.open, "body done inside a part");
-            // The epilogue is ignored, whatever it holds.
-            assert_eq!(parser.feed(b"\r\n--x\r\n", &mut sink), Ok(()));
-            assert_eq!(parser.finish(&mut sink), Ok(()));
+            match ending {
+                Some(Ending::Closed) => {
+                    assert!(done, "finish says closed before the closing delimiter");
+                    // The epilogue is ignored, whatever it holds.
+                    assert_eq!(parser.feed(b"\r\n--x\r\n", &mut sink), Ok(()));
+                    assert_eq!(parser.finish(&mut sink), Ok(Ending::Closed));
+                }
+                Some(Ending::Unclosed) => {
+                    assert!(!done, "finish says unclosed after the closing delimiter");
+                    assert_eq!(parser.finish(&mut sink), Ok(Ending::Unclosed));
+                    // The body has ended: nothing more can be fed.
+                    assert_eq!(parser.feed(b"x", &mut sink), Err(MultipartError::Failed));
+                }
+                None => unreachable!("finish succeeded"),
+            }
         }
         Some(e) => {
             assert!(!done);
@@ -251,6 +268,7 @@ fn run(
     Outcome {
         events: sink.events,
         error,
+        ending,
         done,
     }
 }
