@@ -11,10 +11,13 @@
 //! protocol is a module here (plus its directives and tests); it touches no streaming code.
 
 pub mod answer;
+pub mod base64;
 pub mod failure;
 pub mod head;
+pub mod http_date;
 pub mod nginx_upload;
 pub mod plan;
+pub mod sf;
 
 pub use answer::Answer;
 pub use failure::{Failure, Problem};
