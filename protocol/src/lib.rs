@@ -12,9 +12,12 @@
 
 pub mod answer;
 pub mod base64;
+pub mod checksum;
+pub mod cors;
 pub mod failure;
 pub mod head;
 pub mod http_date;
+pub mod metadata;
 pub mod nginx_upload;
 pub mod plan;
 pub mod sf;
