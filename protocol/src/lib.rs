@@ -20,7 +20,9 @@ pub mod http_date;
 pub mod metadata;
 pub mod nginx_upload;
 pub mod plan;
+pub mod resumable;
 pub mod sf;
+pub mod tus;
 
 pub use answer::Answer;
 pub use failure::{Failure, Problem};
