@@ -1,5 +1,7 @@
-//! What tus 1.0 ([`crate::tus`]) and the IETF resumable-upload draft share: the location's
-//! [`Settings`] and the URLs of uploads.
+//! What tus 1.0 ([`crate::tus`]) and the IETF resumable-upload draft ([`crate::ietf`]) share:
+//! the location's [`Settings`], the URLs of uploads, and [`Resumable`], which tells the two apart
+//! on one location (`Tus-Resumable` vs `Upload-Draft-Interop-Version`) and speaks the one the
+//! request speaks.
 //!
 //! URLs: the location's URI prefix (`/files/`) is where uploads are created; upload `id` lives
 //! at the prefix followed by the id (`/files/3f2a…`), which is also its `Location`.
@@ -9,9 +11,11 @@ use ngx_upload_engine::hashing::Algorithms;
 use ngx_upload_engine::session_id::SessionId;
 
 use crate::head::starts_with_ignore_case;
+use crate::ietf::{Ietf, InteropVersion};
 use crate::metadata;
 use crate::plan::{Concat, Held, Stage};
-use crate::{Answer, Failure, FileFacts, Method, Problem, Reply, RequestHead};
+use crate::tus::Tus;
+use crate::{Answer, Failure, FileFacts, Method, Outcome, Plan, Problem, Reply, RequestHead};
 
 /// The location's settings both protocols decide with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -350,9 +354,82 @@ pub(crate) fn foreign_outcome() -> Reply {
     Reply::Answer(Answer::status(500))
 }
 
+/// Which protocol a request speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Tus,
+    /// The IETF draft; `None` for an `Upload-Draft-Interop-Version` this server does not speak
+    /// (refused by the plan).
+    Ietf(Option<InteropVersion>),
+}
+
+impl Dialect {
+    /// `Upload-Draft-Interop-Version` makes it the IETF draft (even with `Tus-Resumable` too);
+    /// anything else is tus, whose plan refuses a request without `Tus-Resumable: 1.0.0`.
+    pub fn of(head: &RequestHead<'_>) -> Self {
+        match head.header("upload-draft-interop-version") {
+            Some(value) => Self::Ietf(InteropVersion::parse(value).ok()),
+            None => Self::Tus,
+        }
+    }
+}
+
+/// tus and the IETF draft on one location: the protocol of one request. The glue builds it
+/// with [`Resumable::for_request`] when the request comes, keeps its [`Resumable::dialect`]
+/// (small, `Copy`) with the request, and rebuilds it with [`Resumable::new`] to reply.
+#[derive(Debug, Clone, Copy)]
+pub enum Resumable<'s> {
+    Tus(Tus<'s>),
+    Ietf(Ietf<'s>),
+}
+
+impl<'s> Resumable<'s> {
+    pub fn new(settings: &'s Settings, dialect: Dialect) -> Self {
+        match dialect {
+            Dialect::Tus => Self::Tus(Tus { settings }),
+            Dialect::Ietf(version) => Self::Ietf(Ietf { settings, version }),
+        }
+    }
+
+    pub fn for_request(settings: &'s Settings, head: &RequestHead<'_>) -> Self {
+        Self::new(settings, Dialect::of(head))
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Self::Tus(_) => Dialect::Tus,
+            Self::Ietf(i) => Dialect::Ietf(i.version),
+        }
+    }
+}
+
+impl crate::Protocol for Resumable<'_> {
+    fn plan(&self, head: &RequestHead<'_>) -> Result<Plan, Failure> {
+        match self {
+            Self::Tus(p) => p.plan(head),
+            Self::Ietf(p) => p.plan(head),
+        }
+    }
+
+    fn reply(&self, outcome: &Outcome<'_>) -> Reply {
+        match self {
+            Self::Tus(p) => p.reply(outcome),
+            Self::Ietf(p) => p.reply(outcome),
+        }
+    }
+
+    fn refuse(&self, failure: &Failure) -> Answer {
+        match self {
+            Self::Tus(p) => p.refuse(failure),
+            Self::Ietf(p) => p.refuse(failure),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Protocol;
 
     fn id(s: &str) -> SessionId {
         SessionId::parse(s.as_bytes()).unwrap()
@@ -492,5 +569,32 @@ mod tests {
         assert!(media_type_is(&h, "application/offset+octet-stream"));
         h.headers[0].1 = b"application/offset+octet-streamx";
         assert!(!media_type_is(&h, "application/offset+octet-stream"));
+    }
+
+    #[test]
+    fn the_dialect_follows_the_headers() {
+        let settings = Settings::new("/files/");
+        let mut h = RequestHead::new(Method::Head, b"/files/abc");
+        assert_eq!(
+            Resumable::for_request(&settings, &h).dialect(),
+            Dialect::Tus
+        );
+        h.headers.push((b"Tus-Resumable", b"1.0.0"));
+        assert_eq!(Dialect::of(&h), Dialect::Tus);
+        h.headers.push((b"Upload-Draft-Interop-Version", b"6"));
+        assert_eq!(Dialect::of(&h), Dialect::Ietf(Some(InteropVersion::V6)));
+        h.headers[1].1 = b"7";
+        assert_eq!(Dialect::of(&h), Dialect::Ietf(None));
+        let p = Resumable::new(&settings, Dialect::Ietf(Some(InteropVersion::V8)));
+        assert_eq!(p.dialect(), Dialect::Ietf(Some(InteropVersion::V8)));
+        // The plan and the answers are the dialect's own.
+        let refused = p.refuse(&Failure::new(Problem::NotFound, "x"));
+        assert_eq!(
+            refused.header_value("upload-draft-interop-version"),
+            Some(&b"8"[..])
+        );
+        let tus = Resumable::new(&settings, Dialect::Tus);
+        let refused = tus.refuse(&Failure::new(Problem::NotFound, "x"));
+        assert_eq!(refused.header_value("tus-resumable"), Some(&b"1.0.0"[..]));
     }
 }
