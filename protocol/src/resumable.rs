@@ -572,6 +572,59 @@ mod tests {
     }
 
     #[test]
+    fn one_location_speaks_both() {
+        use crate::plan::Completion;
+        let settings = Settings::new("/files/");
+        let mut tus = RequestHead::new(Method::Post, b"/files/");
+        tus.headers.push((b"Tus-Resumable", b"1.0.0"));
+        tus.headers.push((b"Upload-Length", b"10"));
+        let p = Resumable::for_request(&settings, &tus);
+        let Ok(Plan::Create(c)) = p.plan(&tus) else {
+            panic!("tus creation")
+        };
+        assert_eq!(
+            (c.completion, c.interim.is_none()),
+            (Completion::AtLength, true)
+        );
+        let mut ietf = RequestHead::new(Method::Post, b"/files/");
+        ietf.headers.push((b"Upload-Draft-Interop-Version", b"8"));
+        ietf.headers.push((b"Upload-Complete", b"?0"));
+        let p = Resumable::for_request(&settings, &ietf);
+        let Ok(Plan::Create(c)) = p.plan(&ietf) else {
+            panic!("IETF creation")
+        };
+        assert_eq!(
+            (c.completion, c.interim.is_some()),
+            (Completion::Declared, true)
+        );
+        // The dialect kept with the request rebuilds the same protocol for the reply.
+        let again = Resumable::new(&settings, p.dialect());
+        let upload_id = SessionId::parse(b"abc").unwrap();
+        let Reply::Answer(a) = again.reply(&Outcome::Created {
+            upload: Held {
+                id: &upload_id,
+                offset: 0,
+                length: None,
+                stage: Stage::Receiving,
+                metadata: &[],
+                concat: Concat::Single,
+                expires: None,
+            },
+            hands_off: false,
+        }) else {
+            panic!()
+        };
+        assert_eq!(a.header_value("upload-complete"), Some(&b"?0"[..]));
+        assert_eq!(a.header_value("location"), Some(&b"/files/abc"[..]));
+        // Neither header: tus, which wants its version.
+        let bare = RequestHead::new(Method::Post, b"/files/");
+        let f = Resumable::for_request(&settings, &bare)
+            .plan(&bare)
+            .unwrap_err();
+        assert_eq!(f.problem, Problem::UnsupportedVersion);
+    }
+
+    #[test]
     fn the_dialect_follows_the_headers() {
         let settings = Settings::new("/files/");
         let mut h = RequestHead::new(Method::Head, b"/files/abc");

@@ -19,6 +19,9 @@
 //! 423 another request holds the upload, 460 checksum mismatch; 4xx answers carry the message
 //! as text.
 //!
+//! nginx knows no reason phrase for 460: the glue sends the status line `460 Checksum Mismatch`
+//! itself (and `104 Upload Resumption Supported` for the IETF draft's interim answer).
+//!
 //! An upload is never reported complete before a backend took it (tus-js-client #557): a
 //! complete upload whose hand-off failed is handed off again by the next `HEAD` (or empty
 //! `PATCH`), and one the backend refused (4xx) answers `HEAD` with 410.
