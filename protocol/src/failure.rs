@@ -40,6 +40,21 @@ pub enum Problem {
     StorageFull,
     /// A fault of the server (damaged state, I/O error, out of memory).
     Internal,
+    /// The request claims to write at byte `sent`, but the upload holds `held` bytes; nothing
+    /// was written.
+    OffsetMismatch { held: u64, sent: u64 },
+    /// The body would take the upload past its length (`length` bytes); what came before the
+    /// excess may be kept.
+    PastLength { length: u64 },
+    /// The body does not hash to the digest the request sent with it; nothing was recorded.
+    ChecksumMismatch,
+    /// The upload existed but is no more: it expired, or was terminated, and the glue still
+    /// knows of it.
+    Gone,
+    /// The request is not allowed on this upload: bytes sent to an upload assembled from parts.
+    Forbidden,
+    /// The client speaks a version of the protocol this server does not.
+    UnsupportedVersion,
 }
 
 impl Problem {
@@ -57,6 +72,12 @@ impl Problem {
             Self::Timeout => 408,
             Self::StorageFull => 507,
             Self::Internal => 500,
+            Self::OffsetMismatch { .. } => 409,
+            Self::PastLength { .. } => 413,
+            Self::ChecksumMismatch => 400,
+            Self::Gone => 410,
+            Self::Forbidden => 403,
+            Self::UnsupportedVersion => 412,
         }
     }
 }
@@ -178,5 +199,20 @@ mod tests {
         assert_eq!(Problem::InFlight.plain_status(), 409);
         assert_eq!(Problem::StorageFull.plain_status(), 507);
         assert_eq!(Problem::UnsupportedMediaType.plain_status(), 415);
+    }
+
+    #[test]
+    fn plain_statuses_of_the_resumable_protocols_problems() {
+        let cases = [
+            (Problem::OffsetMismatch { held: 1, sent: 2 }, 409),
+            (Problem::PastLength { length: 3 }, 413),
+            (Problem::ChecksumMismatch, 400),
+            (Problem::Gone, 410),
+            (Problem::Forbidden, 403),
+            (Problem::UnsupportedVersion, 412),
+        ];
+        for (problem, status) in cases {
+            assert_eq!(problem.plain_status(), status, "{problem:?}");
+        }
     }
 }

@@ -9,12 +9,27 @@
 //! The nginx glue (the `ngx-upload` crate) reads the head, carries the plan out with the engine
 //! (`ngx-upload-engine`) and its one body sink, and sends the answer or hands the file off. A new
 //! protocol is a module here (plus its directives and tests); it touches no streaming code.
+//!
+//! Protocols: [`nginx_upload`] (the seed, nginx-upload-module's), [`tus`] (tus 1.0 with every
+//! extension) and [`ietf`] (the IETF resumable-upload draft, interop versions 3, 5, 6 and 8),
+//! the last two told apart on one location by [`resumable::Resumable`]. Helpers: [`sf`]
+//! (structured fields), [`http_date`], [`base64`], [`metadata`] (tus `Upload-Metadata`),
+//! [`checksum`] (tus `Upload-Checksum`), [`cors`].
 
 pub mod answer;
+pub mod base64;
+pub mod checksum;
+pub mod cors;
 pub mod failure;
 pub mod head;
+pub mod http_date;
+pub mod ietf;
+pub mod metadata;
 pub mod nginx_upload;
 pub mod plan;
+pub mod resumable;
+pub mod sf;
+pub mod tus;
 
 pub use answer::Answer;
 pub use failure::{Failure, Problem};

@@ -180,6 +180,8 @@ impl crate::Protocol for NginxUpload {
             Outcome::Complete(_) => Reply::HandOff {
                 headers: Vec::new(),
             },
+            // Outcomes of plans this protocol never makes.
+            _ => Reply::Answer(Answer::status(500)),
         }
     }
 
