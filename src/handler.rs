@@ -57,6 +57,11 @@ fn plan_name(plan: &Plan) -> String {
         Plan::Whole { id: Some(id), .. } => format!("whole file \"{id}\""),
         Plan::Whole { id: None, .. } => "whole file".to_string(),
         Plan::Form { .. } => "form".to_string(),
+        Plan::Create(_) => "create".to_string(),
+        Plan::Append { id, offset, .. } => format!("append at {offset} to \"{id}\""),
+        Plan::Inspect { id, .. } => format!("inspect \"{id}\""),
+        Plan::Terminate { id } => format!("terminate \"{id}\""),
+        Plan::Concatenate(c) => format!("concatenate {} parts", c.parts.len()),
     }
 }
 
@@ -97,6 +102,14 @@ fn carry_out(
             )?;
             (Target::Form(Box::new(form)), Facts::default())
         }
+        // The creation-based plans of tus and the IETF draft; no location speaks those yet.
+        Plan::Create(_)
+        | Plan::Append { .. }
+        | Plan::Inspect { .. }
+        | Plan::Terminate { .. }
+        | Plan::Concatenate(_) => return Err(Failure::internal(
+            "this location's protocol planned a creation-based upload, which it does not carry out",
+        )),
     };
     let ctx = UploadCtx::new(
         request,
@@ -148,7 +161,9 @@ fn send_reply(request: &mut Request, conf: &UploadConf, reply: Reply) -> ngx_int
             request.add_configured_headers(conf);
             request.send_answer(&answer)
         }
-        Reply::HandOff { .. } => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+        Reply::HandOff { .. } | Reply::HandOffWith { .. } => {
+            NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t
+        }
     }
 }
 
@@ -402,8 +417,11 @@ fn answer_committed(
             ),
         ));
     }
-    let Reply::HandOff { headers } = ctx.protocol.reply(&Outcome::Complete(&state)) else {
-        return Err(Failure::internal("the protocol answered a complete upload"));
+    let headers = match ctx.protocol.reply(&Outcome::Complete(&state)) {
+        Reply::HandOff { headers } | Reply::HandOffWith { headers, .. } => headers,
+        Reply::Answer(_) => {
+            return Err(Failure::internal("the protocol answered a complete upload"));
+        }
     };
     let digests = committed.digests;
     let described_segment = match &mut *ctx.target.borrow_mut() {
