@@ -6,6 +6,7 @@
 //! calls into this crate; nothing here calls nginx.
 
 pub mod content_range;
+mod disk;
 pub mod disposition;
 pub mod form;
 pub mod hash_state;
