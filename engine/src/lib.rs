@@ -5,6 +5,7 @@
 //! hand-off body ([`form`]) and the file hashes ([`hashing`], [`hash_state`]). The nginx module
 //! calls into this crate; nothing here calls nginx.
 
+pub mod base64;
 pub mod content_range;
 mod disk;
 pub mod disposition;
