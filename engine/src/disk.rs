@@ -204,3 +204,59 @@ pub(crate) fn sync_parent(path: &Path) -> io::Result<()> {
         None => Ok(()),
     }
 }
+
+/// Whether `file` is (still) the file at `path`: same device and inode. `false` if nothing is
+/// there any more.
+pub(crate) fn is_file_at(file: &File, path: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let ours = file.metadata()?;
+    match fs::metadata(path) {
+        Ok(there) => Ok(there.dev() == ours.dev() && there.ino() == ours.ino()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether two open files are the same file.
+pub(crate) fn same_file(a: &File, b: &File) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let (a, b) = (a.metadata()?, b.metadata()?);
+    Ok(a.dev() == b.dev() && a.ino() == b.ino())
+}
+
+/// The first byte range at or after `start` (to the end of any file) that another open file
+/// description holds a lock on, as `(first, last)` inclusive; `None` if there is none.
+pub(crate) fn ofd_conflict(file: &File, start: u64) -> io::Result<Option<(u64, u64)>> {
+    let mut lock = flock_range(libc::F_WRLCK, start, 0);
+    // SAFETY: F_OFD_GETLK with a valid flock struct on an open descriptor.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut lock) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lock.l_type == libc::F_UNLCK as libc::c_short {
+        return Ok(None);
+    }
+    let first = (lock.l_start as u64).max(start);
+    let last = match lock.l_len {
+        0 => i64::MAX as u64,
+        n => lock.l_start as u64 + n as u64 - 1,
+    };
+    Ok(Some((first, last)))
+}
+
+/// When the file at `path` was last modified; `None` if there is none.
+pub(crate) fn modified(path: &Path) -> io::Result<Option<std::time::SystemTime>> {
+    match fs::metadata(path) {
+        Ok(m) => m.modified().map(Some),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Opens an existing file for reading and writing; `None` if there is none.
+pub(crate) fn open_existing(path: &Path) -> io::Result<Option<File>> {
+    match fs::OpenOptions::new().read(true).write(true).open(path) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}

@@ -5,6 +5,7 @@
 //! hand-off body ([`form`]) and the file hashes ([`hashing`], [`hash_state`]). The nginx module
 //! calls into this crate; nothing here calls nginx.
 
+mod assemble;
 pub mod base64;
 pub mod content_range;
 mod disk;
@@ -18,3 +19,4 @@ pub mod session;
 pub mod session_id;
 pub mod state;
 pub mod store;
+pub mod upload;
