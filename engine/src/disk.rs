@@ -243,6 +243,16 @@ pub(crate) fn ofd_conflict(file: &File, start: u64) -> io::Result<Option<(u64, u
     Ok(Some((first, last)))
 }
 
+/// Releases this open file description's locks on `len` bytes at `start` (0: to the end).
+pub(crate) fn ofd_unlock(file: &File, start: u64, len: u64) -> io::Result<()> {
+    let mut lock = flock_range(libc::F_UNLCK, start, len);
+    // SAFETY: F_OFD_SETLK with a valid flock struct on an open descriptor.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut lock) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// When the file at `path` was last modified; `None` if there is none.
 pub(crate) fn modified(path: &Path) -> io::Result<Option<std::time::SystemTime>> {
     match fs::metadata(path) {

@@ -2,10 +2,11 @@
 //!
 //! Header parsers ([`content_range`], [`disposition`], [`session_id`]), the set of received
 //! ranges ([`range_set`]), the on-disk session ([`session`], [`state`], [`store`]), the
-//! hand-off body ([`form`]) and the file hashes ([`hashing`], [`hash_state`]). The nginx module
-//! calls into this crate; nothing here calls nginx.
+//! hand-off body ([`form`]) and the file hashes ([`hashing`], [`hash_state`]). Uploads addressed
+//! by id, created explicitly, for the protocols that need that ([`upload`]), and assembled from
+//! several ([`assemble`]). The nginx module calls into this crate; nothing here calls nginx.
 
-mod assemble;
+pub mod assemble;
 pub mod base64;
 pub mod content_range;
 mod disk;

@@ -262,11 +262,11 @@ pub struct UploadSweep {
 /// The paths and rules of one upload.
 #[derive(Debug, Clone)]
 pub(crate) struct Place {
-    data_path: PathBuf,
+    pub(crate) data_path: PathBuf,
     state_path: PathBuf,
-    file_mode: u32,
+    pub(crate) file_mode: u32,
     max_ranges: usize,
-    durable: bool,
+    pub(crate) durable: bool,
     expire_after: Option<Duration>,
 }
 
@@ -331,6 +331,11 @@ impl UploadStore {
 
     pub fn sessions(&self) -> &SessionStore {
         &self.sessions
+    }
+
+    /// The configuration, to change (`expire_after`, `max_ranges`, `durable`...).
+    pub fn sessions_mut(&mut self) -> &mut SessionStore {
+        &mut self.sessions
     }
 
     pub fn data_path(&self, id: &SessionId) -> Result<PathBuf, UploadError> {
@@ -546,6 +551,7 @@ impl Place {
                 None => &file,
                 Some((new, path)) => {
                     std::fs::rename(path, &self.data_path)?;
+                    crate::assemble::crash_point("assemble-renamed");
                     new
                 }
             };

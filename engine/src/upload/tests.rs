@@ -1071,7 +1071,12 @@ fn errors_read_well_in_an_error_log() {
 const CHILD_ENV: &str = "NGX_UPLOAD_CHILD";
 
 fn spawn_child(args: &[&str]) -> Child {
+    spawn_child_with_env(args, &[])
+}
+
+pub(crate) fn spawn_child_with_env(args: &[&str], env: &[(&str, &str)]) -> Child {
     Command::new(std::env::current_exe().unwrap())
+        .envs(env.iter().copied())
         .args([
             "--ignored",
             "--exact",
@@ -1189,6 +1194,11 @@ fn child_main(args: &[&str]) {
             Ok(()) => report("terminated"),
             Err(e) => report(format_args!("refused: {e:?}")),
         },
+        // assemble <root> <target> <part>...: see assemble::tests::child_assemble.
+        "assemble" => {
+            crate::assemble::tests::child_assemble(Path::new(args[1]), args[2], &args[3..]);
+            report("assembled");
+        }
         other => panic!("no child role {other}"),
     }
 }
