@@ -2,10 +2,14 @@
 //!
 //! Header parsers ([`content_range`], [`disposition`], [`session_id`]), the set of received
 //! ranges ([`range_set`]), the on-disk session ([`session`], [`state`], [`store`]), the
-//! hand-off body ([`form`]) and the file hashes ([`hashing`], [`hash_state`]). The nginx module
-//! calls into this crate; nothing here calls nginx.
+//! hand-off body ([`form`]) and the file hashes ([`hashing`], [`hash_state`]). Uploads addressed
+//! by id, created explicitly, for the protocols that need that ([`upload`]), and assembled from
+//! several ([`assemble`]). The nginx module calls into this crate; nothing here calls nginx.
 
+pub mod assemble;
+pub mod base64;
 pub mod content_range;
+mod disk;
 pub mod disposition;
 pub mod form;
 pub mod hash_state;
@@ -16,3 +20,4 @@ pub mod session;
 pub mod session_id;
 pub mod state;
 pub mod store;
+pub mod upload;

@@ -15,14 +15,17 @@
 //! so it never claims bytes not written; with [`SessionStore::durable`] both are fsynced first.
 
 use crate::content_range::ContentRange;
+use crate::disk::{
+    self, file_identity, ofd_lock, ofd_locked_anywhere, open_or_create, remove_if_present, FileLock,
+};
 use crate::hash_state::HashProgress;
 use crate::hashing::{Algorithms, Digests};
 use crate::session_id::SessionId;
-use crate::state::{SessionState, StateError, MAX_STATE_LEN};
-use crate::store::{self, HashedDir};
+use crate::state::{SessionState, StateError};
+use crate::store::HashedDir;
 use core::fmt;
 use std::fs::{self, File};
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -454,7 +457,7 @@ impl Session {
                 appended.push_str(&SessionState::append_range(commit.start, commit.end));
             }
             if let Some(ours) = commit.hashes.clone() {
-                appended.push_str(&keep_longer_hash(state, ours, algorithms));
+                appended.push_str(&keep_longer_hash(&mut state.hash, ours, algorithms));
             }
             Ok(appended)
         })?;
@@ -468,7 +471,7 @@ impl Session {
                 progress.catch_up(&self.file, prefix)?;
                 let caught_up = progress.clone();
                 state = self.update(true, |state| {
-                    Ok(keep_longer_hash(state, caught_up, algorithms))
+                    Ok(keep_longer_hash(&mut state.hash, caught_up, algorithms))
                 })?;
                 progress = HashProgress::resume(state.hash.as_deref(), algorithms);
             }
@@ -558,15 +561,8 @@ impl Session {
         Ok(state)
     }
 
-    /// Appends lines to the state file, in one write so that a crash leaves at most an
-    /// unfinished last line, which readers ignore.
     fn append_state(&self, lines: &str) -> io::Result<()> {
-        let mut file = fs::OpenOptions::new().append(true).open(&self.state_path)?;
-        file.write_all(lines.as_bytes())?;
-        if self.durable {
-            file.sync_data()?;
-        }
-        Ok(())
+        disk::append_state_file(&self.state_path, lines, self.durable)
     }
 
     fn read_state(&self) -> Result<Option<SessionState>, SessionError> {
@@ -575,14 +571,9 @@ impl Session {
 
     /// The state and the length of its file.
     fn read_state_sized(&self) -> Result<Option<(SessionState, usize)>, SessionError> {
-        let file = match File::open(&self.state_path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e.into()),
+        let Some(bytes) = disk::read_state_file(&self.state_path)? else {
+            return Ok(None);
         };
-        let mut bytes = Vec::new();
-        file.take(MAX_STATE_LEN as u64 + 1)
-            .read_to_end(&mut bytes)?;
         SessionState::decode(&bytes)
             .map(|state| Some((state, bytes.len())))
             .map_err(SessionError::DamagedState)
@@ -591,39 +582,23 @@ impl Session {
     /// Replaces the state file atomically: a reader sees the old state or the new, never a
     /// torn one. Called with the lock held, so one temporary name is enough.
     fn write_state(&self, state: &SessionState) -> io::Result<()> {
-        let mut tmp = self.state_path.clone().into_os_string();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        let mut file = match create_truncated(&tmp, self.file_mode) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                store::create_parents(&tmp, self.file_mode)?;
-                create_truncated(&tmp, self.file_mode)
-            }
-            other => other,
-        }?;
-        file.write_all(&state.encode())?;
-        if self.durable {
-            file.sync_all()?;
-        }
-        drop(file);
-        fs::rename(&tmp, &self.state_path)?;
-        if self.durable {
-            if let Some(dir) = self.state_path.parent() {
-                File::open(dir)?.sync_all()?;
-            }
-        }
-        Ok(())
+        disk::replace_state_file(
+            &self.state_path,
+            &state.encode(),
+            self.file_mode,
+            self.durable,
+        )
     }
 }
 
 /// Stores `ours` as the state's hash progress if it hashed more than the stored one; the line
 /// to append for it, or nothing.
-fn keep_longer_hash(
-    state: &mut SessionState,
+pub(crate) fn keep_longer_hash(
+    hash: &mut Option<String>,
     ours: HashProgress,
     algorithms: Algorithms,
 ) -> String {
-    let stored = HashProgress::resume(state.hash.as_deref(), algorithms);
+    let stored = HashProgress::resume(hash.as_deref(), algorithms);
     let before = stored.hashed_upto();
     let best = stored.merge(ours);
     if best.hashed_upto() <= before {
@@ -631,115 +606,8 @@ fn keep_longer_hash(
     }
     let encoded = best.encode();
     let line = SessionState::append_hash(&encoded);
-    state.hash = Some(encoded);
+    *hash = Some(encoded);
     line
-}
-
-/// What tells an output file from a later one of the same name: its inode number, and its
-/// birth time where the filesystem records one (inode numbers are reused).
-fn file_identity(file: &File) -> io::Result<String> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = file.metadata()?;
-    let born = meta
-        .created()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-    Ok(match born {
-        Some(born) => format!("{}.{}", meta.ino(), born.as_nanos()),
-        None => meta.ino().to_string(),
-    })
-}
-
-/// Takes a non-blocking open-file-description write lock on `len` bytes at `start`; `false` if
-/// another open file description holds a conflicting one.
-fn ofd_lock(file: &File, start: u64, len: u64) -> io::Result<bool> {
-    let mut lock = flock_range(libc::F_WRLCK, start, len);
-    loop {
-        // SAFETY: F_OFD_SETLK with a valid flock struct on an open descriptor.
-        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut lock) } == 0 {
-            return Ok(true);
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EAGAIN) | Some(libc::EACCES) => return Ok(false),
-            _ => return Err(e),
-        }
-    }
-}
-
-/// Whether any open file description holds a lock on any byte of `file` (one of its own would
-/// not count, but the sweeper's descriptor holds none).
-fn ofd_locked_anywhere(file: &File) -> io::Result<bool> {
-    // l_len 0: from l_start to any offset.
-    let mut lock = flock_range(libc::F_WRLCK, 0, 0);
-    // SAFETY: F_OFD_GETLK with a valid flock struct on an open descriptor.
-    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut lock) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(lock.l_type != libc::F_UNLCK as libc::c_short)
-}
-
-fn flock_range(kind: libc::c_int, start: u64, len: u64) -> libc::flock {
-    // SAFETY: flock is plain data; all-zero is a valid value, and l_pid must be 0 for OFD locks.
-    let mut lock: libc::flock = unsafe { core::mem::zeroed() };
-    lock.l_type = kind as libc::c_short;
-    lock.l_whence = libc::SEEK_SET as libc::c_short;
-    lock.l_start = start as libc::off_t;
-    lock.l_len = len as libc::off_t;
-    lock
-}
-
-fn create_truncated(path: &Path, mode: u32) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(path)
-}
-
-fn open_or_create(path: &Path, mode: u32) -> io::Result<(File, bool)> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let existing = fs::OpenOptions::new().read(true).write(true).open(path);
-    match existing {
-        Ok(f) => Ok((f, false)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let create = || {
-                fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create_new(true)
-                    .mode(mode)
-                    .open(path)
-            };
-            let created = match create() {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    store::create_parents(path, mode)?;
-                    create()
-                }
-                other => other,
-            };
-            match created {
-                Ok(f) => Ok((f, true)),
-                // Another request created it between our two opens.
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok((
-                    fs::OpenOptions::new().read(true).write(true).open(path)?,
-                    false,
-                )),
-                Err(e) => Err(e),
-            }
-        }
-        Err(e) => Err(e),
-    }
-}
-
-fn remove_if_present(path: &Path) -> io::Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
 }
 
 /// Writes all of `bufs` at `offset`, with as few `pwritev` calls as the kernel allows.
@@ -775,33 +643,6 @@ pub fn write_all_at(file: &File, mut offset: u64, bufs: &[IoSlice<'_>]) -> io::R
         IoSlice::advance_slices(&mut slices, n as usize);
     }
     Ok(())
-}
-
-/// An exclusive `flock` on an open file, released on drop. `flock` locks belong to the open
-/// file description, so they exclude other requests in the same worker as well as other
-/// processes.
-struct FileLock<'a>(&'a File);
-
-impl<'a> FileLock<'a> {
-    fn exclusive(file: &'a File) -> io::Result<Self> {
-        loop {
-            // SAFETY: flock on a valid open descriptor.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                return Ok(Self(file));
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
-    }
-}
-
-impl Drop for FileLock<'_> {
-    fn drop(&mut self) {
-        // SAFETY: unlocking a lock this descriptor holds.
-        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
-    }
 }
 
 #[cfg(test)]

@@ -25,9 +25,33 @@
 //! another file is left over from an earlier file of the same name and claims nothing. `hash` (optional) is the hash progress of the
 //! file's prefix, see `hash_state.rs`. Unknown keys are ignored, so later versions may add lines
 //! that older ones skip.
+//!
+//! # Uploads (`upload.rs`)
+//!
+//! An upload created by id ([`crate::upload::UploadStore::create`]) has a state in the same
+//! format, read by [`UploadState`], with two more keys, both ignored by [`SessionState`] and by
+//! older versions (which skip unknown keys):
+//! ```text
+//! length deferred
+//! meta filename bXlmaWxlLnR4dA==
+//! meta x:user
+//! ```
+//! - `length <n>` or `length deferred`: the upload's length where `total` cannot say it, that is
+//!   when it is 0 or not declared yet. A known length above 0 is written as `total` (and no
+//!   `length`), so such a state is exactly a session's, and older versions read it. A state with
+//!   `length` and no `total` has none for them: they refuse it as damaged, never misread it.
+//! - `meta <key> <value>`: one metadata pair; the key is 1 to [`MAX_METADATA_KEY_LEN`] visible
+//!   ASCII characters (no space), the value any bytes in [`crate::base64`], left out when empty.
+//!   A later line of the same key replaces an earlier one. Keys and values together are at most
+//!   [`MAX_METADATA_LEN`] bytes.
+//!
+//! While the length is deferred, ranges may lie anywhere below
+//! [`crate::content_range::MAX_OFFSET`].
 
+use crate::content_range::MAX_OFFSET;
 use crate::range_set::RangeSet;
 use core::fmt;
+use std::collections::BTreeMap;
 
 const MAGIC: &str = "ngx-upload-state 1";
 
@@ -165,6 +189,263 @@ impl SessionState {
     }
 }
 
+/// Most bytes of metadata (keys and values together) an upload may have: what one HTTP header
+/// line of nginx's default buffers (8k) can carry, and small enough that the state stays small.
+pub const MAX_METADATA_LEN: usize = 8 << 10;
+
+/// Longest metadata key.
+pub const MAX_METADATA_KEY_LEN: usize = 128;
+
+/// An upload's metadata: key → bytes (tus `Upload-Metadata`, Qiniu `x:` variables, a file name,
+/// a content type...), in key order.
+pub type Metadata = BTreeMap<String, Vec<u8>>;
+
+/// Whether `key` can be a metadata key: 1 to [`MAX_METADATA_KEY_LEN`] visible ASCII characters.
+pub fn is_metadata_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= MAX_METADATA_KEY_LEN
+        && key.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Bytes of `metadata` counted against [`MAX_METADATA_LEN`]: every key and value.
+pub fn metadata_len(metadata: &Metadata) -> usize {
+    metadata.iter().map(|(k, v)| k.len() + v.len()).sum()
+}
+
+/// The state of an upload addressed by id (see the module documentation): like
+/// [`SessionState`], but its length may be 0 or not declared yet, and it has metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UploadState {
+    /// The upload's length; `None` while it is deferred.
+    pub length: Option<u64>,
+    pub received: RangeSet,
+    /// The identity of the data file this state describes, if recorded.
+    pub file: Option<String>,
+    /// The encoded hash progress ([`crate::hash_state::HashProgress::encode`]), if any.
+    pub hash: Option<String>,
+    pub metadata: Metadata,
+}
+
+impl UploadState {
+    pub fn new(length: Option<u64>) -> Self {
+        Self {
+            length,
+            ..Self::default()
+        }
+    }
+
+    /// The upload offset: the length of the held prefix (tus `Upload-Offset`).
+    pub fn offset(&self) -> u64 {
+        self.received.prefix_len()
+    }
+
+    /// Bytes held.
+    pub fn held(&self) -> u64 {
+        self.received.held()
+    }
+
+    /// The end of the last held range: no declared length may be below it.
+    pub fn held_end(&self) -> u64 {
+        self.received.iter().last().map_or(0, |(_, end)| end)
+    }
+
+    /// Where ranges must end: the length, or [`MAX_OFFSET`] while it is deferred.
+    pub fn limit(&self) -> u64 {
+        self.length.unwrap_or(MAX_OFFSET)
+    }
+
+    /// The length is declared and every byte of it is held (at once for a length of 0).
+    pub fn is_complete(&self) -> bool {
+        match self.length {
+            Some(0) => true,
+            Some(n) => self.received.is_complete(n),
+            None => false,
+        }
+    }
+
+    /// The same state as a [`SessionState`], for code written for sessions; `None` if the
+    /// length is 0 or deferred, which a session cannot have.
+    pub fn to_session_state(&self) -> Option<SessionState> {
+        Some(SessionState {
+            total: self.length.filter(|&n| n > 0)?,
+            received: self.received.clone(),
+            file: self.file.clone(),
+            hash: self.hash.clone(),
+        })
+    }
+
+    /// The state file's text. With a length above 0 and no metadata, exactly
+    /// [`SessionState::encode`]'s.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = format!("{MAGIC}\n");
+        match self.length {
+            Some(n) if n > 0 => out.push_str(&format!("total {n}\n")),
+            Some(n) => out.push_str(&format!("{LENGTH_KEY} {n}\n")),
+            None => out.push_str(&format!("{LENGTH_KEY} {DEFERRED}\n")),
+        }
+        out.push_str("received ");
+        for (i, (start, end)) in self.received.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&format!("{}-{}", start, end - 1));
+        }
+        out.push('\n');
+        if let Some(file) = &self.file {
+            out.push_str(&format!("file {file}\n"));
+        }
+        for (key, value) in &self.metadata {
+            out.push_str(&Self::metadata_line(key, value));
+        }
+        if let Some(hash) = &self.hash {
+            out.push_str(&SessionState::append_hash(hash));
+        }
+        out.into_bytes()
+    }
+
+    /// The `meta` line of one pair.
+    fn metadata_line(key: &str, value: &[u8]) -> String {
+        if value.is_empty() {
+            format!("{META_KEY} {key}\n")
+        } else {
+            format!("{META_KEY} {key} {}\n", crate::base64::encode(value))
+        }
+    }
+
+    /// Reads an upload's state file, or a session's (whose `total` is the length). The rules
+    /// of [`SessionState::decode`] apply, see the module documentation.
+    pub fn decode(bytes: &[u8]) -> Result<Self, StateError> {
+        let bad = |why: &str| StateError(why.to_string());
+        if bytes.len() > MAX_STATE_LEN {
+            return Err(bad("state file is too large"));
+        }
+        let complete = match bytes.iter().rposition(|&b| b == b'\n') {
+            Some(i) => &bytes[..=i],
+            None => bytes,
+        };
+        let text = core::str::from_utf8(complete).map_err(|_| bad("state file is not text"))?;
+        let mut lines = text.lines();
+        if lines.next() != Some(MAGIC) {
+            return Err(bad("state file has no ngx-upload-state 1 header"));
+        }
+        let mut total: Option<u64> = None;
+        // `Some(None)`: `length deferred`.
+        let mut length: Option<Option<u64>> = None;
+        let mut received: Option<RangeSet> = None;
+        let mut hash = None;
+        let mut file = None;
+        let mut metadata = Metadata::new();
+        for line in lines {
+            let (key, value) = line.split_once(' ').unwrap_or((line, ""));
+            match key {
+                "+" => {
+                    let limit = match (total, length) {
+                        (Some(n), _) | (None, Some(Some(n))) => n,
+                        (None, Some(None)) => MAX_OFFSET,
+                        (None, None) => return Err(bad("range appended before the length")),
+                    };
+                    let Some(set) = received.as_mut() else {
+                        return Err(bad("range appended before the received line"));
+                    };
+                    match parse_span(value) {
+                        Some((a, b)) if b < limit => set.insert(a, b + 1),
+                        // A damaged append: what follows it is not trusted either.
+                        _ => break,
+                    }
+                }
+                "total" => {
+                    let n: u64 = value.parse().map_err(|_| bad("bad total"))?;
+                    if n == 0 || n > MAX_OFFSET {
+                        return Err(bad("bad total"));
+                    }
+                    total = Some(n);
+                }
+                LENGTH_KEY => {
+                    length = Some(if value == DEFERRED {
+                        None
+                    } else {
+                        Some(
+                            parse_decimal(value)
+                                .filter(|&n| n <= MAX_OFFSET)
+                                .ok_or_else(|| bad("bad length"))?,
+                        )
+                    });
+                }
+                "received" => {
+                    let mut set = RangeSet::new();
+                    for span in value.split(',').filter(|s| !s.is_empty()) {
+                        let (a, b) = parse_span(span).ok_or_else(|| bad("bad range"))?;
+                        set.insert(a, b + 1);
+                    }
+                    received = Some(set);
+                }
+                crate::hash_state::STATE_KEY => hash = Some(value.to_string()),
+                "file" => file = Some(value.to_string()),
+                META_KEY => {
+                    let (name, coded) = value.split_once(' ').unwrap_or((value, ""));
+                    if !is_metadata_key(name) {
+                        return Err(bad("bad metadata key"));
+                    }
+                    let bytes = crate::base64::decode(coded)
+                        .filter(|v| !v.is_empty() || coded.is_empty())
+                        .ok_or_else(|| bad("bad metadata value"))?;
+                    metadata.insert(name.to_string(), bytes);
+                }
+                _ => {}
+            }
+        }
+        let length = match (total, length) {
+            (Some(n), None) => Some(n),
+            (None, Some(length)) => length,
+            (Some(n), Some(Some(m))) if n == m => Some(n),
+            (Some(_), Some(_)) => return Err(bad("total and length disagree")),
+            (None, None) => return Err(bad("state file has no total")),
+        };
+        let received = received.ok_or_else(|| bad("state file has no received line"))?;
+        let state = Self {
+            length,
+            received,
+            file,
+            hash,
+            metadata,
+        };
+        if state.held_end() > state.limit() {
+            return Err(bad("state file claims bytes beyond the length"));
+        }
+        if metadata_len(&state.metadata) > MAX_METADATA_LEN {
+            return Err(bad("state file has too much metadata"));
+        }
+        Ok(state)
+    }
+}
+
+impl From<SessionState> for UploadState {
+    fn from(s: SessionState) -> Self {
+        Self {
+            length: Some(s.total),
+            received: s.received,
+            file: s.file,
+            hash: s.hash,
+            metadata: Metadata::new(),
+        }
+    }
+}
+
+/// The key of an upload's length where `total` cannot say it.
+const LENGTH_KEY: &str = "length";
+/// The value of [`LENGTH_KEY`] while the length is not declared.
+const DEFERRED: &str = "deferred";
+/// The key of a metadata pair.
+const META_KEY: &str = "meta";
+
+/// A decimal number of digits only (no sign), fitting in `u64`.
+fn parse_decimal(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
 /// `a-b`, inclusive, `a <= b < u64::MAX`.
 fn parse_span(span: &str) -> Option<(u64, u64)> {
     let (a, b) = span.split_once('-')?;
@@ -253,5 +534,169 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    fn upload_state(text: &str) -> Result<UploadState, StateError> {
+        UploadState::decode(text.as_bytes())
+    }
+
+    #[test]
+    fn an_upload_state_with_a_length_is_a_session_state() {
+        let mut u = UploadState::new(Some(511920));
+        u.received.insert(0, 51201);
+        u.file = Some("12.34".into());
+        u.hash = Some("1 upto=51201".into());
+        let mut s = SessionState::new(511920);
+        s.received.insert(0, 51201);
+        s.file = Some("12.34".into());
+        s.hash = Some("1 upto=51201".into());
+        // Same text both ways, so older versions read the states of uploads of known length.
+        assert_eq!(u.encode(), s.encode());
+        assert_eq!(u.to_session_state().unwrap(), s);
+        assert_eq!(UploadState::from(s.clone()), u);
+        assert_eq!(SessionState::decode(&u.encode()).unwrap(), s);
+        assert_eq!(UploadState::decode(&s.encode()).unwrap(), u);
+    }
+
+    #[test]
+    fn states_written_by_sessions_are_read_as_uploads() {
+        // What session.rs writes: a header, then appended lines.
+        let text = "ngx-upload-state 1\ntotal 100\nreceived 10-19\nfile 7.8\n\
+                    + 0-9\nhash 1 upto=20\n+ 50-59\n+ 5x\n+ 60-69\n";
+        let u = upload_state(text).unwrap();
+        assert_eq!(u.length, Some(100));
+        assert_eq!(u.received.report(100).to_string(), "0-19/100,50-59/100");
+        assert_eq!(u.offset(), 20);
+        assert_eq!(u.held(), 30);
+        assert_eq!(u.held_end(), 60);
+        assert_eq!(u.file.as_deref(), Some("7.8"));
+        assert_eq!(u.hash.as_deref(), Some("1 upto=20"));
+        assert!(u.metadata.is_empty() && !u.is_complete());
+        // Before file ids were recorded, and with a torn last line.
+        let old = upload_state("ngx-upload-state 1\ntotal 3\nreceived 0-2\n+ 0-").unwrap();
+        assert!(old.is_complete() && old.file.is_none());
+    }
+
+    #[test]
+    fn deferred_and_zero_lengths_round_trip_and_older_readers_refuse_them() {
+        let mut deferred = UploadState::new(None);
+        deferred.received.insert(0, 1 << 40);
+        deferred
+            .metadata
+            .insert("filename".into(), b"my file.txt".to_vec());
+        let text = String::from_utf8(deferred.encode()).unwrap();
+        assert_eq!(
+            text,
+            "ngx-upload-state 1\nlength deferred\nreceived 0-1099511627775\n\
+             meta filename bXkgZmlsZS50eHQ=\n"
+        );
+        assert_eq!(upload_state(&text).unwrap(), deferred);
+        assert!(!deferred.is_complete());
+        assert_eq!(deferred.limit(), MAX_OFFSET);
+        assert!(deferred.to_session_state().is_none());
+        let empty = UploadState::new(Some(0));
+        let text = String::from_utf8(empty.encode()).unwrap();
+        assert_eq!(text, "ngx-upload-state 1\nlength 0\nreceived \n");
+        assert_eq!(upload_state(&text).unwrap(), empty);
+        assert!(empty.is_complete());
+        // A session reader has no total for them: damaged, never misread.
+        for state in [&deferred, &empty] {
+            let e = SessionState::decode(&state.encode()).unwrap_err();
+            assert!(e.0.contains("total"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_deferred_length_allows_appends_up_to_max_offset() {
+        let head = "ngx-upload-state 1\nlength deferred\nreceived \n";
+        let top = MAX_OFFSET - 1;
+        let u = upload_state(&format!("{head}+ 0-9\n+ {}-{top}\n", top - 9)).unwrap();
+        assert_eq!(u.held(), 20);
+        // Past MAX_OFFSET is a damaged append: it and what follows are ignored.
+        let u = upload_state(&format!("{head}+ 0-9\n+ 0-{MAX_OFFSET}\n+ 10-19\n")).unwrap();
+        assert_eq!(u.held(), 10);
+        // Once declared, the length bounds appends like a total.
+        let u = upload_state("ngx-upload-state 1\nlength 0\nreceived \n+ 0-0\n").unwrap();
+        assert!(u.received.is_empty());
+    }
+
+    #[test]
+    fn metadata_round_trips_arbitrary_bytes() {
+        let mut u = UploadState::new(Some(5));
+        let every_byte: Vec<u8> = (0..=255u8).collect();
+        u.metadata.insert("bytes".into(), every_byte.clone());
+        u.metadata.insert("empty".into(), Vec::new());
+        u.metadata
+            .insert("x:name".into(), "Grüße\n\r".as_bytes().to_vec());
+        u.metadata
+            .insert("~!#$%&'()*+,-./:;<=>?@[\\]^_`{|}".into(), b" ".to_vec());
+        u.hash = Some("1 upto=0".into());
+        let text = String::from_utf8(u.encode()).unwrap();
+        assert!(text.contains("\nmeta empty\n"), "{text}");
+        assert_eq!(text.lines().count(), 8, "{text}");
+        let back = upload_state(&text).unwrap();
+        assert_eq!(back, u);
+        assert_eq!(back.metadata["bytes"], every_byte);
+        assert_eq!(back.encode(), u.encode());
+        // Older readers skip the lines.
+        let s = SessionState::decode(text.as_bytes()).unwrap();
+        assert_eq!((s.total, s.hash.as_deref()), (5, Some("1 upto=0")));
+        // A later line replaces an earlier one; a trailing space is an empty value.
+        let u = upload_state(
+            "ngx-upload-state 1\ntotal 1\nreceived \nmeta a YQ==\nmeta a Yg==\nmeta b \n",
+        )
+        .unwrap();
+        assert_eq!(u.metadata["a"], b"b");
+        assert_eq!(u.metadata["b"], b"");
+    }
+
+    #[test]
+    fn metadata_is_bounded() {
+        let at_limit = format!(
+            "ngx-upload-state 1\ntotal 1\nreceived \nmeta k {}\n",
+            crate::base64::encode(&vec![7; MAX_METADATA_LEN - 1])
+        );
+        assert_eq!(
+            upload_state(&at_limit).unwrap().metadata["k"].len(),
+            MAX_METADATA_LEN - 1
+        );
+        let over = format!("{at_limit}meta l {}\n", crate::base64::encode(b"x"));
+        assert!(upload_state(&over).is_err());
+        assert!(is_metadata_key(&"k".repeat(MAX_METADATA_KEY_LEN)));
+        assert!(!is_metadata_key(&"k".repeat(MAX_METADATA_KEY_LEN + 1)));
+        for bad in ["", "a b", "a\tb", "é", "a\u{7f}"] {
+            assert!(!is_metadata_key(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn damaged_upload_states_are_refused() {
+        for bad in [
+            "",
+            "ngx-upload-state 1\nreceived \n",
+            "ngx-upload-state 1\nlength \nreceived \n",
+            "ngx-upload-state 1\nlength -1\nreceived \n",
+            "ngx-upload-state 1\nlength +1\nreceived \n",
+            "ngx-upload-state 1\nlength later\nreceived \n",
+            "ngx-upload-state 1\nlength 9223372036854775808\nreceived \n",
+            "ngx-upload-state 1\nlength deferred\n",
+            "ngx-upload-state 1\ntotal 3\nlength 4\nreceived \n",
+            "ngx-upload-state 1\ntotal 3\nlength deferred\nreceived \n",
+            "ngx-upload-state 1\nlength 0\nreceived 0-0\n",
+            "ngx-upload-state 1\nlength 3\nreceived 0-3\n",
+            "ngx-upload-state 1\nlength deferred\nreceived 0-9223372036854775807\n",
+            "ngx-upload-state 1\nlength deferred\n+ 0-1\nreceived \n",
+            "ngx-upload-state 1\nreceived \n+ 0-1\nlength deferred\n",
+            "ngx-upload-state 1\ntotal 3\nreceived \nmeta\n",
+            "ngx-upload-state 1\ntotal 3\nreceived \nmeta a b\n",
+            "ngx-upload-state 1\ntotal 3\nreceived \nmeta a Yg\n",
+            "ngx-upload-state 1\ntotal 3\nreceived \nmeta a  Yg==\n",
+            "ngx-upload-state 1\ntotal 3\nreceived \nmeta a Yg== x\n",
+        ] {
+            assert!(upload_state(bad).is_err(), "{bad:?}");
+        }
+        // What both agree on.
+        let same = "ngx-upload-state 1\ntotal 3\nlength 3\nreceived 0-2\n";
+        assert!(upload_state(same).unwrap().is_complete());
     }
 }
