@@ -10,6 +10,7 @@ debian_packages=(
     strace                                              # tests/write_batching.rs counts writes
     chromium fonts-dejavu-core                          # the browser test of the demo page
     python3 openssl                                     # clients/python; the TLS example's test certificate
+    python3-venv                                        # tuspy's venv (scripts/tus-clients.sh)
 )
 # The browser test runs on Node.js (the machine image has Node 20; Debian's is the fallback).
 command -v npm >/dev/null 2>&1 || debian_packages+=(nodejs npm)
@@ -33,6 +34,9 @@ if [ ! -d "$browser_test_dir/node_modules/playwright-core" ]; then
     echo "setup: npm ci in tests/browser"
     (cd "$browser_test_dir" && npm ci --no-audit --no-fund --loglevel=error)
 fi
+
+# The real tus clients of tests/tus.rs and tests/ietf.rs: tus-js-client and tuspy, pinned.
+bash "$(dirname "${BASH_SOURCE[0]}")/tus-clients.sh"
 
 if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
     export PATH="$HOME/.cargo/bin:$PATH"

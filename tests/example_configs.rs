@@ -1,6 +1,7 @@
 //! The example configurations in `nginx-conf/`: every one passes `nginx -t` once its
 //! placeholders are filled in, and each runs for real, unchanged: an upload end to end through
-//! it (resumable, browser form, FastCGI, TLS with HTTP/2, the rate-limited public endpoint).
+//! it (resumable, browser form, FastCGI, TLS with HTTP/2, the rate-limited public endpoint, tus
+//! with a real tus client).
 
 mod common;
 #[path = "common/conf_file.rs"]
@@ -11,6 +12,8 @@ mod fastcgi;
 mod flaky;
 #[path = "common/pyclient.rs"]
 mod pyclient;
+#[path = "common/tus.rs"]
+mod tus_kit;
 
 use common::*;
 use conf_file::{self_signed_cert, ConfNginx, Placeholders};
@@ -473,4 +476,88 @@ fn public_rate_limited_conf_enforces_its_limits() {
     );
     nginx.stop_and_check();
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// tus.conf: OPTIONS says tus 1.0 with its limits; tus-js-client uploads a file in chunks
+/// through it, the backend gets it once (its fields as the example names them); the IETF
+/// draft is spoken on the same location; the upload is forgotten after its hand-off.
+#[test]
+fn tus_conf_takes_a_tus_js_client_upload() {
+    let backend = backend::spawn("127.0.0.1:0");
+    let values = Placeholders::new(&format!("127.0.0.1:{}", backend.port()));
+    let mut nginx = ConfNginx::start(&example("tus.conf"), &values);
+    let port = nginx.port;
+
+    let r = send_raw(port, &build_request("OPTIONS", "/files/", &[], None));
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.header("Tus-Version"), Some("1.0.0"));
+    assert_eq!(r.header("Tus-Max-Size"), Some("1073741824"));
+    assert!(r
+        .header("Tus-Extension")
+        .unwrap_or_default()
+        .contains("expiration"));
+    assert_eq!(r.header("Access-Control-Allow-Origin"), Some("*"));
+
+    let (file, data) = tus_kit::test_file("example tus.bin", 250_000, 81);
+    let endpoint = format!("http://127.0.0.1:{port}/files/");
+    let out = tus_kit::tus_js(
+        &endpoint,
+        &file,
+        &["--scenario", "chunked", "--chunk-size", "100000"],
+    );
+    assert_eq!(out.code, Some(0), "{out}\n{}", nginx.error_log());
+    let run = out.run("chunked", Some("tus-v1"));
+    assert!(run.ok(), "{run}");
+    let id = tus_kit::id_of(run.str("url"));
+    let req = tus_kit::assert_one_handoff(
+        &backend,
+        &nginx.path("store"),
+        &id,
+        &data,
+        Some("example tus.bin"),
+    );
+    assert_eq!(tus_kit::form_field(&req, "upload.id"), id);
+    assert_eq!(
+        tus_kit::form_field(&req, "meta.filename"),
+        "example tus.bin"
+    );
+    assert_eq!(
+        tus_kit::form_field(&req, "file.content_type"),
+        "application/octet-stream"
+    );
+    assert_eq!(run.str("body"), backend::echo_body(&req));
+    assert_eq!(
+        PathBuf::from(tus_kit::form_field(&req, "file.path")),
+        nginx.path("store").join(&id[id.len() - 1..]).join(&id),
+        "upload_store {{PREFIX}}/store 1: <store>/<last char of the id>/<id>"
+    );
+
+    // The IETF draft on the same location: a whole upload in its creation request.
+    let x = tus_kit::exchange(
+        port,
+        &build_request(
+            "POST",
+            "/files/",
+            &[
+                ("Upload-Draft-Interop-Version", "8"),
+                ("Upload-Complete", "?1"),
+            ],
+            Some(b"ietf"),
+        ),
+        false,
+    );
+    assert_eq!(x.status, 200, "{x}\n{}", nginx.error_log());
+    assert_eq!(x.header("Upload-Complete"), Some("?1"));
+    assert!(x.interim.iter().any(|i| i.status == 104), "{x}");
+    assert_eq!(backend.requests().len(), 2);
+
+    // Forgotten once taken.
+    let path = format!("/files/{id}");
+    let x = tus_kit::poll(
+        5,
+        || tus_kit::send(port, "HEAD", &path, &[("Tus-Resumable", "1.0.0")], None),
+        |x| x.status == 404,
+    );
+    assert_eq!(x.status, 404, "{x}");
+    nginx.stop_and_check();
 }
