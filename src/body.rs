@@ -18,21 +18,34 @@ use ngx::ffi::{
 use ngx::http::Request;
 use ngx::ngx_log_error;
 
-use ngx_upload_engine::session::Committed;
 use ngx_upload_protocol::Failure;
 
 use crate::context::{now_msec, upload_ctx, UploadCtx};
 use crate::offload;
 use crate::request::{refuse, RequestExt};
-use crate::target::commit_failure;
+use crate::target::{CommitJob, Record};
 
 /// A long segment records its progress every this many bytes, so an interrupted one keeps
 /// what arrived (the C module loses the whole segment).
 const CHECKPOINT_BYTES: u64 = 8 << 20;
 
-/// Starts reading the body of a request whose context is set; returns what the content handler
-/// returns.
-pub fn start(request: &mut Request) -> ngx_int_t {
+/// Gives the request its context (moved into the request pool, which drops it when the request
+/// ends) and starts reading its body into the context's target; returns what the content
+/// handler returns.
+pub fn install(request: &mut Request, ctx: UploadCtx) -> ngx_int_t {
+    let ctx = request.pool().allocate(ctx);
+    if ctx.is_null() {
+        return ngx::ffi::NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    }
+    request.set_module_ctx(
+        ctx.cast(),
+        <crate::Module as ngx::http::HttpModule>::module(),
+    );
+    start(request)
+}
+
+/// Starts reading the body of a request whose context is set.
+fn start(request: &mut Request) -> ngx_int_t {
     let r = request.raw();
     // SAFETY: r is this live request; streaming the body is how the bytes reach the file
     // without being buffered whole, and its body has not been read yet.
@@ -553,50 +566,31 @@ fn keep_what_arrived(request: &mut Request, ctx: &UploadCtx) {
     }
 }
 
-/// Records the segment bytes written so far, here on the event loop: for a checkpoint of an
-/// upload that is not fsynced, a state file append under a lock.
+/// Records the bytes written so far, here on the event loop: for a checkpoint of an upload that
+/// is not fsynced, a state file append under a lock.
 fn checkpoint_now(ctx: &UploadCtx) -> Result<(), Failure> {
     let received = ctx.received();
     if received <= ctx.progress.recorded.get() {
         return Ok(());
     }
-    let mut target = ctx.target.borrow_mut();
-    let Some((session, commit)) = target.commit_of(received, false, ctx.conf.hash_algorithms())
-    else {
-        return Ok(());
-    };
-    let range = (commit.start, commit.end);
-    session
-        .commit(commit)
-        .map_err(|e| commit_failure(session, range, e))?;
-    ctx.progress.recorded.set(received);
+    let job = ctx
+        .target
+        .borrow_mut()
+        .commit_job(received, false, ctx.conf.hash_algorithms());
+    if let Some(job) = job {
+        job?()?;
+        ctx.progress.recorded.set(received);
+    }
     Ok(())
 }
 
-/// The work of recording the segment bytes written so far, to run on the thread pool: it
-/// works on its own handle of the upload, which shares this request's locks.
-pub fn prepare_commit(
-    ctx: &UploadCtx,
-    finishing: bool,
-) -> Result<impl FnOnce() -> Result<Committed, Failure> + Send + 'static, Failure> {
-    let mut target = ctx.target.borrow_mut();
-    let Some((session, commit)) =
-        target.commit_of(ctx.received(), finishing, ctx.conf.hash_algorithms())
-    else {
-        return Err(Failure::internal("only segments are committed"));
-    };
-    let session = session.try_clone().map_err(|e| {
-        Failure::io(
-            format!("duplicating \"{}\"", session.data_path().display()),
-            &e,
-        )
-    })?;
-    Ok(move || {
-        let range = (commit.start, commit.end);
-        session
-            .commit(commit)
-            .map_err(|e| commit_failure(&session, range, e))
-    })
+/// The work of recording the bytes written so far, to run on the thread pool: it works on its
+/// own handle of the upload, which shares this request's locks.
+pub fn prepare_commit(ctx: &UploadCtx, finishing: bool) -> Result<CommitJob, Failure> {
+    ctx.target
+        .borrow_mut()
+        .commit_job(ctx.received(), finishing, ctx.conf.hash_algorithms())
+        .unwrap_or_else(|| Err(Failure::internal("this request records no bytes")))
 }
 
 /// Records the segment bytes written so far on the thread pool while the request goes on;
@@ -605,7 +599,7 @@ fn commit_off_loop(
     request: &Request,
     ctx: &UploadCtx,
     finishing: bool,
-    then: impl FnOnce(Result<Committed, Failure>) + 'static,
+    then: impl FnOnce(Result<Record, Failure>) + 'static,
 ) -> Result<(), Failure> {
     let job = prepare_commit(ctx, finishing)?;
     offload::run(

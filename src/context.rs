@@ -32,6 +32,10 @@ pub struct Facts {
     pub content_range: String,
     /// Hashes of the file, once complete, when a template uses them.
     pub digests: Option<Digests>,
+    /// `$upload_id`: the id of an upload created by id (tus, the IETF draft).
+    pub id: Vec<u8>,
+    /// `$upload_metadata_<key>`: the upload's metadata.
+    pub metadata: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Facts {
@@ -93,6 +97,8 @@ pub struct UploadCtx {
     pub body_done: Step,
     /// What the body sink calls after each batch of body bytes is written.
     pub body_written: AfterWrite,
+    /// Headers the hand-off adds to the backend's answer if it is a 2xx.
+    pub on_success: RefCell<Vec<(&'static str, Vec<u8>)>>,
     /// This request passed the finished file to `upload_pass`.
     pub handed_off: Cell<bool>,
 }
@@ -101,6 +107,7 @@ impl UploadCtx {
     pub fn new(
         request: &Request,
         conf: &'static UploadConf,
+        protocol: LocationProtocol,
         target: Target,
         facts: Facts,
         body_done: Step,
@@ -111,7 +118,7 @@ impl UploadCtx {
         UploadCtx {
             request: core::ptr::from_ref(r).cast_mut(),
             conf,
-            protocol: conf.protocol(),
+            protocol,
             target: RefCell::new(target),
             facts: RefCell::new(facts),
             progress: Progress {
@@ -132,6 +139,7 @@ impl UploadCtx {
             },
             body_done,
             body_written,
+            on_success: RefCell::default(),
             handed_off: Cell::new(false),
         }
     }
@@ -192,6 +200,26 @@ impl Drop for UploadCtx {
         } else {
             Vec::new()
         };
+        if let Target::Upload(up) = target {
+            // As for a session, below; the upload's files go with upload_cleanup.
+            if cleanup {
+                if let Ok(upload) = up.upload.try_clone() {
+                    // SAFETY: ngx_cycle is the live cycle of this worker.
+                    let log = unsafe { (*ngx::ffi::ngx_cycle).log };
+                    offload::run(
+                        offload::Pool(self.conf.thread_pool),
+                        log,
+                        move || {
+                            let _ = upload.terminate();
+                        },
+                        |_| {},
+                    );
+                }
+            } else if status < 400 {
+                let _ = up.upload.forget_state();
+            }
+            return;
+        }
         let session = target.session();
         // The backend has the file: the upload is over, as in the C module; its state (a small
         // file) goes at once, so a crash right after the answer cannot leave it looking alive.
