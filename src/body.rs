@@ -41,7 +41,74 @@ pub fn install(request: &mut Request, ctx: UploadCtx) -> ngx_int_t {
         ctx.cast(),
         <crate::Module as ngx::http::HttpModule>::module(),
     );
+    // SAFETY: just allocated above, in the request pool.
+    let ctx = unsafe { &*ctx };
+    if ctx.yield_to.is_some() {
+        arm(request, ctx.progress.watch_timer.get(), watch, WATCH_MSEC);
+    }
     start(request)
+}
+
+/// How often a request that may have to yield its upload looks whether it has to.
+const WATCH_MSEC: ngx_msec_t = 1000;
+
+/// Arms one of a request's timers (in its context, which disarms them when dropped).
+fn arm(
+    request: &Request,
+    ev: *mut ngx::ffi::ngx_event_t,
+    handler: unsafe extern "C" fn(*mut ngx::ffi::ngx_event_t),
+    msec: ngx_msec_t,
+) {
+    // SAFETY: the timer lives in the context, which lives as long as the request; the
+    // context's Drop disarms it. Only this event loop touches it.
+    unsafe {
+        (*ev).handler = Some(handler);
+        (*ev).data = request.raw().cast();
+        (*ev).log = request.log();
+        // Shutting down does not wait for it.
+        (*ev).set_cancelable(1);
+        ngx_add_timer(ev, msec);
+    }
+}
+
+/// The watch timer: a newer request for the same upload asked this one to stop. Its body ends
+/// here, what arrived is kept, and the upload is free for the newer request (tusd's "lock
+/// release", across workers and nodes, since the ask goes through the shared store).
+unsafe extern "C" fn watch(ev: *mut ngx::ffi::ngx_event_t) {
+    // SAFETY: data is the request the timer was armed for; the context's Drop disarms the timer
+    // before the request is freed, so both are live; used within this callback only.
+    let (request, ctx) = unsafe {
+        let r = (*ev).data.cast::<ngx_http_request_t>();
+        (Request::from_ngx_http_request(r), upload_ctx(r))
+    };
+    let Some(ctx) = ctx else {
+        return;
+    };
+    if request.as_ref().reading_body() == 0 {
+        return; // the body is in: the request ends on its own
+    }
+    let asked = ctx.yield_to.is_some_and(|asked| asked(ctx));
+    if !asked || ctx.progress.job_in_flight.get() {
+        // SAFETY: re-arming the timer that just fired.
+        unsafe { ngx_add_timer(ev, WATCH_MSEC) };
+        return;
+    }
+    ngx_log_error!(
+        NGX_LOG_INFO,
+        request.log(),
+        "upload: a newer request for this upload asked this one to stop; {} bytes of its body \
+         are kept",
+        ctx.received()
+    );
+    let c = request.connection();
+    body_cut_short(request, ctx, ngx::ffi::NGX_HTTP_CONFLICT as ngx_int_t);
+    // nginx may hold the request a while yet, discarding a body that never comes: its claim on
+    // the upload goes now.
+    if let Ok(mut target) = ctx.target.try_borrow_mut() {
+        target.release_claim();
+    }
+    // SAFETY: the connection outlives a request finalized above; as nginx's own handlers end.
+    unsafe { ngx::ffi::ngx_http_run_posted_requests(c) };
 }
 
 /// Starts reading the body of a request whose context is set.
@@ -386,18 +453,9 @@ fn watch_for_idle(request: &Request, ctx: &UploadCtx) {
         return;
     }
     let ev = ctx.progress.idle_timer.get();
-    // SAFETY: the timer lives in the context, which lives as long as the request; the context's
-    // Drop disarms it. Only this event loop touches it.
-    unsafe {
-        if (*ev).timer_set() != 0 {
-            return;
-        }
-        (*ev).handler = Some(idle_check);
-        (*ev).data = request.raw().cast();
-        (*ev).log = request.log();
-        // Shutting down does not wait for it.
-        (*ev).set_cancelable(1);
-        ngx_add_timer(ev, IDLE_MSEC);
+    // SAFETY: the timer lives in the context; only this event loop touches it.
+    if unsafe { (*ev).timer_set() } == 0 {
+        arm(request, ev, idle_check, IDLE_MSEC);
     }
 }
 

@@ -82,6 +82,8 @@ pub struct Progress {
     /// written and the buffer shrinks back (`body::idle_check`). nginx owns it while it is
     /// armed, hence the `UnsafeCell`.
     pub idle_timer: core::cell::UnsafeCell<ngx::ffi::ngx_event_t>,
+    /// Fires every second while the body is read, for [`UploadCtx::yield_to`].
+    pub watch_timer: core::cell::UnsafeCell<ngx::ffi::ngx_event_t>,
 }
 
 pub struct UploadCtx {
@@ -97,6 +99,10 @@ pub struct UploadCtx {
     pub body_done: Step,
     /// What the body sink calls after each batch of body bytes is written.
     pub body_written: AfterWrite,
+    /// Asked every second while the body is read: whether a newer request for the same upload
+    /// wants this one to stop (a client that lost its connection and came back); the body
+    /// sink then ends the body, keeping what arrived.
+    pub yield_to: Option<fn(&UploadCtx) -> bool>,
     /// Headers the hand-off adds to the backend's answer if it is a 2xx.
     pub on_success: RefCell<Vec<(&'static str, Vec<u8>)>>,
     /// This request passed the finished file to `upload_pass`.
@@ -136,10 +142,13 @@ impl UploadCtx {
                 // SAFETY: ngx_event_t is plain C data, all-zero before use as nginx's own
                 // events are.
                 idle_timer: core::cell::UnsafeCell::new(unsafe { core::mem::zeroed() }),
+                // SAFETY: as above.
+                watch_timer: core::cell::UnsafeCell::new(unsafe { core::mem::zeroed() }),
             },
             body_done,
             body_written,
             on_success: RefCell::default(),
+            yield_to: None,
             handed_off: Cell::new(false),
         }
     }
@@ -181,10 +190,14 @@ pub fn now_msec() -> ngx_msec_t {
 
 impl Drop for UploadCtx {
     fn drop(&mut self) {
-        let idle = self.progress.idle_timer.get_mut();
-        if idle.timer_set() != 0 {
-            // SAFETY: an armed timer of nginx's tree, on this worker's event loop.
-            unsafe { ngx::ffi::ngx_del_timer(idle) };
+        for timer in [
+            self.progress.idle_timer.get_mut(),
+            self.progress.watch_timer.get_mut(),
+        ] {
+            if timer.timer_set() != 0 {
+                // SAFETY: an armed timer of nginx's tree, on this worker's event loop.
+                unsafe { ngx::ffi::ngx_del_timer(timer) };
+            }
         }
         let target = self.target.get_mut();
         if !self.handed_off.get() {

@@ -53,6 +53,8 @@ pub struct UploadTarget {
     pub after: After,
     /// The upload was assembled by this request, which holds its hand-off.
     pub assembled: bool,
+    /// When this request took its claim: a newer request's ask to yield is later.
+    pub claimed_at: std::time::SystemTime,
 }
 
 pub enum Target {
@@ -235,6 +237,13 @@ impl Target {
             finishing,
         };
         Some((session, commit))
+    }
+
+    /// Gives up the claim on the bytes this request was writing (an upload by id).
+    pub fn release_claim(&mut self) {
+        if let Target::Upload(up) = self {
+            up.claim = None;
+        }
     }
 
     /// Files this request stored on its own (not an upload's), for `upload_cleanup`.

@@ -265,7 +265,43 @@ pub fn without_body(
     after: After,
 ) -> Result<ngx_int_t, Failure> {
     let upload = open(conf, id)?;
+    // A request still writing this upload (a client that lost its connection, and now asks
+    // again) is asked to stop, keeping what it received.
+    let offset = upload.state().offset();
+    if let Err(ngx_upload_engine::upload::UploadError::InFlight { .. }) = upload.claim(offset, None)
+    {
+        ask_to_yield(&upload);
+    }
     start(request, conf, protocol, upload, Writing::none(), after)
+}
+
+/// Where a newer request asks the one writing an upload to yield: a file beside its state,
+/// so the ask reaches the writer on any worker and any node sharing the store.
+fn yield_path(upload: &Upload) -> std::path::PathBuf {
+    upload.state_path().with_extension("yield")
+}
+
+fn ask_to_yield(upload: &Upload) {
+    let _ = std::fs::write(yield_path(upload), b"");
+}
+
+/// The body sink's `yield_to` for a request writing an upload: a newer request asked, after
+/// this one took its claim (allowing for clocks of other nodes a little behind).
+fn asked_to_yield(ctx: &UploadCtx) -> bool {
+    let Ok(target) = ctx.target.try_borrow() else {
+        return false;
+    };
+    let Target::Upload(up) = &*target else {
+        return false;
+    };
+    let path = yield_path(&up.upload);
+    let asked = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|at| at + std::time::Duration::from_secs(5) >= up.claimed_at);
+    if asked {
+        let _ = std::fs::remove_file(&path);
+    }
+    asked
 }
 
 /// `Plan::Concatenate`: a new upload assembled from complete partial uploads, handed off now.
@@ -384,16 +420,21 @@ fn start(
                     ));
                 }
             }
-            Some(
-                upload
-                    .claim_append(offset, length)
-                    .map_err(|e| Failure::from(e).context(format!("upload \"{}\"", upload.id())))?,
-            )
+            match upload.claim_append(offset, length) {
+                Ok(claim) => Some(claim),
+                Err(e) => {
+                    if matches!(e, ngx_upload_engine::upload::UploadError::InFlight { .. }) {
+                        ask_to_yield(&upload);
+                    }
+                    return Err(Failure::from(e).context(format!("upload \"{}\"", upload.id())));
+                }
+            }
         }
         None => None,
     };
     let algorithms = conf.hash_algorithms();
     let stream_hash = claim.as_ref().and_then(|c| c.streaming_hash(algorithms));
+    let writes = claim.is_some();
     let mut facts = facts_of(&upload, &state);
     facts.digests = writing.digests.clone();
     let target = Target::Upload(Box::new(UploadTarget {
@@ -407,8 +448,12 @@ fn start(
         announced: writing.announced,
         after,
         assembled: writing.assembled,
+        claimed_at: SystemTime::now(),
     }));
-    let ctx = UploadCtx::new(request, conf, protocol, target, facts, body_done, no_parts);
+    let mut ctx = UploadCtx::new(request, conf, protocol, target, facts, body_done, no_parts);
+    if writes {
+        ctx.yield_to = Some(asked_to_yield);
+    }
     Ok(body::install(request, ctx))
 }
 
