@@ -18,21 +18,101 @@ use ngx::ffi::{
 use ngx::http::Request;
 use ngx::ngx_log_error;
 
-use ngx_upload_engine::session::Committed;
 use ngx_upload_protocol::Failure;
 
 use crate::context::{now_msec, upload_ctx, UploadCtx};
 use crate::offload;
 use crate::request::{refuse, RequestExt};
-use crate::target::commit_failure;
+use crate::target::{CommitJob, Record};
 
 /// A long segment records its progress every this many bytes, so an interrupted one keeps
 /// what arrived (the C module loses the whole segment).
 const CHECKPOINT_BYTES: u64 = 8 << 20;
 
-/// Starts reading the body of a request whose context is set; returns what the content handler
-/// returns.
-pub fn start(request: &mut Request) -> ngx_int_t {
+/// Gives the request its context (moved into the request pool, which drops it when the request
+/// ends) and starts reading its body into the context's target; returns what the content
+/// handler returns.
+pub fn install(request: &mut Request, ctx: UploadCtx) -> ngx_int_t {
+    let ctx = request.pool().allocate(ctx);
+    if ctx.is_null() {
+        return ngx::ffi::NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    }
+    request.set_module_ctx(
+        ctx.cast(),
+        <crate::Module as ngx::http::HttpModule>::module(),
+    );
+    // SAFETY: just allocated above, in the request pool.
+    let ctx = unsafe { &*ctx };
+    if ctx.yield_to.is_some() {
+        arm(request, ctx.progress.watch_timer.get(), watch, WATCH_MSEC);
+    }
+    start(request)
+}
+
+/// How often a request that may have to yield its upload looks whether it has to.
+const WATCH_MSEC: ngx_msec_t = 1000;
+
+/// Arms one of a request's timers (in its context, which disarms them when dropped).
+fn arm(
+    request: &Request,
+    ev: *mut ngx::ffi::ngx_event_t,
+    handler: unsafe extern "C" fn(*mut ngx::ffi::ngx_event_t),
+    msec: ngx_msec_t,
+) {
+    // SAFETY: the timer lives in the context, which lives as long as the request; the
+    // context's Drop disarms it. Only this event loop touches it.
+    unsafe {
+        (*ev).handler = Some(handler);
+        (*ev).data = request.raw().cast();
+        (*ev).log = request.log();
+        // Shutting down does not wait for it.
+        (*ev).set_cancelable(1);
+        ngx_add_timer(ev, msec);
+    }
+}
+
+/// The watch timer: a newer request for the same upload asked this one to stop. Its body ends
+/// here, what arrived is kept, and the upload is free for the newer request (tusd's "lock
+/// release", across workers and nodes, since the ask goes through the shared store).
+unsafe extern "C" fn watch(ev: *mut ngx::ffi::ngx_event_t) {
+    // SAFETY: data is the request the timer was armed for; the context's Drop disarms the timer
+    // before the request is freed, so both are live; used within this callback only.
+    let (request, ctx) = unsafe {
+        let r = (*ev).data.cast::<ngx_http_request_t>();
+        (Request::from_ngx_http_request(r), upload_ctx(r))
+    };
+    let Some(ctx) = ctx else {
+        return;
+    };
+    if request.as_ref().reading_body() == 0 {
+        return; // the body is in: the request ends on its own
+    }
+    let asked = ctx.yield_to.is_some_and(|asked| asked(ctx));
+    if !asked || ctx.progress.job_in_flight.get() {
+        // SAFETY: re-arming the timer that just fired.
+        unsafe { ngx_add_timer(ev, WATCH_MSEC) };
+        return;
+    }
+    ngx_log_error!(
+        NGX_LOG_INFO,
+        request.log(),
+        "upload: a newer request for this upload asked this one to stop; {} bytes of its body \
+         are kept",
+        ctx.received()
+    );
+    let c = request.connection();
+    body_cut_short(request, ctx, ngx::ffi::NGX_HTTP_CONFLICT as ngx_int_t);
+    // nginx may hold the request a while yet, discarding a body that never comes: its claim on
+    // the upload goes now.
+    if let Ok(mut target) = ctx.target.try_borrow_mut() {
+        target.release_claim();
+    }
+    // SAFETY: the connection outlives a request finalized above; as nginx's own handlers end.
+    unsafe { ngx::ffi::ngx_http_run_posted_requests(c) };
+}
+
+/// Starts reading the body of a request whose context is set.
+fn start(request: &mut Request) -> ngx_int_t {
     let r = request.raw();
     // SAFETY: r is this live request; streaming the body is how the bytes reach the file
     // without being buffered whole, and its body has not been read yet.
@@ -373,18 +453,9 @@ fn watch_for_idle(request: &Request, ctx: &UploadCtx) {
         return;
     }
     let ev = ctx.progress.idle_timer.get();
-    // SAFETY: the timer lives in the context, which lives as long as the request; the context's
-    // Drop disarms it. Only this event loop touches it.
-    unsafe {
-        if (*ev).timer_set() != 0 {
-            return;
-        }
-        (*ev).handler = Some(idle_check);
-        (*ev).data = request.raw().cast();
-        (*ev).log = request.log();
-        // Shutting down does not wait for it.
-        (*ev).set_cancelable(1);
-        ngx_add_timer(ev, IDLE_MSEC);
+    // SAFETY: the timer lives in the context; only this event loop touches it.
+    if unsafe { (*ev).timer_set() } == 0 {
+        arm(request, ev, idle_check, IDLE_MSEC);
     }
 }
 
@@ -553,50 +624,31 @@ fn keep_what_arrived(request: &mut Request, ctx: &UploadCtx) {
     }
 }
 
-/// Records the segment bytes written so far, here on the event loop: for a checkpoint of an
-/// upload that is not fsynced, a state file append under a lock.
+/// Records the bytes written so far, here on the event loop: for a checkpoint of an upload that
+/// is not fsynced, a state file append under a lock.
 fn checkpoint_now(ctx: &UploadCtx) -> Result<(), Failure> {
     let received = ctx.received();
     if received <= ctx.progress.recorded.get() {
         return Ok(());
     }
-    let mut target = ctx.target.borrow_mut();
-    let Some((session, commit)) = target.commit_of(received, false, ctx.conf.hash_algorithms())
-    else {
-        return Ok(());
-    };
-    let range = (commit.start, commit.end);
-    session
-        .commit(commit)
-        .map_err(|e| commit_failure(session, range, e))?;
-    ctx.progress.recorded.set(received);
+    let job = ctx
+        .target
+        .borrow_mut()
+        .commit_job(received, false, ctx.conf.hash_algorithms());
+    if let Some(job) = job {
+        job?()?;
+        ctx.progress.recorded.set(received);
+    }
     Ok(())
 }
 
-/// The work of recording the segment bytes written so far, to run on the thread pool: it
-/// works on its own handle of the upload, which shares this request's locks.
-pub fn prepare_commit(
-    ctx: &UploadCtx,
-    finishing: bool,
-) -> Result<impl FnOnce() -> Result<Committed, Failure> + Send + 'static, Failure> {
-    let mut target = ctx.target.borrow_mut();
-    let Some((session, commit)) =
-        target.commit_of(ctx.received(), finishing, ctx.conf.hash_algorithms())
-    else {
-        return Err(Failure::internal("only segments are committed"));
-    };
-    let session = session.try_clone().map_err(|e| {
-        Failure::io(
-            format!("duplicating \"{}\"", session.data_path().display()),
-            &e,
-        )
-    })?;
-    Ok(move || {
-        let range = (commit.start, commit.end);
-        session
-            .commit(commit)
-            .map_err(|e| commit_failure(&session, range, e))
-    })
+/// The work of recording the bytes written so far, to run on the thread pool: it works on its
+/// own handle of the upload, which shares this request's locks.
+pub fn prepare_commit(ctx: &UploadCtx, finishing: bool) -> Result<CommitJob, Failure> {
+    ctx.target
+        .borrow_mut()
+        .commit_job(ctx.received(), finishing, ctx.conf.hash_algorithms())
+        .unwrap_or_else(|| Err(Failure::internal("this request records no bytes")))
 }
 
 /// Records the segment bytes written so far on the thread pool while the request goes on;
@@ -605,7 +657,7 @@ fn commit_off_loop(
     request: &Request,
     ctx: &UploadCtx,
     finishing: bool,
-    then: impl FnOnce(Result<Committed, Failure>) + 'static,
+    then: impl FnOnce(Result<Record, Failure>) + 'static,
 ) -> Result<(), Failure> {
     let job = prepare_commit(ctx, finishing)?;
     offload::run(

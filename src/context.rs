@@ -32,6 +32,10 @@ pub struct Facts {
     pub content_range: String,
     /// Hashes of the file, once complete, when a template uses them.
     pub digests: Option<Digests>,
+    /// `$upload_id`: the id of an upload created by id (tus, the IETF draft).
+    pub id: Vec<u8>,
+    /// `$upload_metadata_<key>`: the upload's metadata.
+    pub metadata: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Facts {
@@ -78,6 +82,8 @@ pub struct Progress {
     /// written and the buffer shrinks back (`body::idle_check`). nginx owns it while it is
     /// armed, hence the `UnsafeCell`.
     pub idle_timer: core::cell::UnsafeCell<ngx::ffi::ngx_event_t>,
+    /// Fires every second while the body is read, for [`UploadCtx::yield_to`].
+    pub watch_timer: core::cell::UnsafeCell<ngx::ffi::ngx_event_t>,
 }
 
 pub struct UploadCtx {
@@ -93,6 +99,12 @@ pub struct UploadCtx {
     pub body_done: Step,
     /// What the body sink calls after each batch of body bytes is written.
     pub body_written: AfterWrite,
+    /// Asked every second while the body is read: whether a newer request for the same upload
+    /// wants this one to stop (a client that lost its connection and came back); the body
+    /// sink then ends the body, keeping what arrived.
+    pub yield_to: Option<fn(&UploadCtx) -> bool>,
+    /// Headers the hand-off adds to the backend's answer if it is a 2xx.
+    pub on_success: RefCell<Vec<(&'static str, Vec<u8>)>>,
     /// This request passed the finished file to `upload_pass`.
     pub handed_off: Cell<bool>,
 }
@@ -101,6 +113,7 @@ impl UploadCtx {
     pub fn new(
         request: &Request,
         conf: &'static UploadConf,
+        protocol: LocationProtocol,
         target: Target,
         facts: Facts,
         body_done: Step,
@@ -111,7 +124,7 @@ impl UploadCtx {
         UploadCtx {
             request: core::ptr::from_ref(r).cast_mut(),
             conf,
-            protocol: conf.protocol(),
+            protocol,
             target: RefCell::new(target),
             facts: RefCell::new(facts),
             progress: Progress {
@@ -129,9 +142,13 @@ impl UploadCtx {
                 // SAFETY: ngx_event_t is plain C data, all-zero before use as nginx's own
                 // events are.
                 idle_timer: core::cell::UnsafeCell::new(unsafe { core::mem::zeroed() }),
+                // SAFETY: as above.
+                watch_timer: core::cell::UnsafeCell::new(unsafe { core::mem::zeroed() }),
             },
             body_done,
             body_written,
+            on_success: RefCell::default(),
+            yield_to: None,
             handed_off: Cell::new(false),
         }
     }
@@ -173,10 +190,14 @@ pub fn now_msec() -> ngx_msec_t {
 
 impl Drop for UploadCtx {
     fn drop(&mut self) {
-        let idle = self.progress.idle_timer.get_mut();
-        if idle.timer_set() != 0 {
-            // SAFETY: an armed timer of nginx's tree, on this worker's event loop.
-            unsafe { ngx::ffi::ngx_del_timer(idle) };
+        for timer in [
+            self.progress.idle_timer.get_mut(),
+            self.progress.watch_timer.get_mut(),
+        ] {
+            if timer.timer_set() != 0 {
+                // SAFETY: an armed timer of nginx's tree, on this worker's event loop.
+                unsafe { ngx::ffi::ngx_del_timer(timer) };
+            }
         }
         let target = self.target.get_mut();
         if !self.handed_off.get() {
@@ -192,6 +213,26 @@ impl Drop for UploadCtx {
         } else {
             Vec::new()
         };
+        if let Target::Upload(up) = target {
+            // As for a session, below; the upload's files go with upload_cleanup.
+            if cleanup {
+                if let Ok(upload) = up.upload.try_clone() {
+                    // SAFETY: ngx_cycle is the live cycle of this worker.
+                    let log = unsafe { (*ngx::ffi::ngx_cycle).log };
+                    offload::run(
+                        offload::Pool(self.conf.thread_pool),
+                        log,
+                        move || {
+                            let _ = upload.terminate();
+                        },
+                        |_| {},
+                    );
+                }
+            } else if status < 400 {
+                let _ = up.upload.forget_state();
+            }
+            return;
+        }
         let session = target.session();
         // The backend has the file: the upload is over, as in the C module; its state (a small
         // file) goes at once, so a crash right after the answer cannot leave it looking alive.

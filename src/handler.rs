@@ -2,14 +2,11 @@
 //! carries it out (opens where the body goes, then lets the body sink stream it there), and
 //! answers with the protocol's reply to the outcome, or hands the finished file off.
 
-use core::ffi::c_void;
-use core::ptr;
-
 use ngx::ffi::{
     ngx_http_finalize_request, ngx_http_request_t, ngx_int_t, NGX_ERROR,
     NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_LOG_DEBUG_HTTP,
 };
-use ngx::http::{HttpModule, HttpModuleLocationConf, Request};
+use ngx::http::{HttpModuleLocationConf, Request};
 
 use ngx_upload_engine::content_range::ContentRange;
 use ngx_upload_engine::hashing::{Algorithms, MultiHasher};
@@ -19,12 +16,14 @@ use ngx_upload_engine::store;
 use ngx_upload_protocol::{Failure, FileFacts, Outcome, Plan, Problem, Protocol, Reply};
 
 use crate::body;
+use crate::conf::protocol::LocationProtocol;
 use crate::conf::UploadConf;
 use crate::context::{Facts, UploadCtx};
 use crate::form::{Finished, FormUpload};
 use crate::handoff;
 use crate::request::{refuse, RequestExt};
-use crate::target::{SegmentTarget, Target, WholeTarget};
+use crate::target::{Record, SegmentTarget, Target, WholeTarget};
+use crate::uploads;
 use crate::Module;
 
 /// The `upload_pass` location's content handler.
@@ -37,13 +36,13 @@ pub unsafe extern "C" fn upload_content_handler(r: *mut ngx_http_request_t) -> n
     let Some(conf) = Module::location_conf(request) else {
         return NGX_ERROR as ngx_int_t;
     };
-    let protocol = conf.protocol();
+    let protocol = conf.protocol_for(&request.head());
     let plan = protocol.plan(&request.head());
     debug(request, || match &plan {
         Ok(plan) => format!("upload: plan {}", plan_name(plan)),
         Err(f) => format!("upload: refused: {}", f.message),
     });
-    match plan.and_then(|plan| carry_out(request, conf, plan)) {
+    match plan.and_then(|plan| carry_out(request, conf, protocol, plan)) {
         Ok(rc) => rc,
         Err(failure) => refuse(request, &protocol, &failure),
     }
@@ -79,6 +78,7 @@ fn debug(request: &Request, message: impl FnOnce() -> String) {
 fn carry_out(
     request: &mut Request,
     conf: &'static UploadConf,
+    protocol: LocationProtocol,
     plan: Plan,
 ) -> Result<ngx_int_t, Failure> {
     let (target, facts) = match plan {
@@ -86,7 +86,7 @@ fn carry_out(
             request.add_configured_headers(conf);
             return Ok(request.send_answer(&answer));
         }
-        Plan::Report { id } => return report(request, conf, &id),
+        Plan::Report { id } => return report(request, conf, protocol, &id),
         Plan::Segment { id, range, file } => open_segment(conf, &id, range, file)?,
         Plan::Whole { id, max_size, file } => open_whole(conf, id.as_ref(), max_size, file)?,
         Plan::Form {
@@ -102,49 +102,57 @@ fn carry_out(
             )?;
             (Target::Form(Box::new(form)), Facts::default())
         }
-        // The creation-based plans of tus and the IETF draft; no location speaks those yet.
-        Plan::Create(_)
-        | Plan::Append { .. }
-        | Plan::Inspect { .. }
-        | Plan::Terminate { .. }
-        | Plan::Concatenate(_) => return Err(Failure::internal(
-            "this location's protocol planned a creation-based upload, which it does not carry out",
-        )),
+        // The plans of protocols that create uploads and address them by id.
+        Plan::Create(create) => return uploads::create(request, conf, protocol, create),
+        Plan::Append {
+            id,
+            offset,
+            declare_length,
+            checksum,
+            finish,
+        } => {
+            return uploads::append(
+                request,
+                conf,
+                protocol,
+                &id,
+                offset,
+                declare_length,
+                checksum,
+                finish,
+            )
+        }
+        Plan::Inspect { id, retry_hand_off } => {
+            let after = uploads::After::Inspect { retry_hand_off };
+            return uploads::without_body(request, conf, protocol, &id, after);
+        }
+        Plan::Terminate { id } => {
+            return uploads::without_body(request, conf, protocol, &id, uploads::After::Terminate)
+        }
+        Plan::Concatenate(plan) => return uploads::concatenate(request, conf, protocol, plan),
     };
     let ctx = UploadCtx::new(
         request,
         conf,
+        protocol,
         target,
         facts,
         body_done,
         describe_finished_files,
     );
-    let Some(ctx) = into_pool(request, ctx) else {
-        return Ok(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t);
-    };
-    request.set_module_ctx(
-        ptr::from_ref(ctx).cast_mut().cast::<c_void>(),
-        Module::module(),
-    );
-    Ok(body::start(request))
-}
-
-/// Moves the context into the request pool, which drops it when the request ends.
-fn into_pool(request: &Request, ctx: UploadCtx) -> Option<&UploadCtx> {
-    let ctx = request.pool().allocate(ctx);
-    // SAFETY: NULL or a context just moved into the pool, which lives as long as the request.
-    unsafe { ctx.as_ref() }
+    Ok(body::install(request, ctx))
 }
 
 /// `Plan::Report`: what an upload holds.
 fn report(
     request: &mut Request,
     conf: &'static UploadConf,
+    protocol: LocationProtocol,
     id: &SessionId,
 ) -> Result<ngx_int_t, Failure> {
     match conf.sessions().progress(id)? {
         Some(state) => {
-            let reply = conf.protocol().reply(&Outcome::Report(&state));
+            let reply = protocol.reply(&Outcome::Report(&state));
             Ok(send_reply(request, conf, reply))
         }
         None => Err(Failure::new(
@@ -186,6 +194,7 @@ fn open_segment(
         number: 1,
         content_range: range.to_string(),
         digests: None,
+        ..Facts::default()
     };
     let target = Target::Segment(SegmentTarget {
         session,
@@ -284,6 +293,7 @@ fn describe_finished_files(request: &mut Request, ctx: &UploadCtx) -> Result<(),
                     size: stored.size,
                     number: stored.number,
                     digests: stored.digests,
+                    ..Facts::default()
                 };
                 handoff::evaluate_fields(request, ctx.conf)?
             }
@@ -323,7 +333,7 @@ fn complete(request: &mut Request, ctx: &UploadCtx) -> Result<Option<ngx_int_t>,
         if ctx.target.borrow().has_segment() {
             return record_segment(request, ctx).map(|()| None);
         }
-        return hand_off(request, ctx, Vec::new()).map(Some);
+        return handoff::hand_off(request, ctx, Vec::new(), Vec::new()).map(Some);
     }
     if let Some(expected) = ctx.progress.expected.filter(|n| *n != received) {
         return Err(Failure::bad_request(format!(
@@ -356,7 +366,7 @@ fn complete(request: &mut Request, ctx: &UploadCtx) -> Result<Option<ngx_int_t>,
         facts.content_range = Facts::whole_range(received);
         facts.digests = digests;
     }
-    hand_off(request, ctx, Vec::new()).map(Some)
+    handoff::hand_off(request, ctx, Vec::new(), Vec::new()).map(Some)
 }
 
 /// Records the request's complete segment. Recording may fsync, and read the file back to
@@ -364,7 +374,10 @@ fn complete(request: &mut Request, ctx: &UploadCtx) -> Result<Option<ngx_int_t>,
 fn record_segment(request: &mut Request, ctx: &UploadCtx) -> Result<(), Failure> {
     let job = body::prepare_commit(ctx, true)?;
     body::run_blocking(request, ctx, job, |request, ctx, result| {
-        let rc = body::flatten(result).and_then(|c| answer_committed(request, ctx, c));
+        let rc = body::flatten(result).and_then(|record| match record {
+            Record::Session(committed) => answer_committed(request, ctx, committed),
+            Record::Upload(_) => Err(Failure::internal("a segment recorded as an upload")),
+        });
         match rc {
             // SAFETY: the request is live; this ends the reference taken by
             // ngx_http_read_client_request_body.
@@ -437,26 +450,5 @@ fn answer_committed(
     } else {
         ctx.facts.borrow_mut().digests = digests;
     }
-    hand_off(request, ctx, headers)
-}
-
-/// Hands the finished upload off to `upload_pass`, with `headers` added to its answer.
-fn hand_off(
-    request: &mut Request,
-    ctx: &UploadCtx,
-    headers: Vec<(&'static str, Vec<u8>)>,
-) -> Result<ngx_int_t, Failure> {
-    request.add_configured_headers(ctx.conf);
-    for (name, value) in headers {
-        request
-            .push_response_header(name.as_bytes(), &value)
-            .ok_or_else(|| Failure::internal("out of memory adding a header"))?;
-    }
-    ctx.handed_off.set(true);
-    let form = match &mut *ctx.target.borrow_mut() {
-        Target::Form(form) => Some(form.take_form()),
-        _ => None,
-    };
-    debug(request, || "upload: handing off to upload_pass".to_string());
-    handoff::pass_to_backend(request, ctx.conf, form)
+    handoff::hand_off(request, ctx, headers, Vec::new())
 }

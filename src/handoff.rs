@@ -15,13 +15,90 @@ use ngx_upload_engine::form::FormBody;
 use ngx_upload_protocol::Failure;
 
 use crate::conf::UploadConf;
+use crate::context::{upload_ctx, UploadCtx};
 use crate::request::{push_header, RequestExt};
+use crate::target::Target;
+use crate::Module;
 
 /// A form field's name and value.
 pub type FormField = (Vec<u8>, Vec<u8>);
 
 /// What nginx-upload-module sends when no field is configured, so the body is never empty.
 const DUMMY_FIELD: &[u8] = b"<ngx_upload_module_dummy>";
+
+/// Hands the finished upload off to `upload_pass`: `headers` go on the backend's answer,
+/// `on_success` too if it is a 2xx (see [`header_filter`]). Returns what the request is
+/// finalized with.
+pub fn hand_off(
+    request: &mut Request,
+    ctx: &UploadCtx,
+    headers: Vec<(&'static str, Vec<u8>)>,
+    on_success: Vec<(&'static str, Vec<u8>)>,
+) -> Result<ngx_int_t, Failure> {
+    request.add_configured_headers(ctx.conf);
+    for (name, value) in headers {
+        request
+            .push_response_header(name.as_bytes(), &value)
+            .ok_or_else(|| Failure::internal("out of memory adding a header"))?;
+    }
+    ctx.handed_off.set(true);
+    let form = match &mut *ctx.target.borrow_mut() {
+        Target::Form(form) => Some(form.take_form()),
+        _ => None,
+    };
+    *ctx.on_success.borrow_mut() = on_success;
+    let rc = pass_to_backend(request, ctx.conf, form)?;
+    // The redirect cleared the module contexts; the context is still in the request pool, and
+    // the backend's answer (header_filter) and the backend location's variables find it again.
+    request.set_module_ctx(
+        core::ptr::from_ref(ctx).cast_mut().cast(),
+        <Module as ngx::http::HttpModule>::module(),
+    );
+    Ok(rc)
+}
+
+/// The next header filter in nginx's chain.
+static mut NEXT_HEADER_FILTER: ngx::ffi::ngx_http_output_header_filter_pt = None;
+
+/// Puts [`header_filter`] in nginx's header filter chain (postconfiguration).
+///
+/// # Safety
+/// Called once by nginx while the configuration is read, as every filter module installs itself.
+pub unsafe fn install_header_filter() {
+    // SAFETY: nginx's filter chain globals, changed only during configuration.
+    unsafe {
+        NEXT_HEADER_FILTER = ngx::ffi::ngx_http_top_header_filter;
+        ngx::ffi::ngx_http_top_header_filter = Some(header_filter);
+    }
+}
+
+/// Adds a hand-off's `on_success` headers to the backend's answer when it is a 2xx: headers
+/// that tell the client its upload succeeded must not reach it with a failure.
+unsafe extern "C" fn header_filter(r: *mut ngx::ffi::ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls header filters with a live request; the context, if any, is used
+    // within this call only.
+    if let Some(ctx) = unsafe { upload_ctx(r) } {
+        let on_success = std::mem::take(&mut *ctx.on_success.borrow_mut());
+        // SAFETY: as above.
+        let request = unsafe { ngx::http::Request::from_ngx_http_request(r) };
+        let status = request.as_ref().headers_out.status;
+        if (200..300).contains(&status) {
+            for (name, value) in on_success {
+                if request
+                    .push_response_header(name.as_bytes(), &value)
+                    .is_none()
+                {
+                    return ngx::ffi::NGX_ERROR as ngx_int_t;
+                }
+            }
+        }
+    }
+    // SAFETY: the next filter nginx had before this one was installed.
+    match unsafe { NEXT_HEADER_FILTER } {
+        Some(next) => unsafe { next(r) },
+        None => ngx::ffi::NGX_OK as ngx_int_t,
+    }
+}
 
 /// Replaces the request body with the hand-off form and redirects to `upload_pass`. `form` is
 /// the form a multipart request built part by part; any other upload is described now, by the
@@ -108,6 +185,16 @@ fn replace_body(request: &mut Request, content_type: &[u8], body: &[u8]) -> Resu
         let hin = &mut (*r).headers_in;
         hin.content_length_n = body.len() as _;
         hin.set_chunked(0);
+
+        // The backend gets a POST of the form whatever the client's method was (a tus PATCH, a
+        // HEAD retrying a hand-off); a HEAD's client still gets no body.
+        if (*r).method != ngx::ffi::NGX_HTTP_POST as usize {
+            if (*r).method == ngx::ffi::NGX_HTTP_HEAD as usize {
+                (*r).set_header_only(1);
+            }
+            (*r).method = ngx::ffi::NGX_HTTP_POST as usize;
+            (*r).method_name = ngx::ngx_string!("POST");
+        }
     }
     let length = body.len().to_string();
     set_request_header(request, RequestSlot::ContentLength, length.as_bytes()).ok_or_else(oom)?;

@@ -31,6 +31,7 @@ mod handoff;
 mod offload;
 mod request;
 mod target;
+mod uploads;
 mod variables;
 
 pub struct Module;
@@ -44,6 +45,13 @@ impl HttpModule for Module {
     unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
         // SAFETY: nginx calls this with the configuration being parsed.
         unsafe { variables::register(cf) }
+    }
+
+    unsafe extern "C" fn postconfiguration(_cf: *mut ngx_conf_t) -> ngx_int_t {
+        // SAFETY: nginx calls this once per configuration, while filter modules install
+        // themselves.
+        unsafe { handoff::install_header_filter() };
+        NGX_OK as ngx_int_t
     }
 
     unsafe extern "C" fn merge_loc_conf(
@@ -81,7 +89,7 @@ unsafe impl HttpModuleLocationConf for Module {
 
 static MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
     preconfiguration: Some(Module::preconfiguration),
-    postconfiguration: None,
+    postconfiguration: Some(Module::postconfiguration),
     create_main_conf: Some(Module::create_main_conf),
     init_main_conf: None,
     create_srv_conf: None,

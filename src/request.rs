@@ -34,9 +34,49 @@ pub trait RequestExt {
     fn send_answer(&mut self, answer: &Answer) -> ngx_int_t;
     /// `upload_add_header`: evaluated now, added when name and value are non-empty.
     fn add_configured_headers(&mut self, conf: &UploadConf);
+    /// Sends an interim (1xx) answer before the body is read: on HTTP/1.1 only (nginx has no
+    /// way to send one on HTTP/2 before 1.29's early hints; the final answer says it all).
+    fn send_interim(&mut self, answer: &Answer);
 }
 
 impl RequestExt for Request {
+    fn send_interim(&mut self, answer: &Answer) {
+        let r = self.as_ref();
+        if !r.stream.is_null() || r.http_version < ngx::ffi::NGX_HTTP_VERSION_11 as usize {
+            return;
+        }
+        let mut head = format!(
+            "HTTP/1.1 {} {}\r\n",
+            answer.status,
+            reason_phrase(answer.status)
+        )
+        .into_bytes();
+        for (name, value) in &answer.headers {
+            head.extend_from_slice(name.as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value);
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        let c = r.connection;
+        // SAFETY: the live connection of a request whose answer has not started; nginx itself
+        // sends `100 Continue` the same way. The few bytes fit in a fresh socket buffer.
+        let sent = unsafe {
+            match (*c).send {
+                Some(send) => send(c, head.as_mut_ptr(), head.len()),
+                None => -1,
+            }
+        };
+        if sent != head.len() as isize {
+            ngx::ngx_log_error!(
+                ngx::ffi::NGX_LOG_INFO,
+                self.log(),
+                "upload: could not send the {} interim answer",
+                answer.status
+            );
+        }
+    }
+
     fn raw(&self) -> *mut ngx_http_request_t {
         ptr::from_ref(self.as_ref()).cast_mut()
     }
@@ -216,4 +256,13 @@ pub fn refuse(
         failure.message
     );
     request.send_answer(&protocol.refuse(failure))
+}
+
+/// The reason phrases of the statuses nginx has none for.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        104 => "Upload Resumption Supported",
+        460 => "Checksum Mismatch",
+        _ => "",
+    }
 }

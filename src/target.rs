@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use ngx_upload_engine::content_range::ContentRange;
 use ngx_upload_engine::hash_state::HashProgress;
 use ngx_upload_engine::hashing::{Algorithms, MultiHasher};
-use ngx_upload_engine::session::{self, Commit, Session};
+use ngx_upload_engine::session::{self, Commit, Committed, Session};
+use ngx_upload_engine::upload::{Claim, Recorded, Upload};
+use ngx_upload_protocol::checksum::Checksum;
 use ngx_upload_protocol::{Failure, Problem};
 
 use crate::form::FormUpload;
@@ -32,12 +34,54 @@ pub struct WholeTarget {
     pub hasher: Option<MultiHasher>,
 }
 
+/// An upload created and addressed by id (tus, the IETF draft): the body, if any, is written
+/// through a claim at the upload's offset.
+pub struct UploadTarget {
+    pub upload: Upload,
+    /// The claim of the bytes this request writes; `None` for a request without a body.
+    pub claim: Option<Claim>,
+    /// What the body must hash to, and its hash as it streams by: nothing is recorded before
+    /// it matches.
+    pub checksum: Option<(Checksum, MultiHasher)>,
+    /// Hashes of the upload carried on as the bytes stream by.
+    pub stream_hash: Option<HashProgress>,
+    /// The upload's length is the offset this body reaches once it is stored entirely (the
+    /// IETF draft's `Upload-Complete: ?1`); `announced`, if any, must agree.
+    pub completes: bool,
+    pub announced: Option<u64>,
+    /// What the request does once its body is in.
+    pub after: After,
+    /// The upload was assembled by this request, which holds its hand-off.
+    pub assembled: bool,
+    /// When this request took its claim: a newer request's ask to yield is later.
+    pub claimed_at: std::time::SystemTime,
+}
+
 pub enum Target {
     Segment(SegmentTarget),
     Whole(WholeTarget),
     /// A browser form: any number of files and fields.
     Form(Box<FormUpload>),
+    Upload(Box<UploadTarget>),
 }
+
+/// What a request on an upload by id does once its body is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    Created,
+    Appended,
+    Inspect { retry_hand_off: bool },
+    Terminate,
+}
+
+/// What recording an upload's bytes came to.
+pub enum Record {
+    Session(Committed),
+    Upload(Recorded),
+}
+
+/// Recording work to run on the thread pool.
+pub type CommitJob = Box<dyn FnOnce() -> Result<Record, Failure> + Send>;
 
 impl Target {
     /// Writes body buffers at their place; `received` bytes of the body came before them.
@@ -45,6 +89,32 @@ impl Target {
         let len: u64 = bufs.iter().map(|b| b.len() as u64).sum();
         match self {
             Target::Form(form) => form.feed(bufs),
+            Target::Upload(up) => {
+                let Some(claim) = &up.claim else {
+                    return Err(Failure::bad_request("this request takes no body"));
+                };
+                let offset = claim.start() + received;
+                if offset + len > claim.end() {
+                    return Err(Failure::new(
+                        Problem::PastLength {
+                            length: claim.state().length.unwrap_or(claim.end()),
+                        },
+                        format!("body goes past byte {} the upload may have", claim.end()),
+                    ));
+                }
+                write_at(claim.file(), offset, bufs, claim.data_path())?;
+                if let Some((_, hasher)) = &mut up.checksum {
+                    bufs.iter().for_each(|b| hasher.update(b));
+                }
+                if let Some(progress) = &mut up.stream_hash {
+                    let mut at = offset;
+                    for b in bufs {
+                        progress.advance(at, b);
+                        at += b.len() as u64;
+                    }
+                }
+                Ok(())
+            }
             Target::Segment(seg) => {
                 let limit = seg.range.len();
                 if received + len > limit {
@@ -85,12 +155,18 @@ impl Target {
 
     /// Whether the body's bytes are checkpointed while it streams: a raw segment's are.
     pub fn checkpoints(&self) -> bool {
-        matches!(self, Target::Segment(_))
+        match self {
+            Target::Segment(_) => true,
+            // A body with a checksum is recorded whole once it matches, or not at all.
+            Target::Upload(up) => up.claim.is_some() && up.checksum.is_none(),
+            _ => false,
+        }
     }
 
-    /// Whether this request writes a segment of a resumable upload (raw, or a form's part).
+    /// Whether this request writes bytes of an upload that keeps what arrived (a segment, raw
+    /// or a form's part; an append without a checksum).
     pub fn has_segment(&self) -> bool {
-        self.session().is_some()
+        self.session().is_some() || self.checkpoints()
     }
 
     /// The resumable upload this request writes into, if any.
@@ -98,8 +174,38 @@ impl Target {
         match self {
             Target::Segment(seg) => Some(&seg.session),
             Target::Form(form) => form.segment.as_ref().map(|s| &s.session),
-            Target::Whole(_) => None,
+            Target::Whole(_) | Target::Upload(_) => None,
         }
+    }
+
+    /// The recording of the bytes written so far (`received` bytes of the body), to run on the
+    /// thread pool; `finishing` once the body is complete. `None` when nothing is recorded.
+    pub fn commit_job(
+        &mut self,
+        received: u64,
+        finishing: bool,
+        algorithms: Algorithms,
+    ) -> Option<Result<CommitJob, Failure>> {
+        if let Target::Upload(up) = self {
+            return up.commit_job(received, finishing, algorithms);
+        }
+        let (session, commit) = self.commit_of(received, finishing, algorithms)?;
+        let session = match session.try_clone() {
+            Ok(s) => s,
+            Err(e) => {
+                return Some(Err(Failure::io(
+                    format!("duplicating \"{}\"", session.data_path().display()),
+                    &e,
+                )))
+            }
+        };
+        Some(Ok(Box::new(move || {
+            let range = (commit.start, commit.end);
+            session
+                .commit(commit)
+                .map(Record::Session)
+                .map_err(|e| commit_failure(&session, range, e))
+        })))
     }
 
     /// The commit of the segment bytes written so far (`received` bytes of a raw body);
@@ -116,7 +222,7 @@ impl Target {
                 let seg = form.segment.as_deref_mut()?;
                 (&seg.session, seg.range, seg.written, &mut seg.stream_hash)
             }
-            Target::Whole(_) => return None,
+            Target::Whole(_) | Target::Upload(_) => return None,
         };
         let hashes = if finishing {
             stream_hash.take()
@@ -133,12 +239,19 @@ impl Target {
         Some((session, commit))
     }
 
+    /// Gives up the claim on the bytes this request was writing (an upload by id).
+    pub fn release_claim(&mut self) {
+        if let Target::Upload(up) = self {
+            up.claim = None;
+        }
+    }
+
     /// Files this request stored on its own (not an upload's), for `upload_cleanup`.
     pub fn stored_files(&mut self) -> Vec<PathBuf> {
         match self {
             Target::Whole(whole) => vec![whole.path.clone()],
             Target::Form(form) => std::mem::take(&mut form.files),
-            Target::Segment(_) => Vec::new(),
+            Target::Segment(_) | Target::Upload(_) => Vec::new(),
         }
     }
 
@@ -148,9 +261,98 @@ impl Target {
         match self {
             Target::Whole(whole) => remove_quietly(&whole.path),
             Target::Form(form) => form.files.drain(..).for_each(|p| remove_quietly(&p)),
-            Target::Segment(_) => {}
+            Target::Segment(_) | Target::Upload(_) => {}
         }
     }
+}
+
+impl UploadTarget {
+    fn commit_job(
+        &mut self,
+        received: u64,
+        finishing: bool,
+        algorithms: Algorithms,
+    ) -> Option<Result<CommitJob, Failure>> {
+        let claim = self.claim.as_ref()?;
+        if finishing {
+            if let Some((expected, hasher)) = self.checksum.take() {
+                let digests = hasher.finish();
+                let got = digests.raw(expected.algorithm).unwrap_or_default();
+                if !constant_time_eq(got, &expected.digest) {
+                    return Some(Err(Failure::new(
+                        Problem::ChecksumMismatch,
+                        format!(
+                            "the body's {} does not match Upload-Checksum; nothing recorded",
+                            expected.algorithm
+                        ),
+                    )));
+                }
+            }
+        }
+        let claim = match claim.try_clone() {
+            Ok(c) => c,
+            Err(e) => {
+                return Some(Err(Failure::io(
+                    format!("duplicating \"{}\"", claim.data_path().display()),
+                    &e,
+                )))
+            }
+        };
+        let start = claim.start();
+        let end = start + received;
+        let hashes = if finishing {
+            self.stream_hash.take()
+        } else {
+            self.stream_hash.clone()
+        };
+        let declare = (finishing && self.completes).then_some(end);
+        let announced = self.announced;
+        Some(Ok(Box::new(move || {
+            let commit = Commit {
+                start,
+                end,
+                hashes,
+                algorithms,
+                finishing,
+            };
+            let recorded = claim.commit(commit).map_err(|e| {
+                Failure::from(e).context(format!(
+                    "recording bytes {start}-{} in \"{}\"",
+                    end.saturating_sub(1),
+                    claim.state_path().display()
+                ))
+            })?;
+            let Some(length) = declare else {
+                return Ok(Record::Upload(recorded));
+            };
+            if announced.is_some_and(|a| a != length) {
+                return Err(Failure::new(
+                    Problem::TotalMismatch,
+                    format!(
+                        "the upload ends at {length} bytes, not the {} announced",
+                        announced.unwrap_or_default()
+                    ),
+                ));
+            }
+            // The body completes the upload: its length is where the body ended.
+            claim.declare_length(length).map_err(Failure::from)?;
+            let recorded = claim
+                .commit(Commit {
+                    start: end,
+                    end,
+                    hashes: None,
+                    algorithms,
+                    finishing: true,
+                })
+                .map_err(Failure::from)?;
+            Ok(Record::Upload(recorded))
+        })))
+    }
+}
+
+/// Compares two digests in time that depends on their length only.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn write_at(file: &File, offset: u64, bufs: &[IoSlice<'_>], path: &Path) -> Result<(), Failure> {
@@ -163,7 +365,7 @@ pub fn remove_quietly(path: &Path) {
 }
 
 /// A failed commit of `[start, end)`, saying which bytes and which state file.
-pub fn commit_failure(
+fn commit_failure(
     session: &Session,
     (start, end): (u64, u64),
     e: session::SessionError,

@@ -4,7 +4,8 @@
 
 use ngx::ffi::{
     ngx_conf_t, ngx_http_add_variable, ngx_http_request_t, ngx_int_t, ngx_str_t,
-    ngx_variable_value_t, NGX_ERROR, NGX_HTTP_VAR_CHANGEABLE, NGX_HTTP_VAR_NOCACHEABLE, NGX_OK,
+    ngx_variable_value_t, NGX_ERROR, NGX_HTTP_VAR_CHANGEABLE, NGX_HTTP_VAR_NOCACHEABLE,
+    NGX_HTTP_VAR_PREFIX, NGX_OK,
 };
 use ngx::http::Request;
 
@@ -40,7 +41,11 @@ const VARIABLES: &[(&str, Getter)] = &[
         digest(f, "upload_file_sha512_uc")
     }),
     ("upload_file_crc32", |f| digest(f, "upload_file_crc32")),
+    ("upload_id", |f| f.id.clone()),
 ];
+
+/// `$upload_metadata_<key>`: a value of the upload's metadata (tus `Upload-Metadata`).
+const METADATA_PREFIX: &str = "upload_metadata_";
 
 /// A hash of the finished file; empty until the file is complete.
 fn digest(facts: &Facts, variable: &str) -> Vec<u8> {
@@ -77,6 +82,68 @@ pub unsafe fn register(cf: *mut ngx_conf_t) -> ngx_int_t {
         v.get_handler = Some(get_variable);
         v.data = index;
     }
+    let mut name = ngx_str_t {
+        len: METADATA_PREFIX.len(),
+        data: METADATA_PREFIX.as_ptr().cast_mut(),
+    };
+    // SAFETY: as above.
+    let v = unsafe {
+        ngx_http_add_variable(
+            cf,
+            &mut name,
+            (NGX_HTTP_VAR_PREFIX | NGX_HTTP_VAR_NOCACHEABLE) as _,
+        )
+    };
+    // SAFETY: as above.
+    let Some(v) = (unsafe { v.as_mut() }) else {
+        return NGX_ERROR as ngx_int_t;
+    };
+    v.get_handler = Some(get_metadata);
+    NGX_OK as ngx_int_t
+}
+
+/// A prefix variable's handler gets the whole name it was asked for in `data`.
+unsafe extern "C" fn get_metadata(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_variable_value_t,
+    data: usize,
+) -> ngx_int_t {
+    // SAFETY: nginx passes a live request, its value slot, and for a prefix variable the
+    // address of the variable's name; the context is used within this call only.
+    let (request, v, ctx, name) = unsafe {
+        (
+            Request::from_ngx_http_request(r),
+            &mut *v,
+            upload_ctx(r),
+            (*(data as *const ngx_str_t)).as_bytes(),
+        )
+    };
+    let key = &name[METADATA_PREFIX.len().min(name.len())..];
+    let value = ctx
+        .and_then(|ctx| ctx.facts.try_borrow().ok())
+        .and_then(|facts| {
+            facts
+                .metadata
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                .map(|(_, value)| value.clone())
+        });
+    set_value(request, v, value)
+}
+
+fn set_value(request: &Request, v: &mut ngx_variable_value_t, value: Option<Vec<u8>>) -> ngx_int_t {
+    let Some(value) = value else {
+        v.set_not_found(1);
+        return NGX_OK as ngx_int_t;
+    };
+    let Some(s) = request.pool_str(&value) else {
+        return NGX_ERROR as ngx_int_t;
+    };
+    v.data = s.data;
+    v.set_len(s.len as _);
+    v.set_valid(1);
+    v.set_no_cacheable(0);
+    v.set_not_found(0);
     NGX_OK as ngx_int_t
 }
 
@@ -92,17 +159,5 @@ unsafe extern "C" fn get_variable(
     let value = ctx
         .and_then(|ctx| ctx.facts.try_borrow().ok())
         .map(|facts| (VARIABLES[data].1)(&facts));
-    let Some(value) = value else {
-        v.set_not_found(1);
-        return NGX_OK as ngx_int_t;
-    };
-    let Some(s) = request.pool_str(&value) else {
-        return NGX_ERROR as ngx_int_t;
-    };
-    v.data = s.data;
-    v.set_len(s.len as _);
-    v.set_valid(1);
-    v.set_no_cacheable(0);
-    v.set_not_found(0);
-    NGX_OK as ngx_int_t
+    set_value(request, v, value)
 }

@@ -14,6 +14,7 @@ pub mod multipart_content_type;
 pub mod range_set;
 pub mod session_id;
 pub mod state;
+pub mod upload_state;
 
 /// A little-endian cursor over the front of a fuzzer input, for targets that take a few
 /// parameters before their payload. Reads past the end give zeros, so every input is valid.

@@ -5,12 +5,15 @@
 //! merged by sorting rather than by `RangeSet::insert`; `encode` gives text that decodes to the
 //! same state and is a fixed point. Appending `append_range` / `append_hash` lines (derived
 //! from the input) to the encoding adds exactly those ranges and replaces the hash, and an
-//! append cut short before its newline, as by a crash, changes nothing.
+//! append cut short before its newline, as by a crash, changes nothing. Every input is also
+//! read as an upload's state (`crate::upload_state::check_text`).
 
 use ngx_upload_engine::content_range::MAX_OFFSET;
 use ngx_upload_engine::state::{SessionState, MAX_STATE_LEN};
 
 pub fn check(data: &[u8]) {
+    // The same text read as an upload's state, with its `length` and `meta` lines.
+    crate::upload_state::check_text(data);
     let Ok(state) = SessionState::decode(data) else {
         return;
     };

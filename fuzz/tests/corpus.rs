@@ -51,6 +51,7 @@ targets!(
     disposition,
     session_id,
     state,
+    upload_state,
     range_set,
     hash_state,
     multipart,

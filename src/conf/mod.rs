@@ -32,6 +32,7 @@ use ngx_upload_engine::store::HashedDir;
 use std::time::Duration;
 
 pub mod protocol;
+mod tus;
 
 const UNSET_FLAG: ngx_flag_t = -1;
 const UNSET_SIZE: usize = usize::MAX;
@@ -107,6 +108,11 @@ pub struct UploadConf {
     /// `upload_store`, `upload_state_store` and `upload_store_access` as the engine takes them,
     /// resolved once when the configuration is merged.
     sessions: Option<SessionStore>,
+    /// `upload_cors_origin`: the origin browsers may upload from (tus/IETF locations).
+    pub cors_origin: ngx_str_t,
+    /// A tus/IETF location's settings, derived when it is merged.
+    pub tus_settings: Option<ngx_upload_protocol::resumable::Settings>,
+    uploads: Option<ngx_upload_engine::upload::UploadStore>,
 }
 
 impl Default for UploadConf {
@@ -139,6 +145,9 @@ impl Default for UploadConf {
             state_max_ranges: UNSET_INT,
             thread_pool: ptr::null_mut(),
             sessions: None,
+            cors_origin: tus::UNSET_ORIGIN,
+            tus_settings: None,
+            uploads: None,
         }
     }
 }
@@ -209,6 +218,9 @@ impl Merge for UploadConf {
             UNSET_SIZE,
             256,
         );
+        if self.cors_origin.data.is_null() {
+            self.cors_origin = prev.cors_origin;
+        }
         merge_value(
             &mut self.protocol,
             prev.protocol,
@@ -291,7 +303,13 @@ pub unsafe extern "C" fn merge_loc_conf(
             main.watch_expiry(&sessions, conf.thread_pool);
         }
     }
+    conf.uploads = Some(ngx_upload_engine::upload::UploadStore::new(
+        sessions.clone(),
+    ));
     conf.sessions = Some(sessions);
+    if conf.protocol == protocol::TUS {
+        conf.tus_settings = Some(conf.resumable_settings(cf));
+    }
     NGX_CONF_OK
 }
 
@@ -333,6 +351,12 @@ impl MainConf {
 impl UploadConf {
     pub fn resumable(&self) -> bool {
         self.resumable == 1
+    }
+
+    /// This location's uploads by id (tus, the IETF draft): the same stores as its sessions.
+    pub fn uploads(&self) -> &ngx_upload_engine::upload::UploadStore {
+        // merge_loc_conf sets it for every location before any request is served.
+        self.uploads.as_ref().expect("merged configuration")
     }
 
     /// Where this location's files and sessions live.
@@ -421,7 +445,7 @@ const fn command(
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 25] = [
+pub static mut COMMANDS: [ngx_command_t; 26] = [
     command(
         ngx_string!("upload_pass"),
         ANY_LEVEL | NGX_CONF_TAKE1,
@@ -437,6 +461,12 @@ pub static mut COMMANDS: [ngx_command_t; 25] = [
             offset_of!(UploadConf, protocol),
         )
     },
+    command(
+        ngx_string!("upload_cors_origin"),
+        BLOCK_LEVEL | NGX_CONF_TAKE1,
+        ngx::ffi::ngx_conf_set_str_slot,
+        offset_of!(UploadConf, cors_origin),
+    ),
     command(
         ngx_string!("upload_resumable"),
         ANY_LEVEL | NGX_CONF_FLAG,

@@ -5,18 +5,25 @@
 use ngx::ffi::{ngx_conf_enum_t, ngx_uint_t};
 use ngx::ngx_string;
 use ngx_upload_protocol::nginx_upload::NginxUpload;
+use ngx_upload_protocol::resumable::Resumable;
 use ngx_upload_protocol::{Answer, Failure, Outcome, Plan, Protocol, Reply, RequestHead};
 
 use super::UploadConf;
 
 /// `upload_protocol nginx-upload;` (the default): the nginx-upload-module protocol and forms.
 pub const NGINX_UPLOAD: ngx_uint_t = 0;
+/// `upload_protocol tus;`: tus 1.0 and the IETF resumable-upload draft, told apart per request.
+pub const TUS: ngx_uint_t = 1;
 
 /// The names `upload_protocol` takes, for `ngx_conf_set_enum_slot`.
-pub static mut PROTOCOL_NAMES: [ngx_conf_enum_t; 2] = [
+pub static mut PROTOCOL_NAMES: [ngx_conf_enum_t; 3] = [
     ngx_conf_enum_t {
         name: ngx_string!("nginx-upload"),
         value: NGINX_UPLOAD,
+    },
+    ngx_conf_enum_t {
+        name: ngx_string!("tus"),
+        value: TUS,
     },
     ngx_conf_enum_t {
         name: ngx::ffi::ngx_str_t {
@@ -27,16 +34,20 @@ pub static mut PROTOCOL_NAMES: [ngx_conf_enum_t; 2] = [
     },
 ];
 
-/// The protocol of one location, with its settings.
+/// The protocol of one request on a location, with the location's settings.
+#[derive(Clone, Copy)]
 pub enum LocationProtocol {
     NginxUpload(NginxUpload),
+    /// tus or the IETF draft, as the request's head says.
+    Resumable(Resumable<'static>),
 }
 
 impl UploadConf {
-    /// The protocol this location speaks.
-    pub fn protocol(&self) -> LocationProtocol {
-        match self.protocol {
-            _ => LocationProtocol::NginxUpload(NginxUpload {
+    /// The protocol a request with `head` speaks on this location.
+    pub fn protocol_for(&'static self, head: &RequestHead<'_>) -> LocationProtocol {
+        match &self.tus_settings {
+            Some(settings) => LocationProtocol::Resumable(Resumable::for_request(settings, head)),
+            None => LocationProtocol::NginxUpload(NginxUpload {
                 resumable: self.resumable(),
                 max_file_size: u64::try_from(self.max_file_size).ok().filter(|m| *m > 0),
                 tame_arrays: self.tame_arrays == 1,
@@ -49,7 +60,13 @@ impl LocationProtocol {
     fn inner(&self) -> &dyn Protocol {
         match self {
             Self::NginxUpload(p) => p,
+            Self::Resumable(p) => p,
         }
+    }
+
+    /// Whether uploads on this location are created and addressed by id (tus, IETF).
+    pub fn is_resumable(&self) -> bool {
+        matches!(self, Self::Resumable(_))
     }
 }
 

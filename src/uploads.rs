@@ -1,0 +1,654 @@
+//! Carrying out the plans of the protocols that create an upload first and address it by id
+//! (tus, the IETF draft): create, append at the offset, inspect, terminate, concatenate. Every
+//! such request goes through the body sink, with or without a body, so that nginx has read
+//! (or discarded) the body before the answer or the hand-off; the upload's own work happens
+//! once the body is in ([`body_done`]).
+//!
+//! What an upload keeps beyond the engine's state lives in its metadata under the reserved
+//! `ngx-upload.` keys (never shown to clients): how it completes, whether it is a part of a
+//! concatenation, the facts of its file.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ngx::ffi::{ngx_http_finalize_request, ngx_int_t};
+use ngx::http::Request;
+
+use ngx_upload_engine::assemble::Part;
+use ngx_upload_engine::hashing::MultiHasher;
+use ngx_upload_engine::session_id::SessionId;
+use ngx_upload_engine::state::{Metadata as StoredMetadata, UploadState};
+use ngx_upload_engine::upload::{Recorded, Upload};
+use ngx_upload_protocol::plan::{Completion, Concat, Concatenate, Create, Expiry, Held, Stage};
+use ngx_upload_protocol::{Failure, FileFacts, Outcome, Problem, Protocol, Reply};
+
+use crate::body;
+use crate::conf::protocol::LocationProtocol;
+use crate::conf::UploadConf;
+use crate::context::{Facts, UploadCtx};
+use crate::handoff;
+use crate::request::{refuse, RequestExt};
+pub use crate::target::After;
+use crate::target::{Record, Target, UploadTarget};
+
+/// Reserved metadata keys.
+const RESERVED: &str = "ngx-upload.";
+const COMPLETION_DECLARED: &str = "ngx-upload.completes-when-told";
+const ANNOUNCED_LENGTH: &str = "ngx-upload.announced-length";
+const PARTIAL: &str = "ngx-upload.partial";
+const PARTS: &str = "ngx-upload.parts";
+const FIELD_NAME: &str = "ngx-upload.field-name";
+const FILE_NAME: &str = "ngx-upload.file-name";
+const CONTENT_TYPE: &str = "ngx-upload.content-type";
+
+/// A fresh upload id: 32 characters of `[A-Za-z0-9]` from the kernel's random source, so the
+/// URL, the only key to an upload, cannot be guessed.
+fn fresh_id() -> Result<SessionId, Failure> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut id = Vec::with_capacity(32);
+    while id.len() < 32 {
+        let mut bytes = [0u8; 64];
+        // SAFETY: writes at most the length of `bytes`.
+        let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+        if n <= 0 {
+            return Err(Failure::internal("getrandom failed making an upload id"));
+        }
+        // 62 does not divide 256: dropping the top values keeps the characters uniform.
+        id.extend(
+            bytes[..n as usize]
+                .iter()
+                .filter(|b| (**b as usize) < 4 * ALPHABET.len())
+                .map(|b| ALPHABET[(*b as usize) % ALPHABET.len()]),
+        );
+    }
+    id.truncate(32);
+    SessionId::parse(&id).map_err(|e| Failure::internal(format!("upload id {e}")))
+}
+
+/// The engine's metadata for a new upload: the client's pairs and the reserved facts.
+fn stored_metadata(
+    pairs: &[(Vec<u8>, Vec<u8>)],
+    file: &FileFacts,
+    extra: &[(&str, Vec<u8>)],
+) -> Result<StoredMetadata, Failure> {
+    let mut out = StoredMetadata::new();
+    for (key, value) in pairs {
+        let key = String::from_utf8(key.clone())
+            .ok()
+            .filter(|k| !k.starts_with(RESERVED))
+            .ok_or_else(|| {
+                Failure::bad_request(format!(
+                    "metadata key \"{}\" is not one this server keeps",
+                    String::from_utf8_lossy(key)
+                ))
+            })?;
+        out.insert(key, value.clone());
+    }
+    for (key, value) in [
+        (FIELD_NAME, &file.field_name),
+        (FILE_NAME, &file.file_name),
+        (CONTENT_TYPE, &file.content_type),
+    ] {
+        if !value.is_empty() {
+            out.insert(key.to_string(), value.clone());
+        }
+    }
+    for (key, value) in extra {
+        out.insert(key.to_string(), value.clone());
+    }
+    Ok(out)
+}
+
+/// The client's metadata pairs of a state, without the reserved ones.
+fn client_metadata(state: &UploadState) -> Vec<(Vec<u8>, Vec<u8>)> {
+    state
+        .metadata
+        .iter()
+        .filter(|(k, _)| !k.starts_with(RESERVED))
+        .map(|(k, v)| (k.as_bytes().to_vec(), v.clone()))
+        .collect()
+}
+
+fn meta<'a>(state: &'a UploadState, key: &str) -> Option<&'a [u8]> {
+    state.metadata.get(key).map(Vec::as_slice)
+}
+
+/// The parts of a final upload, as recorded.
+fn parts_of(state: &UploadState) -> Vec<SessionId> {
+    meta(state, PARTS)
+        .unwrap_or_default()
+        .split(|b| *b == b' ')
+        .filter_map(|p| SessionId::parse(p).ok())
+        .collect()
+}
+
+/// What the variables say of an upload's file: the facts given at creation, else what tus
+/// clients send as metadata (`filename`/`name`, `filetype`/`type`).
+fn facts_of(upload: &Upload, state: &UploadState) -> Facts {
+    let pick = |keys: &[&str]| {
+        keys.iter()
+            .find_map(|k| meta(state, k).filter(|v| !v.is_empty()))
+            .unwrap_or_default()
+            .to_vec()
+    };
+    let size = state.length.unwrap_or(state.offset());
+    Facts {
+        file: FileFacts {
+            field_name: pick(&[FIELD_NAME]),
+            file_name: pick(&[FILE_NAME, "filename", "name"]),
+            content_type: pick(&[CONTENT_TYPE, "filetype", "type", "contentType"]),
+        },
+        path: upload.data_path().to_path_buf(),
+        size,
+        number: 1,
+        content_range: Facts::whole_range(size),
+        digests: None,
+        id: upload.id().as_str().as_bytes().to_vec(),
+        metadata: client_metadata(state),
+    }
+}
+
+/// `Plan::Create`: a new upload, then its body (if the plan writes it) or its answer.
+pub fn create(
+    request: &mut Request,
+    conf: &'static UploadConf,
+    protocol: LocationProtocol,
+    plan: Box<Create>,
+) -> Result<ngx_int_t, Failure> {
+    let id = fresh_id()?;
+    let declared = plan.completion == Completion::Declared;
+    let mut extra: Vec<(&str, Vec<u8>)> = Vec::new();
+    if declared {
+        extra.push((COMPLETION_DECLARED, b"1".to_vec()));
+        if let Some(length) = plan.length {
+            extra.push((ANNOUNCED_LENGTH, length.to_string().into_bytes()));
+        }
+    }
+    if plan.partial {
+        extra.push((PARTIAL, b"1".to_vec()));
+    }
+    let metadata = stored_metadata(&plan.metadata, &plan.file, &extra)?;
+    // With a declared completion the length is recorded by the completing request.
+    let length = if declared { None } else { plan.length };
+    let upload = conf
+        .uploads()
+        .create(&id, length, metadata)
+        .map_err(|e| Failure::from(e).context(format!("creating upload \"{id}\"")))?;
+    if let Some(interim) = &plan.interim {
+        request.send_interim(&interim.answer(&id));
+    }
+    let (checksum, completes) = match &plan.then_write {
+        Some(write) => (write.checksum.clone(), write.finish),
+        None => (None, false),
+    };
+    let write = plan.then_write.is_some();
+    start(
+        request,
+        conf,
+        protocol,
+        upload,
+        Writing {
+            at: write.then_some(0),
+            max_size: plan.max_size,
+            checksum,
+            completes: completes && declared,
+            announced: plan.length.filter(|_| declared),
+            ..Writing::none()
+        },
+        After::Created,
+    )
+}
+
+/// `Plan::Append`.
+pub fn append(
+    request: &mut Request,
+    conf: &'static UploadConf,
+    protocol: LocationProtocol,
+    id: &SessionId,
+    offset: u64,
+    declare_length: Option<u64>,
+    checksum: Option<ngx_upload_protocol::checksum::Checksum>,
+    finish: bool,
+) -> Result<ngx_int_t, Failure> {
+    let upload = open(conf, id)?;
+    let state = upload.state().clone();
+    if meta(&state, PARTS).is_some() {
+        return Err(Failure::new(
+            Problem::Forbidden,
+            format!("upload \"{id}\" is assembled from parts and takes no bytes"),
+        ));
+    }
+    let declared = meta(&state, COMPLETION_DECLARED).is_some();
+    let mut announced =
+        meta(&state, ANNOUNCED_LENGTH).and_then(|v| std::str::from_utf8(v).ok()?.parse().ok());
+    if let Some(length) = declare_length {
+        if declared {
+            if announced.is_some_and(|a| a != length) {
+                return Err(Failure::new(
+                    Problem::TotalMismatch,
+                    format!("upload \"{id}\" was announced with another length than {length}"),
+                ));
+            }
+            announced = Some(length);
+        } else {
+            upload
+                .declare_length(length)
+                .map_err(|e| Failure::from(e).context(format!("upload \"{id}\"")))?;
+        }
+    }
+    let max_size = conf
+        .tus_settings
+        .as_ref()
+        .map_or(u64::MAX, |s| s.max_size());
+    start(
+        request,
+        conf,
+        protocol,
+        upload,
+        Writing {
+            at: Some(offset),
+            max_size,
+            checksum,
+            completes: finish && declared,
+            announced,
+            ..Writing::none()
+        },
+        After::Appended,
+    )
+}
+
+/// `Plan::Inspect` and `Plan::Terminate`: the upload, no bytes.
+pub fn without_body(
+    request: &mut Request,
+    conf: &'static UploadConf,
+    protocol: LocationProtocol,
+    id: &SessionId,
+    after: After,
+) -> Result<ngx_int_t, Failure> {
+    let upload = open(conf, id)?;
+    // A request still writing this upload (a client that lost its connection, and now asks
+    // again) is asked to stop, keeping what it received.
+    let offset = upload.state().offset();
+    if let Err(ngx_upload_engine::upload::UploadError::InFlight { .. }) = upload.claim(offset, None)
+    {
+        ask_to_yield(&upload);
+    }
+    start(request, conf, protocol, upload, Writing::none(), after)
+}
+
+/// Where a newer request asks the one writing an upload to yield: a file beside its state,
+/// so the ask reaches the writer on any worker and any node sharing the store.
+fn yield_path(upload: &Upload) -> std::path::PathBuf {
+    upload.state_path().with_extension("yield")
+}
+
+fn ask_to_yield(upload: &Upload) {
+    let _ = std::fs::write(yield_path(upload), b"");
+}
+
+/// The body sink's `yield_to` for a request writing an upload: a newer request asked, after
+/// this one took its claim (allowing for clocks of other nodes a little behind).
+fn asked_to_yield(ctx: &UploadCtx) -> bool {
+    let Ok(target) = ctx.target.try_borrow() else {
+        return false;
+    };
+    let Target::Upload(up) = &*target else {
+        return false;
+    };
+    let path = yield_path(&up.upload);
+    let asked = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|at| at + std::time::Duration::from_secs(5) >= up.claimed_at);
+    if asked {
+        let _ = std::fs::remove_file(&path);
+    }
+    asked
+}
+
+/// `Plan::Concatenate`: a new upload assembled from complete partial uploads, handed off now.
+pub fn concatenate(
+    request: &mut Request,
+    conf: &'static UploadConf,
+    protocol: LocationProtocol,
+    plan: Box<Concatenate>,
+) -> Result<ngx_int_t, Failure> {
+    let uploads = conf.uploads();
+    let mut total = 0u64;
+    for (i, part) in plan.parts.iter().enumerate() {
+        let state = uploads
+            .open(part)
+            .map_err(|e| Failure::from(e).context(format!("part {} \"{part}\"", i + 1)))?
+            .state()
+            .clone();
+        if meta(&state, PARTIAL).is_none() {
+            return Err(Failure::bad_request(format!(
+                "part {} \"{part}\" is not a partial upload",
+                i + 1
+            )));
+        }
+        if !state.is_complete() {
+            return Err(Failure::bad_request(format!(
+                "part {} \"{part}\" is not complete ({} bytes held); this server assembles \
+                 only complete parts",
+                i + 1,
+                state.offset()
+            )));
+        }
+        total = total.saturating_add(state.length.unwrap_or_default());
+    }
+    if total > plan.max_size {
+        return Err(Failure::new(
+            Problem::TooLarge,
+            format!(
+                "the parts add up to {total} bytes, more than {}",
+                plan.max_size
+            ),
+        ));
+    }
+    let id = fresh_id()?;
+    let names: Vec<&str> = plan.parts.iter().map(SessionId::as_str).collect();
+    let extra = [(PARTS, names.join(" ").into_bytes())];
+    let metadata = stored_metadata(&plan.metadata, &plan.file, &extra)?;
+    let parts: Vec<Part<'_>> = plan.parts.iter().map(Part::Upload).collect();
+    // Copying is the kernel's (copy_file_range): no byte passes through this process.
+    let assembled = uploads
+        .assemble(&id, &parts, metadata, conf.hash_algorithms())
+        .map_err(|e| Failure::from(e).context(format!("assembling upload \"{id}\"")))?;
+    let upload = assembled.upload;
+    let mut writing = Writing::none();
+    writing.digests = assembled.digests;
+    writing.assembled = true;
+    start(request, conf, protocol, upload, writing, After::Created)
+}
+
+fn open(conf: &UploadConf, id: &SessionId) -> Result<Upload, Failure> {
+    conf.uploads()
+        .open(id)
+        .map_err(|e| Failure::from(e).context(format!("upload \"{id}\"")))
+}
+
+/// How a request writes into its upload.
+struct Writing {
+    /// The body is written from this offset; `None`: the request takes no body.
+    at: Option<u64>,
+    max_size: u64,
+    checksum: Option<ngx_upload_protocol::checksum::Checksum>,
+    completes: bool,
+    announced: Option<u64>,
+    /// An assembled upload: complete, its hand-off already held by this request.
+    assembled: bool,
+    digests: Option<ngx_upload_engine::hashing::Digests>,
+}
+
+impl Writing {
+    fn none() -> Self {
+        Writing {
+            at: None,
+            max_size: u64::MAX,
+            checksum: None,
+            completes: false,
+            announced: None,
+            assembled: false,
+            digests: None,
+        }
+    }
+}
+
+/// Sets the request's context up and reads its body (the bytes to write, or nothing).
+fn start(
+    request: &mut Request,
+    conf: &'static UploadConf,
+    protocol: LocationProtocol,
+    upload: Upload,
+    writing: Writing,
+    after: After,
+) -> Result<ngx_int_t, Failure> {
+    let state = upload.state().clone();
+    let claim = match writing.at {
+        Some(offset) => {
+            let length = request
+                .head()
+                .content_length
+                .filter(|_| !request.head().chunked);
+            if let Some(n) = length {
+                if offset.saturating_add(n) > writing.max_size {
+                    return Err(Failure::new(
+                        Problem::TooLarge,
+                        format!(
+                            "{n} bytes at {offset} would make the upload larger than {}",
+                            writing.max_size
+                        ),
+                    ));
+                }
+            }
+            match upload.claim_append(offset, length) {
+                Ok(claim) => Some(claim),
+                Err(e) => {
+                    if matches!(e, ngx_upload_engine::upload::UploadError::InFlight { .. }) {
+                        ask_to_yield(&upload);
+                    }
+                    return Err(Failure::from(e).context(format!("upload \"{}\"", upload.id())));
+                }
+            }
+        }
+        None => None,
+    };
+    let algorithms = conf.hash_algorithms();
+    let stream_hash = claim.as_ref().and_then(|c| c.streaming_hash(algorithms));
+    let writes = claim.is_some();
+    let mut facts = facts_of(&upload, &state);
+    facts.digests = writing.digests.clone();
+    let target = Target::Upload(Box::new(UploadTarget {
+        checksum: writing
+            .checksum
+            .map(|c| (c.clone(), MultiHasher::new(c.algorithm.into()))),
+        upload,
+        claim,
+        stream_hash,
+        completes: writing.completes,
+        announced: writing.announced,
+        after,
+        assembled: writing.assembled,
+        claimed_at: SystemTime::now(),
+    }));
+    let mut ctx = UploadCtx::new(request, conf, protocol, target, facts, body_done, no_parts);
+    if writes {
+        ctx.yield_to = Some(asked_to_yield);
+    }
+    Ok(body::install(request, ctx))
+}
+
+fn no_parts(_: &mut Request, _: &UploadCtx) -> Result<(), Failure> {
+    Ok(())
+}
+
+/// The body sink's `body_done` for an upload by id.
+fn body_done(request: &mut Request, ctx: &UploadCtx) {
+    let (after, writes) = match &*ctx.target.borrow() {
+        Target::Upload(up) => (up.after, up.claim.is_some()),
+        _ => return,
+    };
+    if writes {
+        if let Some(expected) = ctx.progress.expected.filter(|n| *n != ctx.received()) {
+            let failure = Failure::bad_request(format!(
+                "body ended after {} of {expected} bytes",
+                ctx.received()
+            ));
+            return finalize(request, ctx, Err(failure));
+        }
+        let job = match body::prepare_commit(ctx, true) {
+            Ok(job) => job,
+            Err(failure) => return finalize(request, ctx, Err(failure)),
+        };
+        body::run_blocking(request, ctx, job, move |request, ctx, result| {
+            let rc = body::flatten(result).and_then(|record| match record {
+                Record::Upload(recorded) => answer(request, ctx, after, &recorded),
+                Record::Session(_) => Err(Failure::internal("an upload recorded as a session")),
+            });
+            finalize(request, ctx, rc);
+        });
+        return;
+    }
+    let rc = answer_without_body(request, ctx, after);
+    finalize(request, ctx, rc);
+}
+
+fn finalize(request: &mut Request, ctx: &UploadCtx, rc: Result<ngx_int_t, Failure>) {
+    match rc {
+        // SAFETY: the live request; this ends the reference taken by
+        // ngx_http_read_client_request_body.
+        Ok(rc) => unsafe { ngx_http_finalize_request(request.raw(), rc) },
+        Err(failure) => {
+            let rc = refuse(request, &ctx.protocol, &failure);
+            body::abort(request, ctx, rc);
+        }
+    }
+}
+
+/// A request that wrote nothing: inspect, terminate, a creation without a body, an assembly.
+fn answer_without_body(
+    request: &mut Request,
+    ctx: &UploadCtx,
+    after: After,
+) -> Result<ngx_int_t, Failure> {
+    let algorithms = ctx.conf.hash_algorithms();
+    let recorded = {
+        let target = ctx.target.borrow();
+        let Target::Upload(up) = &*target else {
+            return Err(Failure::internal("not an upload"));
+        };
+        if after == After::Terminate {
+            up.upload
+                .terminate()
+                .map_err(|e| Failure::from(e).context(format!("upload \"{}\"", up.upload.id())))?;
+            None
+        } else {
+            let state = up.upload.current_state().map_err(Failure::from)?;
+            let claims = up.assembled
+                || after
+                    != (After::Inspect {
+                        retry_hand_off: false,
+                    })
+                    && state.is_complete()
+                    && meta(&state, PARTIAL).is_none();
+            Some(if claims && !up.assembled {
+                // Complete and never handed off: this request may be the one to.
+                up.upload.finish(algorithms).map_err(Failure::from)?
+            } else {
+                Recorded {
+                    hand_off: up.assembled,
+                    expires_at: up.upload.expires_at(),
+                    state,
+                    digests: None,
+                }
+            })
+        }
+    };
+    match recorded {
+        None => {
+            let reply = ctx.protocol.reply(&Outcome::Terminated);
+            Ok(send_reply(request, ctx, reply))
+        }
+        Some(recorded) => answer(request, ctx, after, &recorded),
+    }
+}
+
+/// The protocol's reply to what the upload holds after this request; the hand-off if this
+/// request is the one to.
+fn answer(
+    request: &mut Request,
+    ctx: &UploadCtx,
+    after: After,
+    recorded: &Recorded,
+) -> Result<ngx_int_t, Failure> {
+    let state = &recorded.state;
+    let id = match &*ctx.target.borrow() {
+        Target::Upload(up) => up.upload.id().clone(),
+        _ => return Err(Failure::internal("not an upload")),
+    };
+    let partial = meta(state, PARTIAL).is_some();
+    let parts = parts_of(state);
+    let hands_off = recorded.hand_off && !partial;
+    let complete = state.is_complete();
+    let stage = match (complete, hands_off) {
+        (false, _) => Stage::Receiving,
+        (true, true) => Stage::Stored,
+        // A partial upload is never handed off: complete, stored.
+        (true, false) if partial => Stage::Stored,
+        (true, false) => Stage::HandingOff,
+    };
+    let metadata = client_metadata(state);
+    let concat = if partial {
+        Concat::Partial
+    } else if meta(state, PARTS).is_some() {
+        Concat::Final(&parts)
+    } else {
+        Concat::Single
+    };
+    let expires = recorded.expires_at.map(|at| Expiry {
+        at: unix(at),
+        now: unix(SystemTime::now()),
+    });
+    let held = Held {
+        id: &id,
+        offset: state.offset(),
+        length: state.length,
+        stage,
+        metadata: &metadata,
+        concat,
+        expires,
+    };
+    let outcome = match after {
+        After::Created => Outcome::Created {
+            upload: held,
+            hands_off,
+        },
+        After::Appended => Outcome::Appended {
+            upload: held,
+            hands_off,
+        },
+        After::Inspect { .. } | After::Terminate => Outcome::Inspected {
+            upload: held,
+            hands_off,
+        },
+    };
+    let reply = ctx.protocol.reply(&outcome);
+    if !hands_off {
+        return Ok(send_reply(request, ctx, reply));
+    }
+    {
+        let mut facts = ctx.facts.borrow_mut();
+        facts.size = state.length.unwrap_or(state.offset());
+        facts.content_range = Facts::whole_range(facts.size);
+        if recorded.digests.is_some() {
+            facts.digests = recorded.digests.clone();
+        }
+    }
+    match reply {
+        Reply::HandOff { headers } => handoff::hand_off(request, ctx, headers, Vec::new()),
+        Reply::HandOffWith {
+            headers,
+            on_success,
+        } => handoff::hand_off(request, ctx, headers, on_success),
+        Reply::Answer(answer) => {
+            // The protocol answers instead of handing off: the claim goes with this request.
+            request.add_configured_headers(ctx.conf);
+            Ok(request.send_answer(&answer))
+        }
+    }
+}
+
+fn send_reply(request: &mut Request, ctx: &UploadCtx, reply: Reply) -> ngx_int_t {
+    match reply {
+        Reply::Answer(answer) => {
+            request.add_configured_headers(ctx.conf);
+            request.send_answer(&answer)
+        }
+        Reply::HandOff { .. } | Reply::HandOffWith { .. } => {
+            ngx::ffi::NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t
+        }
+    }
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
