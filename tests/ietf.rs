@@ -384,6 +384,67 @@ fn resumable_upload_every_version() {
     }
 }
 
+/// A length declared at creation (`Upload-Length`) is kept: offset retrieval tells it (v6+),
+/// bytes past it are refused (400, with `inconsistent-upload-length` in v8) without a byte
+/// written, and completing at another length is refused too.
+#[test]
+fn declared_length_is_kept_and_enforced() {
+    let env = UploadEnv::start_server(tus_builder(), &tus_server("6h", ""));
+    for v in [5u8, 6, 8] {
+        let x = ietf(
+            &env,
+            v,
+            "POST",
+            "/files/",
+            &[completion(v, false), ("Upload-Length", "10")],
+            Some(b"0123"),
+        );
+        assert_eq!(x.status, 201, "{x}");
+        let path = path_of(x.header("Location").unwrap());
+        if v >= 6 {
+            let x = ietf(&env, v, "HEAD", &path, &[], None);
+            assert_eq!(x.header("Upload-Length"), Some("10"), "v{v}:\n{x}");
+        }
+        let before = env.snapshot();
+        let mut headers = vec![("Upload-Offset", "4"), completion(v, false)];
+        if v >= 6 {
+            headers.push(PARTIAL_UPLOAD);
+        }
+        let x = refused(
+            &env,
+            v,
+            "PATCH",
+            &path,
+            &headers,
+            Some(b"456789ABCD"),
+            400,
+            &["length"],
+        );
+        if v == 8 {
+            assert!(x.text().contains("inconsistent-upload-length"), "{x}");
+        }
+        let mut headers = vec![("Upload-Offset", "4"), completion(v, true)];
+        if v >= 6 {
+            headers.push(PARTIAL_UPLOAD);
+        }
+        refused(
+            &env,
+            v,
+            "PATCH",
+            &path,
+            &headers,
+            Some(b"45678"),
+            400,
+            &["length"],
+        );
+        assert_same_files(&before, &env.snapshot());
+        let x = append(&env, v, &path, 4, b"456789", true);
+        assert_handed_off(&env, &env.backend, v, &x, &path, b"0123456789");
+        assert_forgotten(&env, v, &path);
+        env.backend.clear();
+    }
+}
+
 /// Up to v6 an append without the completion field is the last one.
 #[test]
 fn append_without_completion_field_completes_up_to_v6() {
