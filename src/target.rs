@@ -51,14 +51,21 @@ pub struct UploadTarget {
     pub announced: Option<u64>,
     /// What the request does once its body is in.
     pub after: After,
-    /// The upload was assembled by this request, which holds its hand-off.
-    pub assembled: bool,
     /// When this request took its claim: a newer request's ask to yield is later.
     pub claimed_at: std::time::SystemTime,
 }
 
+/// An upload to assemble from complete partial ones (tus concatenation), on the thread pool
+/// once the request's (empty) body is in; it becomes a [`Target::Upload`] then.
+pub struct Assembly {
+    pub id: ngx_upload_engine::session_id::SessionId,
+    pub parts: Vec<ngx_upload_engine::session_id::SessionId>,
+    pub metadata: ngx_upload_engine::state::Metadata,
+}
+
 pub enum Target {
     Segment(SegmentTarget),
+    Assembly(Box<Assembly>),
     Whole(WholeTarget),
     /// A browser form: any number of files and fields.
     Form(Box<FormUpload>),
@@ -89,6 +96,9 @@ impl Target {
         let len: u64 = bufs.iter().map(|b| b.len() as u64).sum();
         match self {
             Target::Form(form) => form.feed(bufs),
+            Target::Assembly(_) => Err(Failure::bad_request(
+                "a concatenation takes no body of its own",
+            )),
             Target::Upload(up) => {
                 let Some(claim) = &up.claim else {
                     return Err(Failure::bad_request("this request takes no body"));
@@ -174,7 +184,7 @@ impl Target {
         match self {
             Target::Segment(seg) => Some(&seg.session),
             Target::Form(form) => form.segment.as_ref().map(|s| &s.session),
-            Target::Whole(_) | Target::Upload(_) => None,
+            Target::Whole(_) | Target::Upload(_) | Target::Assembly(_) => None,
         }
     }
 
@@ -222,7 +232,7 @@ impl Target {
                 let seg = form.segment.as_deref_mut()?;
                 (&seg.session, seg.range, seg.written, &mut seg.stream_hash)
             }
-            Target::Whole(_) | Target::Upload(_) => return None,
+            Target::Whole(_) | Target::Upload(_) | Target::Assembly(_) => return None,
         };
         let hashes = if finishing {
             stream_hash.take()
@@ -251,7 +261,7 @@ impl Target {
         match self {
             Target::Whole(whole) => vec![whole.path.clone()],
             Target::Form(form) => std::mem::take(&mut form.files),
-            Target::Segment(_) | Target::Upload(_) => Vec::new(),
+            Target::Segment(_) | Target::Upload(_) | Target::Assembly(_) => Vec::new(),
         }
     }
 
@@ -261,7 +271,7 @@ impl Target {
         match self {
             Target::Whole(whole) => remove_quietly(&whole.path),
             Target::Form(form) => form.files.drain(..).for_each(|p| remove_quietly(&p)),
-            Target::Segment(_) | Target::Upload(_) => {}
+            Target::Segment(_) | Target::Upload(_) | Target::Assembly(_) => {}
         }
     }
 }

@@ -28,7 +28,7 @@ use crate::context::{Facts, UploadCtx};
 use crate::handoff;
 use crate::request::{refuse, RequestExt};
 pub use crate::target::After;
-use crate::target::{Record, Target, UploadTarget};
+use crate::target::{Assembly, Record, Target, UploadTarget};
 
 /// Reserved metadata keys.
 const RESERVED: &str = "ngx-upload.";
@@ -348,16 +348,70 @@ pub fn concatenate(
     let names: Vec<&str> = plan.parts.iter().map(SessionId::as_str).collect();
     let extra = [(PARTS, names.join(" ").into_bytes())];
     let metadata = stored_metadata(&plan.metadata, &plan.file, &extra)?;
-    let parts: Vec<Part<'_>> = plan.parts.iter().map(Part::Upload).collect();
-    // Copying is the kernel's (copy_file_range): no byte passes through this process.
-    let assembled = uploads
-        .assemble(&id, &parts, metadata, conf.hash_algorithms())
-        .map_err(|e| Failure::from(e).context(format!("assembling upload \"{id}\"")))?;
-    let upload = assembled.upload;
-    let mut writing = Writing::none();
-    writing.digests = assembled.digests;
-    writing.assembled = true;
-    start(request, conf, protocol, upload, writing, After::Created)
+    // The copying runs on the thread pool once the request's body is in (body_done).
+    let target = Target::Assembly(Box::new(Assembly {
+        id,
+        parts: plan.parts,
+        metadata,
+    }));
+    let ctx = UploadCtx::new(
+        request,
+        conf,
+        protocol,
+        target,
+        Facts::default(),
+        body_done,
+        no_parts,
+    );
+    Ok(body::install(request, ctx))
+}
+
+/// Assembles the upload of a concatenation on the thread pool, then answers it as created.
+fn assemble(request: &mut Request, ctx: &UploadCtx) {
+    let Target::Assembly(assembly) = &*ctx.target.borrow() else {
+        return;
+    };
+    let uploads = ctx.conf.uploads().clone();
+    let algorithms = ctx.conf.hash_algorithms();
+    let (id, parts, metadata) = (
+        assembly.id.clone(),
+        assembly.parts.clone(),
+        assembly.metadata.clone(),
+    );
+    let work = move || {
+        let parts: Vec<Part<'_>> = parts.iter().map(Part::Upload).collect();
+        // The kernel copies (copy_file_range): no byte passes through this process.
+        uploads
+            .assemble(&id, &parts, metadata, algorithms)
+            .map_err(|e| Failure::from(e).context(format!("assembling upload \"{id}\"")))
+    };
+    body::run_blocking(request, ctx, work, |request, ctx, result| {
+        let rc = body::flatten(result).and_then(|assembled| {
+            let upload = assembled.upload;
+            let state = upload.state().clone();
+            let mut facts = facts_of(&upload, &state);
+            facts.digests = assembled.digests.clone();
+            *ctx.facts.borrow_mut() = facts;
+            let recorded = Recorded {
+                hand_off: true,
+                expires_at: upload.expires_at(),
+                state,
+                digests: assembled.digests,
+            };
+            *ctx.target.borrow_mut() = Target::Upload(Box::new(UploadTarget {
+                upload,
+                claim: None,
+                checksum: None,
+                stream_hash: None,
+                completes: false,
+                announced: None,
+                after: After::Created,
+                claimed_at: SystemTime::now(),
+            }));
+            answer(request, ctx, After::Created, &recorded)
+        });
+        finalize(request, ctx, rc);
+    });
 }
 
 fn open(conf: &UploadConf, id: &SessionId) -> Result<Upload, Failure> {
@@ -374,9 +428,6 @@ struct Writing {
     checksum: Option<ngx_upload_protocol::checksum::Checksum>,
     completes: bool,
     announced: Option<u64>,
-    /// An assembled upload: complete, its hand-off already held by this request.
-    assembled: bool,
-    digests: Option<ngx_upload_engine::hashing::Digests>,
 }
 
 impl Writing {
@@ -387,8 +438,6 @@ impl Writing {
             checksum: None,
             completes: false,
             announced: None,
-            assembled: false,
-            digests: None,
         }
     }
 }
@@ -435,8 +484,7 @@ fn start(
     let algorithms = conf.hash_algorithms();
     let stream_hash = claim.as_ref().and_then(|c| c.streaming_hash(algorithms));
     let writes = claim.is_some();
-    let mut facts = facts_of(&upload, &state);
-    facts.digests = writing.digests.clone();
+    let facts = facts_of(&upload, &state);
     let target = Target::Upload(Box::new(UploadTarget {
         checksum: writing
             .checksum
@@ -447,7 +495,6 @@ fn start(
         completes: writing.completes,
         announced: writing.announced,
         after,
-        assembled: writing.assembled,
         claimed_at: SystemTime::now(),
     }));
     let mut ctx = UploadCtx::new(request, conf, protocol, target, facts, body_done, no_parts);
@@ -465,8 +512,12 @@ fn no_parts(_: &mut Request, _: &UploadCtx) -> Result<(), Failure> {
 fn body_done(request: &mut Request, ctx: &UploadCtx) {
     let (after, writes) = match &*ctx.target.borrow() {
         Target::Upload(up) => (up.after, up.claim.is_some()),
+        Target::Assembly(_) => (After::Created, false),
         _ => return,
     };
+    if matches!(&*ctx.target.borrow(), Target::Assembly(_)) {
+        return assemble(request, ctx);
+    }
     if writes {
         if let Some(expected) = ctx.progress.expected.filter(|n| *n != ctx.received()) {
             let failure = Failure::bad_request(format!(
@@ -523,19 +574,18 @@ fn answer_without_body(
             None
         } else {
             let state = up.upload.current_state().map_err(Failure::from)?;
-            let claims = up.assembled
-                || after
-                    != (After::Inspect {
-                        retry_hand_off: false,
-                    })
-                    && state.is_complete()
-                    && meta(&state, PARTIAL).is_none();
-            Some(if claims && !up.assembled {
+            let claims = after
+                != (After::Inspect {
+                    retry_hand_off: false,
+                })
+                && state.is_complete()
+                && meta(&state, PARTIAL).is_none();
+            Some(if claims {
                 // Complete and never handed off: this request may be the one to.
                 up.upload.finish(algorithms).map_err(Failure::from)?
             } else {
                 Recorded {
-                    hand_off: up.assembled,
+                    hand_off: false,
                     expires_at: up.upload.expires_at(),
                     state,
                     digests: None,
