@@ -228,7 +228,9 @@ impl Drop for UploadCtx {
                         |_| {},
                     );
                 }
-            } else if status < 400 {
+            } else if status < 500 {
+                // A backend's answer below 500 is its verdict, final: taken (2xx, 3xx) or
+                // refused (4xx). A 5xx, or no answer, keeps the upload for a retry.
                 let _ = up.upload.forget_state();
             }
             return;

@@ -44,8 +44,51 @@ pub unsafe extern "C" fn upload_content_handler(r: *mut ngx_http_request_t) -> n
     });
     match plan.and_then(|plan| carry_out(request, conf, protocol, plan)) {
         Ok(rc) => rc,
-        Err(failure) => refuse(request, &protocol, &failure),
+        Err(failure) => refuse_request(request, conf, protocol, failure),
     }
+}
+
+/// A body this small is read (and dropped) before a refusal is answered: over HTTP/2, an
+/// answer sent while the client still sends ends in a stream reset that clients report as a
+/// failure, not as the answer.
+const READ_BEFORE_REFUSING: u64 = 64 << 10;
+
+/// Refuses a request before its body is read: at once, or once a small body has been read.
+fn refuse_request(
+    request: &mut Request,
+    conf: &'static UploadConf,
+    protocol: LocationProtocol,
+    failure: Failure,
+) -> ngx_int_t {
+    let head = request.head();
+    let small_body = !head.chunked
+        && head
+            .content_length
+            .is_some_and(|n| n > 0 && n <= READ_BEFORE_REFUSING);
+    if !small_body || !request.as_ref().request_body.is_null() {
+        return refuse(request, &protocol, &failure);
+    }
+    let ctx = UploadCtx::new(
+        request,
+        conf,
+        protocol,
+        Target::Refused(Some(failure)),
+        Facts::default(),
+        refuse_after_body,
+        |_, _| Ok(()),
+    );
+    body::install(request, ctx)
+}
+
+/// The body sink's `body_done` for [`Target::Refused`].
+fn refuse_after_body(request: &mut Request, ctx: &UploadCtx) {
+    let failure = match &mut *ctx.target.borrow_mut() {
+        Target::Refused(failure) => failure.take(),
+        _ => None,
+    };
+    let failure = failure.unwrap_or_else(|| Failure::internal("refused twice"));
+    let rc = refuse(request, &ctx.protocol, &failure);
+    body::abort(request, ctx, rc);
 }
 
 fn plan_name(plan: &Plan) -> String {

@@ -144,7 +144,25 @@ impl RequestExt for Request {
             // nginx renders its own page for the status.
             return answer.status as ngx_int_t;
         };
+        // A body of our own: nginx must be done with the request's body first (over HTTP/2 a
+        // refusal sent while the client still sends is otherwise lost). A no-op once the body
+        // was read.
+        if self.as_ref().request_body.is_null() {
+            // SAFETY: the live request, its body not being read.
+            let rc = unsafe { ngx::ffi::ngx_http_discard_request_body(self.raw()) };
+            if rc != NGX_OK as ngx_int_t {
+                return rc;
+            }
+        }
         self.as_mut().headers_out.status = answer.status as _;
+        let reason = reason_phrase(answer.status);
+        if !reason.is_empty() {
+            // nginx knows no reason phrase for this status: the whole status line.
+            let Some(line) = self.pool_str(format!("{} {reason}", answer.status).as_bytes()) else {
+                return NGX_ERROR as ngx_int_t;
+            };
+            self.as_mut().headers_out.status_line = line;
+        }
         if let Some(content_type) = answer.content_type {
             let Some(value) = self.pool_str(content_type.as_bytes()) else {
                 return NGX_ERROR as ngx_int_t;

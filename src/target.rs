@@ -49,6 +49,8 @@ pub struct UploadTarget {
     /// IETF draft's `Upload-Complete: ?1`); `announced`, if any, must agree.
     pub completes: bool,
     pub announced: Option<u64>,
+    /// Bytes the body may not go past: the announced length, or the location's maximum.
+    pub limit: u64,
     /// What the request does once its body is in.
     pub after: After,
     /// When this request took its claim: a newer request's ask to yield is later.
@@ -64,6 +66,9 @@ pub struct Assembly {
 }
 
 pub enum Target {
+    /// A request refused before its body was read: the (small) body is read and dropped, then
+    /// the refusal answered.
+    Refused(Option<Failure>),
     Segment(SegmentTarget),
     Assembly(Box<Assembly>),
     Whole(WholeTarget),
@@ -96,14 +101,25 @@ impl Target {
         let len: u64 = bufs.iter().map(|b| b.len() as u64).sum();
         match self {
             Target::Form(form) => form.feed(bufs),
+            Target::Refused(_) => Ok(()),
             Target::Assembly(_) => Err(Failure::bad_request(
                 "a concatenation takes no body of its own",
             )),
             Target::Upload(up) => {
                 let Some(claim) = &up.claim else {
-                    return Err(Failure::bad_request("this request takes no body"));
+                    // The plan writes no body (a creation of another media type): discarded.
+                    return Ok(());
                 };
                 let offset = claim.start() + received;
+                if offset + len > up.limit {
+                    return Err(Failure::new(
+                        match up.announced {
+                            Some(length) => Problem::PastLength { length },
+                            None => Problem::TooLarge,
+                        },
+                        format!("body goes past byte {} the upload may have", up.limit),
+                    ));
+                }
                 if offset + len > claim.end() {
                     return Err(Failure::new(
                         Problem::PastLength {
@@ -184,7 +200,7 @@ impl Target {
         match self {
             Target::Segment(seg) => Some(&seg.session),
             Target::Form(form) => form.segment.as_ref().map(|s| &s.session),
-            Target::Whole(_) | Target::Upload(_) | Target::Assembly(_) => None,
+            Target::Whole(_) | Target::Upload(_) | Target::Assembly(_) | Target::Refused(_) => None,
         }
     }
 
@@ -232,7 +248,9 @@ impl Target {
                 let seg = form.segment.as_deref_mut()?;
                 (&seg.session, seg.range, seg.written, &mut seg.stream_hash)
             }
-            Target::Whole(_) | Target::Upload(_) | Target::Assembly(_) => return None,
+            Target::Whole(_) | Target::Upload(_) | Target::Assembly(_) | Target::Refused(_) => {
+                return None
+            }
         };
         let hashes = if finishing {
             stream_hash.take()
@@ -261,7 +279,9 @@ impl Target {
         match self {
             Target::Whole(whole) => vec![whole.path.clone()],
             Target::Form(form) => std::mem::take(&mut form.files),
-            Target::Segment(_) | Target::Upload(_) | Target::Assembly(_) => Vec::new(),
+            Target::Segment(_) | Target::Upload(_) | Target::Assembly(_) | Target::Refused(_) => {
+                Vec::new()
+            }
         }
     }
 
@@ -271,7 +291,7 @@ impl Target {
         match self {
             Target::Whole(whole) => remove_quietly(&whole.path),
             Target::Form(form) => form.files.drain(..).for_each(|p| remove_quietly(&p)),
-            Target::Segment(_) | Target::Upload(_) | Target::Assembly(_) => {}
+            Target::Segment(_) | Target::Upload(_) | Target::Assembly(_) | Target::Refused(_) => {}
         }
     }
 }

@@ -405,6 +405,7 @@ fn assemble(request: &mut Request, ctx: &UploadCtx) {
                 stream_hash: None,
                 completes: false,
                 announced: None,
+                limit: 0,
                 after: After::Created,
                 claimed_at: SystemTime::now(),
             }));
@@ -458,6 +459,17 @@ fn start(
                 .head()
                 .content_length
                 .filter(|_| !request.head().chunked);
+            if let (Some(n), Some(announced)) = (length, writing.announced) {
+                if offset.saturating_add(n) > announced {
+                    return Err(Failure::new(
+                        Problem::PastLength { length: announced },
+                        format!(
+                            "{n} bytes at {offset} go past the {announced} bytes announced for \
+                             the upload"
+                        ),
+                    ));
+                }
+            }
             if let Some(n) = length {
                 if offset.saturating_add(n) > writing.max_size {
                     return Err(Failure::new(
@@ -494,6 +506,7 @@ fn start(
         stream_hash,
         completes: writing.completes,
         announced: writing.announced,
+        limit: writing.announced.unwrap_or(u64::MAX).min(writing.max_size),
         after,
         claimed_at: SystemTime::now(),
     }));
@@ -638,10 +651,12 @@ fn answer(
         at: unix(at),
         now: unix(SystemTime::now()),
     });
+    let announced = meta(state, ANNOUNCED_LENGTH)
+        .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
     let held = Held {
         id: &id,
         offset: state.offset(),
-        length: state.length,
+        length: state.length.or(announced),
         stage,
         metadata: &metadata,
         concat,
@@ -664,6 +679,19 @@ fn answer(
     let reply = ctx.protocol.reply(&outcome);
     if !hands_off {
         return Ok(send_reply(request, ctx, reply));
+    }
+    if let (Target::Upload(up), Some(length)) = (&*ctx.target.borrow(), state.length) {
+        // Bytes past the length that were written but never recorded (a body refused for its
+        // checksum, say) are not part of the file the backend gets.
+        let file = up.upload.file();
+        if file.metadata().is_ok_and(|m| m.len() > length) {
+            file.set_len(length).map_err(|e| {
+                Failure::io(
+                    format!("truncating \"{}\"", up.upload.data_path().display()),
+                    &e,
+                )
+            })?;
+        }
     }
     {
         let mut facts = ctx.facts.borrow_mut();

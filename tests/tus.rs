@@ -624,10 +624,11 @@ fn options_tells_version_extensions_max_size_and_checksums() {
                 "checksum",
                 "termination",
                 "concatenation",
-                "concatenation-unfinished",
             ] {
                 assert!(ext.contains(&e), "{e} missing: {x}");
             }
+            // Final uploads are assembled at once, from complete parts only.
+            assert!(!ext.contains(&"concatenation-unfinished"), "{x}");
             assert_eq!(
                 x.header("Tus-Max-Size"),
                 Some(MAX_SIZE.to_string().as_str())
@@ -1455,11 +1456,12 @@ fn delete_is_204_then_404_and_the_files_are_gone() {
     assert!(env.backend.requests().is_empty());
 }
 
-/// concatenation-unfinished: a final upload of unfinished parts is 201 with a Location and no
-/// offset; a PATCH on it is 403; once the parts are complete, a HEAD on it assembles it and
-/// hands it off: one hand-off, the parts in the order named; the parts never reach the backend.
+/// Without concatenation-unfinished (not advertised), a final upload over a part that is not
+/// complete yet is refused with 400 and nothing is created or handed off; once the part is
+/// complete, the same final POST assembles and hands it off.
 #[test]
-fn concatenation_of_unfinished_parts() {
+#[rustfmt::skip]
+fn a_final_upload_over_unfinished_parts_is_refused() {
     let env = start_tus();
     let data = test_data(30_000, 16);
     let partial = [("Upload-Concat", "partial")];
@@ -1469,62 +1471,21 @@ fn concatenation_of_unfinished_parts() {
     let x = head(&env, &a);
     assert_eq!(x.header("Upload-Concat"), Some("partial"), "{x}");
     assert_eq!(x.header("Upload-Offset"), Some("10000"));
-    assert!(
-        env.backend.requests().is_empty(),
-        "a partial upload is never handed off"
-    );
+    assert!(env.backend.requests().is_empty(), "a partial upload is never handed off");
+    let x = tus(&env, "OPTIONS", "/files/", &[], None);
+    assert!(!x.header("Tus-Extension").unwrap_or_default().contains("concatenation-unfinished"), "{x}");
 
     let concat = format!("final;{a} {b}");
-    let x = tus(
-        &env,
-        "POST",
-        "/files/",
-        &[
-            TUS,
-            ("Upload-Concat", &concat),
-            (
-                "Upload-Metadata",
-                &format!("filename {}", b64(b"whole.bin")),
-            ),
-        ],
-        Some(b""),
-    );
-    assert_eq!(x.status, 201, "{x}\n{}", env.nginx.error_log());
-    assert_eq!(x.header("Upload-Offset"), None, "{x}");
-    let fin = path_of(x.header("Location").unwrap());
-    let x = head(&env, &fin);
-    assert_eq!(x.status, 200, "{x}");
-    assert_eq!(
-        x.header("Upload-Offset"),
-        None,
-        "an unassembled final upload has no offset: {x}"
-    );
-    let listed = x.header("Upload-Concat").unwrap_or_default();
-    assert!(listed.starts_with("final;"), "{x}");
-    let parts: Vec<String> = listed["final;".len()..]
-        .split(' ')
-        .filter(|p| !p.is_empty())
-        .map(path_of)
-        .collect();
-    assert_eq!(parts, vec![a.clone(), b.clone()]);
-    refused(
-        &env,
-        "PATCH",
-        &fin,
-        &[TUS, STREAM, ("Upload-Offset", "0")],
-        Some(b"x"),
-        403,
-        &["final"],
-    );
-
-    let x = patch(&env, &b, 0, &data[10_000..], &partial);
-    assert_patched(&x, 20_000);
+    let metadata = format!("filename {}", b64(b"whole.bin"));
+    let final_post = [TUS, ("Upload-Concat", concat.as_str()), ("Upload-Metadata", metadata.as_str())];
+    refused(&env, "POST", "/files/", &final_post, Some(b""), 400, &["not complete"]);
     assert!(env.backend.requests().is_empty());
-    // The HEAD that finds the parts complete assembles and hands off the final upload.
-    let x = head(&env, &fin);
+
+    assert_patched(&patch(&env, &b, 0, &data[10_000..], &partial), 20_000);
+    assert!(env.backend.requests().is_empty());
+    let x = tus(&env, "POST", "/files/", &final_post, Some(b""));
     assert_eq!(x.status, 200, "{x}\n{}", env.nginx.error_log());
-    assert_eq!(x.header("Upload-Offset"), Some("30000"), "{x}");
-    assert_eq!(x.header("Upload-Length"), Some("30000"), "{x}");
+    let fin = path_of(x.header("Location").expect("Location on the backend's 2xx"));
     let req = assert_one_handoff(
         &env.backend,
         &env.nginx.path("store"),

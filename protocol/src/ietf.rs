@@ -451,13 +451,15 @@ impl Ietf<'_> {
     }
 
     /// The answer to a request that completed the upload: the hand-off's, with the state.
+    /// The backend's answer carries the completion only when it took the file: a failed
+    /// hand-off must not tell a client its upload is done.
     fn completed_hand_off(&self, upload: &Held<'_>) -> Reply {
-        let mut headers = self.base();
-        headers.push(self.completion(true));
-        headers.push(("Upload-Offset", upload.offset.to_string().into_bytes()));
         Reply::HandOffWith {
-            headers,
-            on_success: Vec::new(),
+            headers: self.base(),
+            on_success: vec![
+                self.completion(true),
+                ("Upload-Offset", upload.offset.to_string().into_bytes()),
+            ],
         }
     }
 
@@ -1695,14 +1697,15 @@ mod tests {
             else {
                 panic!()
             };
+            // The completion goes on the backend's answer only if it took the file.
             let (name, complete) = flag(v, true);
             assert!(
-                headers.contains(&(name, complete.as_bytes().to_vec())),
+                on_success.contains(&(name, complete.as_bytes().to_vec())),
                 "v{v}"
             );
-            assert!(headers.contains(&("Upload-Offset", b"100".to_vec())));
+            assert!(on_success.contains(&("Upload-Offset", b"100".to_vec())));
+            assert!(!headers.iter().any(|(h, _)| *h == "Upload-Offset"));
             assert!(headers.contains(&("Upload-Draft-Interop-Version", n.clone().into_bytes())));
-            assert!(on_success.is_empty());
         }
     }
 

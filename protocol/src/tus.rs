@@ -1,6 +1,6 @@
 //! tus 1.0.0 (<https://tus.io/protocols/resumable-upload>) with every extension: creation,
 //! creation-with-upload, creation-defer-length, expiration, checksum, termination,
-//! concatenation and concatenation-unfinished (checksum-trailer aside).
+//! concatenation (concatenation-unfinished and checksum-trailer aside).
 //!
 //! | request | plan | answer |
 //! | --- | --- | --- |
@@ -84,7 +84,9 @@ impl Tus<'_> {
         if !self.settings.checksums.is_empty() {
             list.push("checksum");
         }
-        list.extend(["termination", "concatenation", "concatenation-unfinished"]);
+        // Not concatenation-unfinished: a final upload is assembled when it is created, from
+        // complete parts (a final upload over unfinished parts is refused with 400).
+        list.extend(["termination", "concatenation"]);
         list.join(",")
     }
 
@@ -1242,7 +1244,7 @@ mod tests {
                 value(&a, "tus-extension"),
                 Some(
                     "creation,creation-with-upload,creation-defer-length,expiration,checksum,\
-                     termination,concatenation,concatenation-unfinished"
+                     termination,concatenation"
                 )
             );
             assert_eq!(value(&a, "tus-max-size"), Some("1000"));
@@ -1265,10 +1267,7 @@ mod tests {
         };
         assert_eq!(
             value(&a, "tus-extension"),
-            Some(
-                "creation,creation-with-upload,creation-defer-length,termination,concatenation,\
-                 concatenation-unfinished"
-            )
+            Some("creation,creation-with-upload,creation-defer-length,termination,concatenation")
         );
         assert_eq!(value(&a, "tus-max-size"), None);
         assert_eq!(value(&a, "tus-checksum-algorithm"), None);
