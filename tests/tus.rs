@@ -1897,3 +1897,51 @@ fn tus_over_h2c() {
     assert_eq!(x.text(), backend::echo_body(&req));
     assert_eq!(req.method, "POST");
 }
+
+/// A client that stops sending a PATCH without closing the connection does not lock its upload
+/// out: the next request asks the stalled one to stop (whichever worker holds it), the bytes it
+/// received are kept and recorded, and the upload goes on from there.
+#[test]
+fn a_stalled_patch_yields_to_a_newer_request() {
+    let env = UploadEnv::start_server(tus_builder().worker_processes(2), &tus_server("6h", ""));
+    let data = test_data(1_000_000, 23);
+    let path = create(&env, Some(data.len() as u64), &[]);
+    let sent = 300_000;
+    let head_of_patch = format!(
+        "PATCH {path} HTTP/1.1\r\nHost: localhost\r\nTus-Resumable: 1.0.0\r\n\
+         Upload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\n\
+         Content-Length: {}\r\n\r\n",
+        data.len()
+    );
+    let mut stalled = std::net::TcpStream::connect(("127.0.0.1", env.port())).unwrap();
+    use std::io::Write as _;
+    stalled.write_all(head_of_patch.as_bytes()).unwrap();
+    stalled.write_all(&data[..sent]).unwrap();
+    // The stalled request holds the upload: HEADs ask it to yield until the offset shows every
+    // byte it received.
+    let x = poll(
+        10,
+        || head(&env, &path),
+        |x| x.header("Upload-Offset") == Some(&sent.to_string()),
+    );
+    assert_eq!(
+        x.header("Upload-Offset"),
+        Some(sent.to_string().as_str()),
+        "{x}"
+    );
+    assert!(
+        env.nginx.error_log().contains("asked this one to stop"),
+        "{}",
+        env.nginx.error_log()
+    );
+    let x = patch(&env, &path, sent as u64, &data[sent..], &[]);
+    assert_eq!(x.status, 200, "{x}\n{}", env.nginx.error_log());
+    assert_one_handoff(
+        &env.backend,
+        &env.nginx.path("store"),
+        &id_of(&path),
+        &data,
+        None,
+    );
+    drop(stalled);
+}
