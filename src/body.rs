@@ -71,22 +71,31 @@ fn arm(
     }
 }
 
+/// The request and context of one of its timers, while its body is still read (once it is in,
+/// the request ends on its own).
+///
+/// # Safety
+/// `ev` must be a timer armed by [`arm`]; the references are used within its handler only.
+unsafe fn timer_request<'a>(
+    ev: *mut ngx::ffi::ngx_event_t,
+) -> Option<(&'a mut Request, &'a UploadCtx)> {
+    // SAFETY: data is the request the timer was armed for; the context's Drop disarms the timer
+    // before the request is freed, so both are live.
+    let (request, ctx) = unsafe {
+        let r = (*ev).data.cast::<ngx_http_request_t>();
+        (Request::from_ngx_http_request(r), upload_ctx(r)?)
+    };
+    (request.as_ref().reading_body() != 0).then_some((request, ctx))
+}
+
 /// The watch timer: a newer request for the same upload asked this one to stop. Its body ends
 /// here, what arrived is kept, and the upload is free for the newer request (tusd's "lock
 /// release", across workers and nodes, since the ask goes through the shared store).
 unsafe extern "C" fn watch(ev: *mut ngx::ffi::ngx_event_t) {
-    // SAFETY: data is the request the timer was armed for; the context's Drop disarms the timer
-    // before the request is freed, so both are live; used within this callback only.
-    let (request, ctx) = unsafe {
-        let r = (*ev).data.cast::<ngx_http_request_t>();
-        (Request::from_ngx_http_request(r), upload_ctx(r))
-    };
-    let Some(ctx) = ctx else {
+    // SAFETY: nginx calls a timer's handler with the event [`arm`] armed.
+    let Some((request, ctx)) = (unsafe { timer_request(ev) }) else {
         return;
     };
-    if request.as_ref().reading_body() == 0 {
-        return; // the body is in: the request ends on its own
-    }
     let asked = ctx.yield_to.is_some_and(|asked| asked(ctx));
     if !asked || ctx.progress.job_in_flight.get() {
         // SAFETY: re-arming the timer that just fired.
@@ -463,18 +472,10 @@ fn watch_for_idle(request: &Request, ctx: &UploadCtx) {
 /// buffer is written (so it is on disk, not only in memory) and the buffer shrinks back to
 /// `client_body_buffer_size`, so a thousand stalled phones do not hold a thousand large buffers.
 unsafe extern "C" fn idle_check(ev: *mut ngx::ffi::ngx_event_t) {
-    // SAFETY: data is the request the timer was armed for; the context's Drop disarms the timer
-    // before the request is freed, so both are live; used within this callback only.
-    let (request, ctx) = unsafe {
-        let r = (*ev).data.cast::<ngx_http_request_t>();
-        (Request::from_ngx_http_request(r), upload_ctx(r))
-    };
-    let Some(ctx) = ctx else {
+    // SAFETY: nginx calls a timer's handler with the event [`arm`] armed.
+    let Some((request, ctx)) = (unsafe { timer_request(ev) }) else {
         return;
     };
-    if request.as_ref().reading_body() == 0 {
-        return;
-    }
     let quiet = now_msec().wrapping_sub(ctx.progress.last_read_msec.get());
     if ctx.progress.job_in_flight.get() || quiet < IDLE_MSEC {
         // SAFETY: re-arming the timer that just fired.

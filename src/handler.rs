@@ -154,16 +154,14 @@ fn carry_out(
             checksum,
             finish,
         } => {
-            return uploads::append(
-                request,
-                conf,
-                protocol,
-                &id,
+            let append = uploads::Append {
+                id,
                 offset,
                 declare_length,
                 checksum,
                 finish,
-            )
+            };
+            return uploads::append(request, conf, protocol, append);
         }
         Plan::Inspect { id, retry_hand_off } => {
             let after = uploads::After::Inspect { retry_hand_off };
@@ -172,7 +170,7 @@ fn carry_out(
         Plan::Terminate { id } => {
             return uploads::without_body(request, conf, protocol, &id, uploads::After::Terminate)
         }
-        Plan::Concatenate(plan) => return uploads::concatenate(request, conf, protocol, plan),
+        Plan::Concatenate(plan) => return uploads::concatenate(request, conf, protocol, *plan),
     };
     let ctx = UploadCtx::new(
         request,

@@ -192,10 +192,18 @@ pub fn create(
             checksum,
             completes: completes && declared,
             announced: plan.length.filter(|_| declared),
-            ..Writing::none()
         },
         After::Created,
     )
+}
+
+/// What a `Plan::Append` asks.
+pub struct Append {
+    pub id: SessionId,
+    pub offset: u64,
+    pub declare_length: Option<u64>,
+    pub checksum: Option<ngx_upload_protocol::checksum::Checksum>,
+    pub finish: bool,
 }
 
 /// `Plan::Append`.
@@ -203,12 +211,16 @@ pub fn append(
     request: &mut Request,
     conf: &'static UploadConf,
     protocol: LocationProtocol,
-    id: &SessionId,
-    offset: u64,
-    declare_length: Option<u64>,
-    checksum: Option<ngx_upload_protocol::checksum::Checksum>,
-    finish: bool,
+    plan: Append,
 ) -> Result<ngx_int_t, Failure> {
+    let Append {
+        id,
+        offset,
+        declare_length,
+        checksum,
+        finish,
+    } = plan;
+    let id = &id;
     let upload = open(conf, id)?;
     let state = upload.state().clone();
     if meta(&state, PARTS).is_some() {
@@ -250,7 +262,6 @@ pub fn append(
             checksum,
             completes: finish && declared,
             announced,
-            ..Writing::none()
         },
         After::Appended,
     )
@@ -309,7 +320,7 @@ pub fn concatenate(
     request: &mut Request,
     conf: &'static UploadConf,
     protocol: LocationProtocol,
-    plan: Box<Concatenate>,
+    plan: Concatenate,
 ) -> Result<ngx_int_t, Failure> {
     let uploads = conf.uploads();
     let mut total = 0u64;
