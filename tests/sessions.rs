@@ -17,7 +17,8 @@ fn a_segment_overlapping_one_in_flight_gets_409_and_changes_nothing() {
     let id = "inflight1";
     // Bytes 0-99999 are on their way: half the body is sent, the request stays open.
     let mut held = env.start_segment(&Segment::piece(id, &data, 0, 99_999), 50_000);
-    env.wait_report(id, |_| true);
+    // Until its request (in either worker) has opened the session and claimed its bytes.
+    env.wait_in_flight(id, 0, 99_999);
     let before = env.snapshot();
     for (a, b) in [(50_000, 149_999), (99_999, 99_999), (0, 10)] {
         env.expect_status(

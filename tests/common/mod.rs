@@ -24,6 +24,9 @@ use std::time::{Duration, Instant};
 
 pub use ngx_upload_backend::{self as backend, Backend, Field, ReceivedRequest};
 
+mod procfs;
+pub use procfs::ofd_locks;
+
 /// How long nginx may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long nginx may take to exit after QUIT.
@@ -226,6 +229,45 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("bind 127.0.0.1:0")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Waiting for a state
+// ---------------------------------------------------------------------------------------------
+
+/// How long the harness waits for a state another process brings about.
+pub const WAIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Polls `probe` until it returns `Ok`, for up to `timeout`: the value, or past the deadline
+/// the last probe's `Err` (why it was not yet the state awaited).
+pub fn try_wait_for<T>(
+    timeout: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> Result<T, String> {
+    let deadline = Instant::now() + timeout;
+    // Soon at first (most states come within a millisecond), then every 10 ms.
+    let mut pause = Duration::from_micros(100);
+    loop {
+        match probe() {
+            Ok(value) => return Ok(value),
+            Err(why) if Instant::now() >= deadline => return Err(why),
+            Err(_) => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+/// [`try_wait_for`] that panics past the deadline, saying what was awaited (`what`) and why
+/// the last probe was not it. What tests use instead of sleeping: the state they wait for,
+/// checked until it holds.
+#[track_caller]
+pub fn wait_for<T>(what: &str, timeout: Duration, probe: impl FnMut() -> Result<T, String>) -> T {
+    match try_wait_for(timeout, probe) {
+        Ok(value) => value,
+        Err(why) => panic!("waited {timeout:?} for {what}, in vain; last: {why}"),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1403,16 +1445,48 @@ impl UploadEnv {
         report
     }
 
-    /// Polls [`Self::report`] until `done` accepts it, for up to ten seconds.
+    /// Polls the status query until session `id` exists (`200`; `404` until a request for it,
+    /// maybe in another worker, has started it) with a report that `done` accepts, for up to
+    /// [`WAIT_TIMEOUT`]; returns that report. Past the deadline it panics with the last answer.
+    #[track_caller]
     pub fn wait_report(&self, id: &str, done: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let r = self.report(id);
-            if done(&r) || Instant::now() > deadline {
-                return r;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let waited = try_wait_for(WAIT_TIMEOUT, || match self.status_query(id) {
+            (200, report) if done(&report) => Ok(report),
+            (status, report) => Err(format!("status {status}, Range {report:?}")),
+        });
+        waited.unwrap_or_else(|last| {
+            panic!(
+                "waited {WAIT_TIMEOUT:?} for session {id} to exist with the report awaited, in \
+                 vain; the last status query answered {last}\n--- end of error.log ---\n{}",
+                tail(&self.nginx.error_log(), 40)
+            )
+        })
+    }
+
+    /// Waits until session `id` exists and a request holds its claim on bytes `first..=last`
+    /// of the output file (the open-file-description lock a request writing them takes, in
+    /// `/proc/locks`), so a segment overlapping them is refused; returns the session's report.
+    /// The state file is written before that lock is taken: a report alone is not enough.
+    #[track_caller]
+    pub fn wait_in_flight(&self, id: &str, first: u64, last: u64) -> String {
+        let report = self.wait_report(id, |_| true);
+        let path = self.stored_path(id);
+        wait_for(
+            &format!("a request to claim bytes {first}-{last} of session {id}"),
+            WAIT_TIMEOUT,
+            || {
+                let locks = ofd_locks(&path);
+                let covered = locks
+                    .iter()
+                    .any(|&(a, b)| a <= first && b.is_none_or(|b| b >= last));
+                if covered {
+                    Ok(())
+                } else {
+                    Err(format!("locks on {}: {locks:?}", path.display()))
+                }
+            },
+        );
+        report
     }
 
     /// Sends the head of `segment` and the first `sent` bytes of its body, leaving the request
