@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 pub use ngx_upload_backend::{self as backend, Backend, Field, ReceivedRequest};
 
 mod procfs;
-pub use procfs::ofd_locks;
+pub use procfs::{ofd_locks, tracers};
 
 /// How long nginx may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -502,7 +502,8 @@ impl Nginx {
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot run {}: {e}", nginx.display()));
             let mut child = child;
-            match wait_ready(&mut child, &prefix, port) {
+            let workers = builder.skeleton.worker_processes;
+            match wait_ready(&mut child, &prefix, port, workers) {
                 Ok(()) => {
                     return Nginx {
                         child: Some(child),
@@ -691,8 +692,9 @@ impl Nginx {
     }
 }
 
-/// Waits until nginx (`child`, started with `prefix`) listens on 127.0.0.1:`port`.
-fn wait_ready(child: &mut Child, prefix: &Path, port: u16) -> Result<(), String> {
+/// Waits until nginx (`child`, started with `prefix`) listens on 127.0.0.1:`port` and has
+/// forked its `workers` worker processes.
+fn wait_ready(child: &mut Child, prefix: &Path, port: u16, workers: u32) -> Result<(), String> {
     let deadline = Instant::now() + START_TIMEOUT;
     let pid = child.id();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -704,13 +706,24 @@ fn wait_ready(child: &mut Child, prefix: &Path, port: u16) -> Result<(), String>
         // tells our nginx from another process that grabbed the port.
         let pid_written =
             fs::read_to_string(prefix.join("nginx.pid")).is_ok_and(|p| p.trim() == pid.to_string());
-        if pid_written && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+        let listening =
+            pid_written && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok();
+        // The master listens before it forks its workers: a test that looks at them (or
+        // traces one) right after the start must find them all.
+        let forked = || children_of(pid).len() >= workers as usize;
+        if listening && forked() {
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(format!(
-                "127.0.0.1:{port} did not accept connections within {START_TIMEOUT:?}"
-            ));
+            return Err(if listening {
+                format!(
+                    "nginx did not fork its {workers} worker processes within {START_TIMEOUT:?} \
+                     (children: {:?})",
+                    children_of(pid)
+                )
+            } else {
+                format!("127.0.0.1:{port} did not accept connections within {START_TIMEOUT:?}")
+            });
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -1,5 +1,6 @@
-//! What the kernel tells about other processes through `/proc`: the file locks they hold.
-//! The harness waits on these instead of sleeping: each is the very state a test waits for.
+//! What the kernel tells about other processes through `/proc`: the file locks they hold,
+//! whether a tracer is attached. The harness waits on these instead of sleeping: each is the
+//! very state a test waits for.
 
 use std::fs;
 use std::path::Path;
@@ -36,6 +37,23 @@ pub fn ofd_locks(path: &Path) -> Vec<(u64, Option<u64>)> {
                 Some(f[7].parse().ok()?)
             };
             Some((start, end))
+        })
+        .collect()
+}
+
+/// The tracer (`TracerPid`) of every thread of process `pid`; empty if it is gone.
+pub fn tracers(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| {
+            let status = fs::read_to_string(task.path().join("status")).ok()?;
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("TracerPid:"))
+                .and_then(|p| p.trim().parse().ok())
         })
         .collect()
 }
