@@ -11,8 +11,9 @@ use common::*;
 fn expect_refusal(env: &UploadEnv, request: &[u8], status: u16, needles: &[&str]) -> Response {
     let before = env.snapshot();
     let r = env.expect_status(request, status, needles);
-    // Give a late writer (a worker still finishing the request) a moment to show itself.
-    std::thread::sleep(std::time::Duration::from_millis(50));
+    // What the request's cleanup does (after its answer went out) is done once nginx has
+    // freed it.
+    env.nginx.wait_idle();
     assert_same_files(&before, &env.snapshot());
     assert!(
         env.backend.requests().is_empty(),

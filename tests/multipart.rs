@@ -312,7 +312,8 @@ fn a_form_sent_byte_by_byte() {
 fn expect_form_refusal(env: &UploadEnv, request: &[u8], status: u16, needles: &[&str]) {
     env.backend.clear();
     env.expect_status(request, status, needles);
-    std::thread::sleep(Duration::from_millis(50));
+    // The request's cleanup removes what it stored, once nginx frees it (after the answer).
+    env.nginx.wait_idle();
     let left = files_under(&env.nginx.path("store"));
     assert!(left.is_empty(), "files left in the store: {left:?}");
     assert!(
@@ -810,7 +811,8 @@ fn upload_cleanup_removes_the_files_of_a_form_the_backend_refused() {
         ],
         &store,
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // The request's cleanup, which removes the files after a 500, has run once nginx freed it.
+    env.nginx.wait_idle();
     for p in &paths {
         assert!(
             p.exists(),

@@ -132,10 +132,14 @@ fn a_failed_hand_off_can_be_retried() {
     let r = send(&uri("failing"), 100_000, 149_999);
     assert_eq!(r.status, 502, "{r}");
     assert_eq!(env.report(id), "0-149999/150000");
+    // The failed hand-off's claim on the session goes when its request is freed, just after
+    // the 502 went out (until then a segment gets 409): wait for that.
+    env.nginx.wait_idle();
     // Nothing listening: the session stays too.
     let r = send(&uri("down"), 100_000, 149_999);
     assert_eq!(r.status, 502, "{r}");
     assert_eq!(env.report(id), "0-149999/150000");
+    env.nginx.wait_idle();
     // Retrying any segment hands the file off again, now to a working backend.
     let r = send("/upload", 0, 99_999);
     assert_eq!(r.status, 200, "{r}\n{}", env.nginx.error_log());

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 pub use ngx_upload_backend::{self as backend, Backend, Field, ReceivedRequest};
 
 mod procfs;
-pub use procfs::{ofd_locks, tracers};
+pub use procfs::{held_connections, ofd_locks, tracers};
 
 /// How long nginx may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -618,6 +618,34 @@ impl Nginx {
     /// Pids of the worker processes (children of the master).
     pub fn worker_pids(&self) -> Vec<u32> {
         children_of(self.pid())
+    }
+
+    /// The client connections nginx's workers hold open, described (empty when idle).
+    pub fn client_connections(&self) -> Vec<String> {
+        self.worker_pids()
+            .into_iter()
+            .flat_map(|pid| held_connections(pid, self.port))
+            .collect()
+    }
+
+    /// Waits until nginx holds no client connection: every request it served is over and
+    /// freed, so the cleanups of the requests' pools (where the module drops what a request
+    /// held: its claim on a session, the files of a failed upload) have run. A test calls it
+    /// after it has read the answers and closed its connections.
+    #[track_caller]
+    pub fn wait_idle(&self) {
+        wait_for(
+            "nginx to close its client connections (the requests' cleanups to run)",
+            WAIT_TIMEOUT,
+            || {
+                let held = self.client_connections();
+                if held.is_empty() {
+                    Ok(())
+                } else {
+                    Err(held.join("; "))
+                }
+            },
+        )
     }
 
     /// Sends `signal` to every worker; returns their pids.
