@@ -6,7 +6,6 @@ mod common;
 
 use common::*;
 use std::io::Write;
-use std::time::Duration;
 
 #[test]
 fn a_dropped_segment_keeps_what_arrived_and_resumes() {
@@ -18,7 +17,16 @@ fn a_dropped_segment_keeps_what_arrived_and_resumes() {
     let id = "dropped1";
     let sent = (1 << 20) + 12345;
     let conn = env.start_segment(&Segment::piece(id, &data, 0, data.len() - 1), sent);
-    std::thread::sleep(Duration::from_millis(200));
+    // Until at least half of what was sent is in the file.
+    let stored = env.stored_path(id);
+    wait_for(
+        "the segment's first half to reach the file",
+        WAIT_TIMEOUT,
+        || match std::fs::metadata(&stored).map(|m| m.len() as usize) {
+            Ok(len) if len >= sent / 2 => Ok(()),
+            other => Err(format!("{}: {other:?}", stored.display())),
+        },
+    );
     drop(conn); // the client goes away mid-segment
     let r = env.wait_report(id, |r| !r.is_empty());
     let (first, last) = single_range(&r);

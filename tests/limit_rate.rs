@@ -21,13 +21,31 @@ fn a_single_request_upload_is_paced() {
     let request = upload.to_request("/upload");
     let started = Instant::now();
     let client = std::thread::spawn(move || send_raw(port, &request));
-    // While the upload is paused, the same (single) worker answers other requests at once.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Once the allowance of one second's worth is in the file the upload is paced (its reads
+    // paused on a timer, for seconds): meanwhile the same (single) worker answers other
+    // requests at once.
+    let store = env.nginx.path("store");
+    wait_for("the upload to use its allowance", WAIT_TIMEOUT, || {
+        let sizes: Vec<u64> = files_under(&store)
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .collect();
+        if sizes.iter().any(|&len| len >= RATE as u64) {
+            Ok(())
+        } else {
+            Err(format!("files in the store of {sizes:?} bytes"))
+        }
+    });
     let probe = Instant::now();
     let r = get(port, "/");
     assert!(
         probe.elapsed() < Duration::from_secs(1),
         "worker blocked: {r}"
+    );
+    assert!(
+        !client.is_finished(),
+        "the upload was over before the probe"
     );
     let r = client.join().unwrap();
     let took = started.elapsed();

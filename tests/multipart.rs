@@ -219,7 +219,8 @@ fn a_form_split_at_every_offset() {
         first.extend_from_slice(&body[..i]);
         conn.write_all(&first).unwrap();
         conn.flush().unwrap();
-        std::thread::sleep(Duration::from_millis(2));
+        // nginx reads the first piece on its own.
+        wait_consumed(&conn);
         conn.write_all(&body[i..]).unwrap();
         conn.flush().unwrap();
         let r = read_response(&mut conn).unwrap_or_else(|e| panic!("split at {i}: {e}"));
@@ -283,7 +284,8 @@ fn a_form_sent_byte_by_byte() {
     conn.write_all(head.as_bytes()).unwrap();
     for byte in &body {
         conn.write_all(std::slice::from_ref(byte)).unwrap();
-        std::thread::sleep(Duration::from_micros(300));
+        // nginx reads each byte on its own.
+        wait_consumed(&conn);
     }
     let r = read_response(&mut conn).unwrap();
     assert_eq!(r.status, 200, "{r}\n{}", env.nginx.error_log());

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 pub use ngx_upload_backend::{self as backend, Backend, Field, ReceivedRequest};
 
 mod procfs;
-pub use procfs::{held_connections, ofd_locks, tracers};
+pub use procfs::{held_connections, ofd_locks, tracers, unread_by_peer};
 
 /// How long nginx may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -268,6 +268,22 @@ pub fn wait_for<T>(what: &str, timeout: Duration, probe: impl FnMut() -> Result<
         Ok(value) => value,
         Err(why) => panic!("waited {timeout:?} for {what}, in vain; last: {why}"),
     }
+}
+
+/// Waits until the process at the other end of `conn` (nginx) has read every byte written to
+/// it: to split what a request sends into reads of nginx's exactly where a test cuts it.
+#[track_caller]
+pub fn wait_consumed(conn: &TcpStream) {
+    wait_for(
+        "nginx to read everything sent on the connection",
+        WAIT_TIMEOUT,
+        || match unread_by_peer(conn) {
+            Ok(Some(0)) => Ok(()),
+            Ok(Some(n)) => Err(format!("{n} bytes unread")),
+            Ok(None) => Err("the connection is not accepted yet".to_string()),
+            Err(e) => Err(format!("cannot inspect the connection: {e}")),
+        },
+    )
 }
 
 // ---------------------------------------------------------------------------------------------

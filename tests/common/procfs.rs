@@ -1,9 +1,11 @@
-//! What the kernel tells about other processes through `/proc`: their TCP sockets, the file
-//! locks they hold, whether a tracer is attached. The harness
+//! What the kernel tells about other processes through `/proc`: their TCP sockets and what
+//! waits unread in them, the file locks they hold, whether a tracer is attached. The harness
 //! waits on these instead of sleeping: each is the very state a test waits for.
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::net::{SocketAddr, SocketAddrV4, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 /// `TCP_LISTEN` in the `st` column of `/proc/net/tcp`.
@@ -137,6 +139,119 @@ pub fn held_connections(pid: u32, port: u16) -> Vec<String> {
             None => Some(format!("pid {pid}: socket {inode}, closing")),
         })
         .collect()
+}
+
+/// Bytes written to `conn` that its peer (a process on this machine) has not read yet: in our
+/// send queue, or in the peer's receive queue; `None` while the peer has not accepted the
+/// connection.
+pub fn unread_by_peer(conn: &TcpStream) -> std::io::Result<Option<u64>> {
+    /// `SIOCOUTQNSD` (linux/sockios.h): bytes in the send queue not sent yet.
+    const SIOCOUTQNSD: libc::c_ulong = 0x894b;
+    let mut unsent: libc::c_int = 0;
+    // SAFETY: SIOCOUTQNSD writes one int through the pointer; the descriptor is open.
+    if unsafe { libc::ioctl(conn.as_raw_fd(), SIOCOUTQNSD as _, &mut unsent) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let (SocketAddr::V4(ours), SocketAddr::V4(theirs)) = (conn.local_addr()?, conn.peer_addr()?)
+    else {
+        return Err(std::io::Error::other("not an IPv4 connection"));
+    };
+    // The peer's end: local address `theirs`, remote `ours`.
+    Ok(tcp_diag(theirs, ours)?.map(|(rqueue, _)| u64::from(rqueue) + unsent as u64))
+}
+
+/// The receive queue (bytes the owner has not read) and inode of the TCP socket with local
+/// address `local` and remote `remote`, looked up by the kernel (sock_diag, like `ss`);
+/// `None` if there is no such socket or no process has accepted it yet (inode 0). One
+/// netlink exchange, where `/proc/net/tcp` lists every socket of the machine.
+fn tcp_diag(local: SocketAddrV4, remote: SocketAddrV4) -> std::io::Result<Option<(u32, u32)>> {
+    const NETLINK_SOCK_DIAG: libc::c_int = 4;
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const NLMSG_ERROR: u16 = 2;
+    const NLM_F_REQUEST: u16 = 1;
+    // SAFETY: plain socket(2).
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            NETLINK_SOCK_DIAG,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a socket we own; OwnedFd closes it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // struct nlmsghdr, then struct inet_diag_req_v2 (family, protocol, ext, pad, states,
+    // inet_diag_sockid: sport, dport, src[16], dst[16], if, cookie[2]).
+    let mut req = Vec::with_capacity(72);
+    req.extend_from_slice(&72u32.to_ne_bytes());
+    req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    req.extend_from_slice(&1u32.to_ne_bytes()); // sequence
+    req.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel assigns ours
+    req.extend_from_slice(&[libc::AF_INET as u8, libc::IPPROTO_TCP as u8, 0, 0]);
+    req.extend_from_slice(&u32::MAX.to_ne_bytes()); // any state
+    req.extend_from_slice(&local.port().to_be_bytes());
+    req.extend_from_slice(&remote.port().to_be_bytes());
+    for ip in [local.ip(), remote.ip()] {
+        req.extend_from_slice(&ip.octets());
+        req.extend_from_slice(&[0; 12]);
+    }
+    req.extend_from_slice(&0u32.to_ne_bytes()); // any interface
+    req.extend_from_slice(&[0xff; 8]); // INET_DIAG_NOCOOKIE
+    debug_assert_eq!(req.len(), 72);
+    // SAFETY: the kernel's netlink address is all zero but for the family.
+    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    // SAFETY: req and kernel are valid for the lengths given.
+    let sent = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            req.as_ptr().cast(),
+            req.len(),
+            0,
+            (&kernel as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if sent < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut reply = [0u8; 8192];
+    // SAFETY: reply is writable for its length.
+    let got = unsafe { libc::recv(fd.as_raw_fd(), reply.as_mut_ptr().cast(), reply.len(), 0) };
+    if got < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let reply = &reply[..got as usize];
+    let u16_at = |at: usize| {
+        reply
+            .get(at..at + 2)
+            .map(|b| u16::from_ne_bytes([b[0], b[1]]))
+    };
+    let u32_at = |at: usize| {
+        reply
+            .get(at..at + 4)
+            .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    match u16_at(4) {
+        // struct nlmsgerr: the negative errno; ENOENT: no such socket.
+        Some(NLMSG_ERROR) => match u32_at(16).map(|e| -(e as i32)) {
+            Some(libc::ENOENT) => Ok(None),
+            Some(errno) => Err(std::io::Error::from_raw_os_error(errno)),
+            None => Err(std::io::Error::other("short netlink error")),
+        },
+        // struct inet_diag_msg after the header: rqueue at 56, inode at 68.
+        Some(SOCK_DIAG_BY_FAMILY) => match (u32_at(16 + 56), u32_at(16 + 68)) {
+            (Some(_), Some(0)) => Ok(None),
+            (Some(rqueue), Some(inode)) => Ok(Some((rqueue, inode))),
+            _ => Err(std::io::Error::other("short sock_diag answer")),
+        },
+        other => Err(std::io::Error::other(format!(
+            "unexpected netlink message type {other:?}"
+        ))),
+    }
 }
 
 /// The byte ranges `(start, end inclusive; None for "to the end")` of the open-file-description
