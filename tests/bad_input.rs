@@ -8,9 +8,7 @@
 //! with two stored segments (the "keeper") lives through the whole table: its status report and
 //! stored bytes must not change, and it completes at the end.
 
-mod common;
-
-use common::*;
+use ngx_upload_test_support::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{Read, Write};

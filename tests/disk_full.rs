@@ -5,9 +5,7 @@
 //! The store is a small tmpfs mounted for the test, so this needs root (as the test suite runs
 //! on CI); where mounting is not allowed the test says so and does nothing.
 
-mod common;
-
-use common::*;
+use ngx_upload_test_support::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

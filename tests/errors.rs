@@ -1,9 +1,7 @@
 //! Requests the module refuses: each gets its status, a line in error.log that names the
 //! problem, and changes no stored file.
 
-mod common;
-
-use common::*;
+use ngx_upload_test_support::*;
 
 /// Sends `request`, expects `status`, a new error.log line holding one of `needles`, and the
 /// store and state directories unchanged.

@@ -2,18 +2,9 @@
 //! placeholders are filled in, and each runs for real, unchanged: an upload end to end through
 //! it (resumable, browser form, FastCGI, TLS with HTTP/2, the rate-limited public endpoint).
 
-mod common;
-#[path = "common/conf_file.rs"]
-mod conf_file;
-#[path = "common/fastcgi.rs"]
-mod fastcgi;
-#[path = "common/flaky.rs"]
-mod flaky;
-#[path = "common/pyclient.rs"]
-mod pyclient;
-
-use common::*;
 use conf_file::{self_signed_cert, ConfNginx, Placeholders};
+use ngx_upload_test_support::*;
+use ngx_upload_test_support::{conf_file, fastcgi, flaky, pyclient};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 

@@ -2,9 +2,7 @@
 //! `harness_runs_nginx_without_the_module` and `nginx_t_*_without_the_module` need no working
 //! module, so they tell a harness problem from a module problem.
 
-mod common;
-
-use common::*;
+use ngx_upload_test_support::*;
 
 #[test]
 fn harness_serves_a_plain_location() {

@@ -2,9 +2,7 @@
 //! and every 8 MiB while a long segment streams), a status query reports it, and the client
 //! resumes from there. The C module loses the whole segment.
 
-mod common;
-
-use common::*;
+use ngx_upload_test_support::*;
 use std::io::Write;
 
 #[test]

@@ -1,9 +1,7 @@
 //! `upload_limit_rate`: the body is read no faster than the rate (after a one-second allowance,
 //! as nginx-upload-module paces it), with nginx timers: the worker keeps serving meanwhile.
 
-mod common;
-
-use common::*;
+use ngx_upload_test_support::*;
 use std::time::{Duration, Instant};
 
 const RATE: usize = 32 * 1024;

@@ -3,9 +3,7 @@
 //! the soft file size limit, the hand-off size limit, the hash variables (for forms and for
 //! raw and resumable uploads) and `upload_cleanup`.
 
-mod common;
-
-use common::*;
+use ngx_upload_test_support::*;
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

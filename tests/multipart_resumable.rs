@@ -3,9 +3,7 @@
 //! written at its offset in the session's file; the request answers `201` with the ranges held
 //! until the file is complete, then hands it off with the form's passed fields.
 
-mod common;
-
-use common::*;
+use ngx_upload_test_support::*;
 
 const BOUNDARY: &str = "----seg7MA4YWxkTrZu0gW";
 

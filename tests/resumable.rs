@@ -2,9 +2,7 @@
 //! names), `201 Created` with the ranges held until the file is complete, then the hand-off of
 //! the finished file to `upload_pass`.
 
-mod common;
-
-use common::*;
+use ngx_upload_test_support::*;
 use std::os::unix::fs::PermissionsExt;
 
 /// Sends `order` (indexes into `cuts`) one by one; checks every 201 against a model and the

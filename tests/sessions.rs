@@ -3,9 +3,7 @@
 //! the number of ranges is capped, untouched sessions expire, and hashes are carried in the
 //! state file.
 
-mod common;
-
-use common::*;
+use ngx_upload_test_support::*;
 use std::io::Write;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};

@@ -2,13 +2,10 @@
 //! HTTP/2 over cleartext (with curl as the client), and `upload_pass` to a FastCGI location
 //! and to a location that answers by itself.
 
-mod common;
-#[path = "common/fastcgi.rs"]
-mod fastcgi;
-
 use fastcgi::{FastCgi, FcgiRequest};
 
-use common::*;
+use ngx_upload_test_support::fastcgi;
+use ngx_upload_test_support::*;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

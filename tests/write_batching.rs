@@ -1,9 +1,7 @@
 //! Body bytes reach the file in `upload_buffer_size` pieces, one `pwritev` each, however small
 //! the pieces the client sends: checked by tracing the worker's system calls with strace.
 
-mod common;
-
-use common::*;
+use ngx_upload_test_support::*;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 

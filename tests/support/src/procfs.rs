@@ -1,12 +1,14 @@
-//! What the kernel tells about other processes through `/proc`: their TCP sockets and what
-//! waits unread in them, the file locks they hold, whether a tracer is attached. The harness
-//! waits on these instead of sleeping: each is the very state a test waits for.
+//! What the kernel tells about other processes, through `/proc` and sock_diag: their children
+//! and states, their TCP sockets and what waits unread in them, the file locks they hold,
+//! whether a tracer is attached, their CPU time and memory. The harness waits on these
+//! instead of sleeping: each is the very state a test waits for.
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::net::{SocketAddr, SocketAddrV4, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
+use std::time::Duration;
 
 /// `TCP_LISTEN` in the `st` column of `/proc/net/tcp`.
 const TCP_LISTEN: u8 = 0x0a;
@@ -305,4 +307,91 @@ pub fn tracers(pid: u32) -> Vec<u32> {
                 .and_then(|p| p.trim().parse().ok())
         })
         .collect()
+}
+
+/// Pids of the processes whose parent is `parent`.
+pub fn children_of(parent: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    if parent == 0 {
+        return pids;
+    }
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return pids;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Ok(fields) = stat_fields(pid) {
+            if fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(parent) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids.sort_unstable();
+    pids
+}
+
+/// The fields of `/proc/<pid>/stat` after the command name (which may hold spaces and
+/// parentheses): index 0 is field 3 (the state), 1 the parent's pid.
+pub fn stat_fields(pid: u32) -> std::io::Result<Vec<String>> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = text
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| std::io::Error::other("malformed stat"))?;
+    Ok(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// Waits (up to 5 s) until process `pid` is in one of `states` (`R`, `T`, `Z`, … of
+/// `/proc/<pid>/stat`), or gone; panics if it is not.
+#[track_caller]
+pub fn wait_process_state(pid: u32, states: &[&str]) {
+    crate::wait::wait_for(
+        &format!("process {pid} to reach state {states:?}"),
+        Duration::from_secs(5),
+        || match stat_fields(pid) {
+            Err(_) => Ok(()),
+            Ok(fields) if fields.first().is_some_and(|s| states.contains(&s.as_str())) => Ok(()),
+            Ok(fields) => Err(format!("state {:?}", fields.first())),
+        },
+    )
+}
+
+/// (utime, stime) of `pid`, in clock ticks.
+pub fn cpu_ticks(pid: u32) -> Result<(u64, u64), String> {
+    let fields = stat_fields(pid).map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
+    let get = |i: usize| -> Result<u64, String> {
+        fields
+            .get(i)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("/proc/{pid}/stat: no field {}", i + 3))
+    };
+    // Fields 14 (utime) and 15 (stime).
+    Ok((get(11)?, get(12)?))
+}
+
+/// Clock ticks per second, the unit of [`cpu_ticks`].
+pub fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as f64
+    } else {
+        100.0
+    }
+}
+
+/// A `kB` line of `/proc/<pid>/status` (`VmRSS`, `VmHWM`).
+pub fn status_kib(pid: u32, key: &str) -> Result<u64, String> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| format!("/proc/{pid}/status has no {key}"))
 }
