@@ -35,3 +35,27 @@ pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serious_lines_skip_lower_levels_and_tolerated_ones() {
+        let log = "a [notice] 1\nb [alert] 2\nc [error] 3\nd [crit] worker exited on signal 9\n\
+                   e [emerg] 5";
+        assert_eq!(
+            serious_lines(log, &["signal 9".to_string()]),
+            ["b [alert] 2", "e [emerg] 5"]
+        );
+        assert_eq!(
+            lines_at(log, &["[error]", "[notice]"]),
+            ["a [notice] 1", "c [error] 3"]
+        );
+        assert_eq!(
+            tail(log, 2),
+            "d [crit] worker exited on signal 9\ne [emerg] 5"
+        );
+        assert_eq!(tail("", 3), "");
+    }
+}

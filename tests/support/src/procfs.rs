@@ -143,15 +143,14 @@ pub fn held_connections(pid: u32, port: u16) -> Vec<String> {
         .collect()
 }
 
-/// Bytes written to `conn` that its peer (a process on this machine) has not read yet: in our
-/// send queue, or in the peer's receive queue; `None` while the peer has not accepted the
-/// connection.
+/// Bytes written to `conn` that its peer (a process on this machine) may not have read yet:
+/// not yet acknowledged by the peer's end (`SIOCOUTQ`: unsent, or on their way), or waiting in
+/// its receive queue (sock_diag). 0 once the peer has read everything; bytes acknowledged but
+/// unread count twice. `None` while the peer has not accepted the connection.
 pub fn unread_by_peer(conn: &TcpStream) -> std::io::Result<Option<u64>> {
-    /// `SIOCOUTQNSD` (linux/sockios.h): bytes in the send queue not sent yet.
-    const SIOCOUTQNSD: libc::c_ulong = 0x894b;
-    let mut unsent: libc::c_int = 0;
-    // SAFETY: SIOCOUTQNSD writes one int through the pointer; the descriptor is open.
-    if unsafe { libc::ioctl(conn.as_raw_fd(), SIOCOUTQNSD as _, &mut unsent) } != 0 {
+    let mut unacked: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one int through the pointer; the descriptor is open.
+    if unsafe { libc::ioctl(conn.as_raw_fd(), libc::TIOCOUTQ as _, &mut unacked) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
     let (SocketAddr::V4(ours), SocketAddr::V4(theirs)) = (conn.local_addr()?, conn.peer_addr()?)
@@ -159,7 +158,7 @@ pub fn unread_by_peer(conn: &TcpStream) -> std::io::Result<Option<u64>> {
         return Err(std::io::Error::other("not an IPv4 connection"));
     };
     // The peer's end: local address `theirs`, remote `ours`.
-    Ok(tcp_diag(theirs, ours)?.map(|(rqueue, _)| u64::from(rqueue) + unsent as u64))
+    Ok(tcp_diag(theirs, ours)?.map(|(rqueue, _)| u64::from(rqueue) + unacked as u64))
 }
 
 /// The receive queue (bytes the owner has not read) and inode of the TCP socket with local
@@ -394,4 +393,95 @@ pub fn status_kib(pid: u32, key: &str) -> Result<u64, String> {
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .ok_or_else(|| format!("/proc/{pid}/status has no {key}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    #[test]
+    fn unread_by_peer_counts_what_the_peer_has_not_read() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        assert_eq!(unread_by_peer(&client).unwrap(), None, "not accepted yet");
+        let (mut server, _) = listener.accept().unwrap();
+        assert_eq!(unread_by_peer(&client).unwrap(), Some(0));
+        client.write_all(&[7; 100]).unwrap();
+        assert!(unread_by_peer(&client).unwrap() >= Some(100));
+        let mut buf = [0; 60];
+        server.read_exact(&mut buf).unwrap();
+        assert!(unread_by_peer(&client).unwrap() >= Some(40));
+        server.read_exact(&mut buf[..40]).unwrap();
+        crate::wait::wait_for("the peer's acknowledgement", Duration::from_secs(5), || {
+            match unread_by_peer(&client) {
+                Ok(Some(0)) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        });
+    }
+
+    #[test]
+    fn held_connections_lists_accepted_connections_until_closed() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let ours = format!(
+            "connection from port {} ",
+            client.local_addr().unwrap().port()
+        );
+        let mine = || {
+            held_connections(std::process::id(), port)
+                .into_iter()
+                .filter(|c| c.contains(&ours))
+                .count()
+        };
+        assert_eq!(
+            mine(),
+            0,
+            "the listening socket and unaccepted ones do not count"
+        );
+        let (server, _) = listener.accept().unwrap();
+        assert_eq!(mine(), 1);
+        drop(server);
+        assert_eq!(mine(), 0);
+    }
+
+    #[test]
+    fn ofd_locks_shows_a_range_lock_while_it_is_held() {
+        let dir = crate::prefix::fresh_dir("procfs-test");
+        let path = dir.join("locked");
+        let file = fs::File::create(&path).unwrap();
+        assert_eq!(ofd_locks(&path), []);
+        // SAFETY: flock is plain data; all-zero is valid (l_pid 0, as OFD locks need).
+        let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+        lock.l_type = libc::F_WRLCK as libc::c_short;
+        lock.l_whence = libc::SEEK_SET as libc::c_short;
+        lock.l_start = 10;
+        lock.l_len = 10;
+        // SAFETY: F_OFD_SETLK with a valid flock on an open descriptor.
+        assert_eq!(
+            unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut lock) },
+            0
+        );
+        assert_eq!(ofd_locks(&path), [(10, Some(19))]);
+        drop(file);
+        assert_eq!(ofd_locks(&path), []);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn children_and_states_of_a_child_process() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        assert!(children_of(std::process::id()).contains(&child.id()));
+        assert_eq!(tracers(child.id()), [0]);
+        child.kill().unwrap();
+        wait_process_state(child.id(), &["Z"]);
+        child.wait().unwrap();
+        assert!(stat_fields(child.id()).is_err(), "reaped");
+    }
 }
