@@ -8,6 +8,7 @@
 //!   running binary was built into (`target/<profile>/deps/<test>` → `target/<profile>/`).
 
 use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -35,17 +36,15 @@ pub fn profile_dir() -> PathBuf {
 }
 
 /// The newest `nginx` that a vendored build left under `profile_dir`
-/// (`build/nginx-sys-*/out/objs/nginx`; with several, from older builds, the newest).
-pub fn newest_vendored_nginx(profile_dir: &Path) -> Result<PathBuf, String> {
-    let build = profile_dir.join("build");
-    let newest = fs::read_dir(&build)
-        .map_err(|e| format!("{}: {e}", build.display()))?
+/// (`build/nginx-sys-*/out/objs/nginx`; with several, from older builds, the newest), if any.
+pub fn newest_vendored_nginx(profile_dir: &Path) -> io::Result<Option<PathBuf>> {
+    let newest = fs::read_dir(profile_dir.join("build"))?
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with("nginx-sys-"))
         .map(|e| e.path().join("out/objs/nginx"))
         .filter(|p| p.is_file())
         .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok());
-    newest.ok_or_else(|| format!("no nginx under {}/nginx-sys-*/out/objs", build.display()))
+    Ok(newest)
 }
 
 /// The nginx binary to run.
