@@ -1,6 +1,7 @@
-//! Running nginx on a whole configuration file from `nginx-conf/` (the harness's [`Nginx`]
-//! builds its own skeleton around a server body): placeholders filled in, `daemon off` and,
-//! as root, `user root` added on the command line, stopped with QUIT when dropped.
+//! Running nginx on a whole configuration file from `nginx-conf/` (the harness's
+//! [`crate::Nginx`] builds its own skeleton around a server body): placeholders filled in,
+//! `daemon off` and, as root, `user root` added on the command line, stopped with QUIT when
+//! dropped.
 
 use crate::errorlog::{read_log, serious_lines};
 use crate::locate::{module_path, nginx_binary, running_as_root, workspace_root};
