@@ -1208,6 +1208,9 @@ impl Bench {
         let handoffs = self.env.backend.requests().len();
 
         let (answer, raw) = exchange(self.port(), &row.wire);
+        // nginx is done with the row's request once it has freed it: its claims on session
+        // bytes and the files it removes go in that cleanup, maybe after the answer.
+        self.env.nginx.wait_idle();
         let gained = || self.env.nginx.log_since(log_offset);
         assert_eq!(
             answer,
