@@ -1,6 +1,6 @@
-//! Passes nginx-sys' build facts on: `ngx_feature`/`ngx_os`/version cfgs for the module code, and
-//! the nginx build directory for the integration tests (the vendored build leaves the `nginx`
-//! binary there, the very binary the module is built against).
+//! Passes nginx-sys' build facts on: `ngx_feature`/`ngx_os`/version cfgs for the module code.
+//! (The nginx build directory, where the vendored build leaves the `nginx` binary the module is
+//! built against, reaches the integration tests through tests/support/build.rs.)
 fn main() {
     println!("cargo::rerun-if-env-changed=DEP_NGINX_FEATURES_CHECK");
     println!(
@@ -19,9 +19,5 @@ fn main() {
         if version.parse::<u64>().unwrap_or(0) >= 1_025_001 {
             println!("cargo::rustc-cfg=nginx1_25_1");
         }
-    }
-    println!("cargo::rerun-if-env-changed=DEP_NGINX_BUILD_DIR");
-    if let Ok(build_dir) = std::env::var("DEP_NGINX_BUILD_DIR") {
-        println!("cargo::rustc-env=NGX_UPLOAD_NGINX_BUILD_DIR={build_dir}");
     }
 }

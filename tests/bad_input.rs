@@ -8,9 +8,7 @@
 //! with two stored segments (the "keeper") lives through the whole table: its status report and
 //! stored bytes must not change, and it completes at the end.
 
-mod common;
-
-use common::*;
+use ngx_upload_test_support::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{Read, Write};
@@ -1314,6 +1312,9 @@ impl Bench {
         let handoffs = self.env.backend.requests().len();
 
         let (answer, raw) = exchange(self.port(), &row.wire);
+        // nginx is done with the row's request once it has freed it: its claims on session
+        // bytes and the files it removes go in that cleanup, maybe after the answer.
+        self.env.nginx.wait_idle();
         let gained = || self.env.nginx.log_since(log_offset);
         assert_eq!(
             answer,

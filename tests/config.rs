@@ -1,9 +1,7 @@
 //! Configuration: bad directive values are refused with a message naming them. (The example
 //! configs in `nginx-conf/` are tested in example_configs.rs.)
 
-mod common;
-
-use common::*;
+use ngx_upload_test_support::*;
 
 /// The directives of the usual location with valid values (a control for the test below).
 #[test]

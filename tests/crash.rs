@@ -17,12 +17,9 @@
 //! The seed is printed (`NGX_UPLOAD_CRASH_SEED` replays the same choices; kill timing still
 //! depends on the machine); with `--nocapture` the counts of kills and resumes are shown.
 
-mod common;
-#[path = "common/crash.rs"]
-mod crash;
-
-use common::*;
 use crash::CrashNginx;
+use ngx_upload_test_support::crash;
+use ngx_upload_test_support::*;
 use std::collections::VecDeque;
 use std::io::Write;
 use std::net::TcpStream;

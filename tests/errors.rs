@@ -1,9 +1,7 @@
 //! Requests the module refuses: each gets its status, a line in error.log that names the
 //! problem, and changes no stored file.
 
-mod common;
-
-use common::*;
+use ngx_upload_test_support::*;
 
 /// Sends `request`, expects `status`, a new error.log line holding one of `needles`, and the
 /// store and state directories unchanged.
@@ -11,8 +9,9 @@ use common::*;
 fn expect_refusal(env: &UploadEnv, request: &[u8], status: u16, needles: &[&str]) -> Response {
     let before = env.snapshot();
     let r = env.expect_status(request, status, needles);
-    // Give a late writer (a worker still finishing the request) a moment to show itself.
-    std::thread::sleep(std::time::Duration::from_millis(50));
+    // What the request's cleanup does (after its answer went out) is done once nginx has
+    // freed it.
+    env.nginx.wait_idle();
     assert_same_files(&before, &env.snapshot());
     assert!(
         env.backend.requests().is_empty(),

@@ -3,20 +3,13 @@
 //! it (resumable, browser form, FastCGI, TLS with HTTP/2, the rate-limited public endpoint, tus
 //! with a real tus client).
 
-mod common;
-#[path = "common/conf_file.rs"]
-mod conf_file;
-#[path = "common/fastcgi.rs"]
-mod fastcgi;
-#[path = "common/flaky.rs"]
-mod flaky;
-#[path = "common/pyclient.rs"]
-mod pyclient;
-#[path = "common/tus.rs"]
-mod tus_kit;
-
-use common::*;
 use conf_file::{self_signed_cert, ConfNginx, Placeholders};
+use ngx_upload_test_support::conf_file;
+use ngx_upload_test_support::fastcgi;
+use ngx_upload_test_support::flaky;
+use ngx_upload_test_support::pyclient;
+use ngx_upload_test_support::tus as tus_kit;
+use ngx_upload_test_support::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 

@@ -1,9 +1,7 @@
 //! What the backend receives when a file is complete, and what the client gets back:
 //! form fields, file names, query strings, added headers, variables, raw uploads.
 
-mod common;
-
-use common::*;
+use ngx_upload_test_support::*;
 
 #[test]
 fn dos_and_unix_paths_are_stripped_from_the_file_name() {

@@ -4,13 +4,9 @@
 //! every answer of each version (the 104 interim answer, creation, offset retrieval, append,
 //! cancellation, OPTIONS, the refusals), the hand-off and its failure, and h2c with curl.
 
-mod common;
-#[path = "common/flaky.rs"]
-mod flaky;
-#[path = "common/tus.rs"]
-mod tus_kit;
-
-use common::*;
+use ngx_upload_test_support::flaky;
+use ngx_upload_test_support::tus as tus_kit;
+use ngx_upload_test_support::*;
 use tus_kit::*;
 
 const VERSIONS: [u8; 4] = [3, 5, 6, 8];

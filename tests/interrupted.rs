@@ -2,11 +2,8 @@
 //! and every 8 MiB while a long segment streams), a status query reports it, and the client
 //! resumes from there. The C module loses the whole segment.
 
-mod common;
-
-use common::*;
+use ngx_upload_test_support::*;
 use std::io::Write;
-use std::time::Duration;
 
 #[test]
 fn a_dropped_segment_keeps_what_arrived_and_resumes() {
@@ -18,9 +15,20 @@ fn a_dropped_segment_keeps_what_arrived_and_resumes() {
     let id = "dropped1";
     let sent = (1 << 20) + 12345;
     let conn = env.start_segment(&Segment::piece(id, &data, 0, data.len() - 1), sent);
-    std::thread::sleep(Duration::from_millis(200));
+    // Until at least half of what was sent is in the file.
+    let stored = env.stored_path(id);
+    wait_for(
+        "the segment's first half to reach the file",
+        WAIT_TIMEOUT,
+        || match std::fs::metadata(&stored).map(|m| m.len() as usize) {
+            Ok(len) if len >= sent / 2 => Ok(()),
+            other => Err(format!("{}: {other:?}", stored.display())),
+        },
+    );
     drop(conn); // the client goes away mid-segment
     let r = env.wait_report(id, |r| !r.is_empty());
+    // The state is recorded before nginx frees the request, whose claim on the bytes goes then.
+    env.nginx.wait_idle();
     let (first, last) = single_range(&r);
     assert_eq!(first, 0, "{r}");
     assert!(last < sent, "claims bytes never sent: {r}");
@@ -79,7 +87,7 @@ fn a_stalled_segment_has_what_arrived_written_out() {
     let sent = 100 << 10;
     let conn = env.start_segment(&Segment::piece(id, &data, 0, data.len() - 1), sent);
     let path = env.stored_path(id);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let stored = std::fs::read(&path).unwrap_or_default();
         if stored.len() >= sent && stored[..sent] == data[..sent] {
@@ -90,7 +98,7 @@ fn a_stalled_segment_has_what_arrived_written_out() {
             "after 10 s only {} of the {sent} bytes sent are in the file",
             stored.len()
         );
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
     drop(conn);
     let r = env.wait_report(id, |r| !r.is_empty());

@@ -8,9 +8,7 @@
 //! answer before `size / rate` after the request reached it, later than that only by a timer's
 //! lateness and the hand-off.
 
-mod common;
-
-use common::*;
+use ngx_upload_test_support::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -3,9 +3,7 @@
 //! the soft file size limit, the hand-off size limit, the hash variables (for forms and for
 //! raw and resumable uploads) and `upload_cleanup`.
 
-mod common;
-
-use common::*;
+use ngx_upload_test_support::*;
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -219,7 +217,8 @@ fn a_form_split_at_every_offset() {
         first.extend_from_slice(&body[..i]);
         conn.write_all(&first).unwrap();
         conn.flush().unwrap();
-        std::thread::sleep(Duration::from_millis(2));
+        // nginx reads the first piece on its own.
+        wait_consumed(&conn);
         conn.write_all(&body[i..]).unwrap();
         conn.flush().unwrap();
         let r = read_response(&mut conn).unwrap_or_else(|e| panic!("split at {i}: {e}"));
@@ -283,7 +282,8 @@ fn a_form_sent_byte_by_byte() {
     conn.write_all(head.as_bytes()).unwrap();
     for byte in &body {
         conn.write_all(std::slice::from_ref(byte)).unwrap();
-        std::thread::sleep(Duration::from_micros(300));
+        // nginx reads each byte on its own.
+        wait_consumed(&conn);
     }
     let r = read_response(&mut conn).unwrap();
     assert_eq!(r.status, 200, "{r}\n{}", env.nginx.error_log());
@@ -312,7 +312,8 @@ fn a_form_sent_byte_by_byte() {
 fn expect_form_refusal(env: &UploadEnv, request: &[u8], status: u16, needles: &[&str]) {
     env.backend.clear();
     env.expect_status(request, status, needles);
-    std::thread::sleep(Duration::from_millis(50));
+    // The request's cleanup removes what it stored, once nginx frees it (after the answer).
+    env.nginx.wait_idle();
     let left = files_under(&env.nginx.path("store"));
     assert!(left.is_empty(), "files left in the store: {left:?}");
     assert!(
@@ -903,7 +904,8 @@ fn upload_cleanup_removes_the_files_of_a_form_the_backend_refused() {
         ],
         &store,
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // The request's cleanup, which removes the files after a 500, has run once nginx freed it.
+    env.nginx.wait_idle();
     for p in &paths {
         assert!(
             p.exists(),

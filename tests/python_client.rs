@@ -3,14 +3,9 @@
 //! cut connection, refusing without retries. Every client request carries `X-Client: python`
 //! and the access log records it, so the tests see exactly which ranges the client sent.
 
-mod common;
-#[path = "common/flaky.rs"]
-mod flaky;
-#[path = "common/pyclient.rs"]
-mod pyclient;
-
-use common::*;
 use flaky::{Relay, Spoil};
+use ngx_upload_test_support::*;
+use ngx_upload_test_support::{flaky, pyclient};
 use pyclient::{client_dir, run_client, ClientRun};
 use std::path::{Path, PathBuf};
 use std::process::Command;

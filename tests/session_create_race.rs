@@ -11,9 +11,7 @@
 //! runs many sessions from several threads at once to make a worker lose the CPU there; it
 //! shows the loss within a few hundred sessions on a busy two-core machine, not on every run.
 
-mod common;
-
-use common::*;
+use ngx_upload_test_support::*;
 use std::sync::Arc;
 
 /// Sessions per client thread, and client threads.

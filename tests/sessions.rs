@@ -3,9 +3,7 @@
 //! the number of ranges is capped, untouched sessions expire, and hashes are carried in the
 //! state file.
 
-mod common;
-
-use common::*;
+use ngx_upload_test_support::*;
 use std::io::Write;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -17,7 +15,8 @@ fn a_segment_overlapping_one_in_flight_gets_409_and_changes_nothing() {
     let id = "inflight1";
     // Bytes 0-99999 are on their way: half the body is sent, the request stays open.
     let mut held = env.start_segment(&Segment::piece(id, &data, 0, 99_999), 50_000);
-    env.wait_report(id, |_| true);
+    // Until its request (in either worker) has opened the session and claimed its bytes.
+    env.wait_in_flight(id, 0, 99_999);
     let before = env.snapshot();
     for (a, b) in [(50_000, 149_999), (99_999, 99_999), (0, 10)] {
         env.expect_status(
@@ -131,10 +130,14 @@ fn a_failed_hand_off_can_be_retried() {
     let r = send(&uri("failing"), 100_000, 149_999);
     assert_eq!(r.status, 502, "{r}");
     assert_eq!(env.report(id), "0-149999/150000");
+    // The failed hand-off's claim on the session goes when its request is freed, just after
+    // the 502 went out (until then a segment gets 409): wait for that.
+    env.nginx.wait_idle();
     // Nothing listening: the session stays too.
     let r = send(&uri("down"), 100_000, 149_999);
     assert_eq!(r.status, 502, "{r}");
     assert_eq!(env.report(id), "0-149999/150000");
+    env.nginx.wait_idle();
     // Retrying any segment hands the file off again, now to a working backend.
     let r = send("/upload", 0, 99_999);
     assert_eq!(r.status, 200, "{r}\n{}", env.nginx.error_log());

@@ -1,9 +1,7 @@
 //! Asking a session what it holds before resuming: `HEAD`, or a `POST` with the session id and
 //! an empty body, answers `200` with the `Range` report and sends nothing to the backend.
 
-mod common;
-
-use common::*;
+use ngx_upload_test_support::*;
 
 fn ask(env: &UploadEnv, method: &str, id: &str) -> Response {
     let headers = [("X-Session-ID", id), ("Content-Length", "0")];

@@ -8,13 +8,9 @@
 //! (`upload.id`), a `POST` form whose `file.path` holds the file byte for byte. Every refusal
 //! is checked in error.log: a line at `[error]` or below, never `[crit]`/`[alert]`.
 
-mod common;
-#[path = "common/flaky.rs"]
-mod flaky;
-#[path = "common/tus.rs"]
-mod tus_kit;
-
-use common::*;
+use ngx_upload_test_support::flaky;
+use ngx_upload_test_support::tus as tus_kit;
+use ngx_upload_test_support::*;
 use tus_kit::*;
 
 const TUS: (&str, &str) = ("Tus-Resumable", "1.0.0");

@@ -1,12 +1,9 @@
 //! Body bytes reach the file in `upload_buffer_size` pieces, one `pwritev` each, however small
 //! the pieces the client sends: checked by tracing the worker's system calls with strace.
 
-mod common;
-
-use common::*;
+use ngx_upload_test_support::*;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 #[test]
 fn a_segment_is_written_once_per_upload_buffer_size() {
@@ -33,8 +30,29 @@ fn a_segment_is_written_once_per_upload_buffer_size() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // strace is attached once the worker answers a request it traced.
-    std::thread::sleep(Duration::from_millis(300));
+    // strace is attached once it traces every thread of the worker, and the worker answers a
+    // request it traced.
+    wait_for("strace to attach to the worker", WAIT_TIMEOUT, || {
+        let tracers = tracers(worker);
+        if !tracers.is_empty() && tracers.iter().all(|&t| t == strace.id()) {
+            Ok(())
+        } else {
+            Err(format!("tracers of the worker's threads: {tracers:?}"))
+        }
+    });
+    wait_for(
+        "strace to trace an answer of the worker",
+        WAIT_TIMEOUT,
+        || {
+            get(env.port(), "/");
+            let text = std::fs::read_to_string(&trace).unwrap_or_default();
+            if text.contains("HTTP/1.1 ") {
+                Ok(())
+            } else {
+                Err(format!("the trace so far:\n{text}"))
+            }
+        },
+    );
 
     let data = test_data(8 << 20, 141);
     let id = "batched1";

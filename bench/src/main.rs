@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use nginx::Setup;
+use ngx_upload_test_support::locate::{newest_vendored_nginx, profile_dir, workspace_root};
 use payload::Payload;
 use workloads::{Bench, Endpoint, Sizes, Workload};
 
@@ -129,19 +130,6 @@ fn parse_args() -> Options {
     o
 }
 
-/// `target/<profile>`: the directory this binary was built into.
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let mut dir = exe
-        .parent()
-        .expect("the binary has a directory")
-        .to_path_buf();
-    if dir.file_name().is_some_and(|n| n == "deps") {
-        dir.pop();
-    }
-    dir
-}
-
 fn find_nginx(explicit: Option<PathBuf>) -> Result<PathBuf, String> {
     if let Some(path) = explicit.or_else(|| std::env::var_os("NGX_UPLOAD_NGINX").map(PathBuf::from))
     {
@@ -154,13 +142,8 @@ fn find_nginx(explicit: Option<PathBuf>) -> Result<PathBuf, String> {
     // The vendored build leaves nginx in the nginx-sys build script's out dir; with several
     // (older builds), the newest.
     let build = profile_dir().join("build");
-    let newest = std::fs::read_dir(&build)
-        .map_err(|e| format!("{}: {e}", build.display()))?
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("nginx-sys-"))
-        .map(|e| e.path().join("out/objs/nginx"))
-        .filter(|p| p.is_file())
-        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok());
+    let newest =
+        newest_vendored_nginx(&profile_dir()).map_err(|e| format!("{}: {e}", build.display()))?;
     newest.ok_or_else(|| {
         format!(
             "no nginx under {}/nginx-sys-*/out/objs: run `cargo build --release` first, or \
@@ -226,13 +209,6 @@ fn newest_rs(dir: &Path, newest: &mut Option<(SystemTime, PathBuf)>) {
             }
         }
     }
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("bench/ is in the workspace")
-        .to_path_buf()
 }
 
 /// Set when a signal stops the benchmark: what fails then is a consequence, not a finding.

@@ -1,14 +1,20 @@
 //! Starting and stopping nginx with the three endpoints, and reading its workers' CPU time and
-//! memory from `/proc`.
+//! memory from `/proc`. The process handling is the test support's (ngx-upload-test-support):
+//! the command line, the wait until it serves, QUIT and kill, `/proc`.
 
+use ngx_upload_test_support::errorlog::{lines_at, read_log};
+use ngx_upload_test_support::prefix::try_free_port;
+use ngx_upload_test_support::process::{port_in_use, Launch, Master, START_TIMEOUT};
+use ngx_upload_test_support::procfs::{children_of, cpu_ticks, status_kib};
 use std::fs;
-use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+pub use ngx_upload_test_support::errorlog::tail;
+pub use ngx_upload_test_support::locate::version_of as nginx_version;
+pub use ngx_upload_test_support::procfs::clock_ticks_per_second;
 
 /// Masters currently running, for the signal handler to stop them.
 pub static LIVE_MASTERS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
@@ -28,29 +34,9 @@ pub struct Setup {
     pub upload_buffer: String,
 }
 
-/// `nginx -v` of `nginx`, as numbers.
-pub fn nginx_version(nginx: &Path) -> Result<(u32, u32, u32), String> {
-    let output = Command::new(nginx)
-        .arg("-v")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {} -v: {e}", nginx.display()))?;
-    let text = String::from_utf8_lossy(&output.stderr).into_owned();
-    let version = text
-        .split("nginx/")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_default();
-    let mut numbers = version.split('.').map(|n| n.parse::<u32>());
-    match (numbers.next(), numbers.next(), numbers.next()) {
-        (Some(Ok(a)), Some(Ok(b)), Some(Ok(c))) => Ok((a, b, c)),
-        _ => Err(format!("cannot read the version in {text:?}")),
-    }
-}
-
 /// A running nginx with the benchmark configuration.
 pub struct Nginx {
-    child: Option<Child>,
+    master: Option<Master>,
     pub prefix: PathBuf,
     /// HTTP/1.1 port.
     pub port: u16,
@@ -125,23 +111,10 @@ impl Nginx {
             let conf = render(setup, &prefix, port, h2_port);
             let conf_path = prefix.join("nginx.conf");
             fs::write(&conf_path, &conf).map_err(|e| format!("write nginx.conf: {e}"))?;
-            let error_log = prefix.join("error.log");
-            let stderr = fs::File::create(prefix.join("stderr.log"))
-                .map_err(|e| format!("create stderr.log: {e}"))?;
-            let mut command = Command::new(&setup.nginx);
-            command
-                .arg("-p")
-                .arg(&prefix)
-                .arg("-c")
-                .arg(&conf_path)
-                .arg("-e")
-                .arg(&error_log)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(stderr));
+            let mut launch = Launch::new(&setup.nginx, &prefix, &conf_path);
             // SAFETY: only async-signal-safe calls between fork and exec.
             unsafe {
-                command.pre_exec(|| {
+                launch.command_mut().pre_exec(|| {
                     // The benchmark blocks INT/TERM for its signal thread; nginx must not
                     // inherit that. If the benchmark dies, the master gets TERM and stops
                     // its workers.
@@ -152,14 +125,14 @@ impl Nginx {
                     Ok(())
                 });
             }
-            let mut child = command
+            let mut master = launch
                 .spawn()
                 .map_err(|e| format!("cannot run {}: {e}", setup.nginx.display()))?;
-            LIVE_MASTERS.lock().unwrap().push(child.id());
-            match wait_ready(&mut child, &prefix, port, setup.workers) {
+            LIVE_MASTERS.lock().unwrap().push(master.pid());
+            match master.wait_ready(port, setup.workers, START_TIMEOUT) {
                 Ok(workers) => {
                     return Ok(Nginx {
-                        child: Some(child),
+                        master: Some(master),
                         prefix,
                         port,
                         h2_port,
@@ -167,15 +140,13 @@ impl Nginx {
                     })
                 }
                 Err(why) => {
-                    kill_tree(&mut child);
-                    let log = fs::read_to_string(&error_log).unwrap_or_default();
-                    let stderr = fs::read_to_string(prefix.join("stderr.log")).unwrap_or_default();
-                    if (log.contains("Address already in use")
-                        || stderr.contains("Address already in use"))
-                        && attempt < 5
-                    {
+                    master.kill_tree();
+                    LIVE_MASTERS.lock().unwrap().retain(|p| *p != master.pid());
+                    if port_in_use(&prefix) && attempt < 5 {
                         continue;
                     }
+                    let log = fs::read_to_string(prefix.join("error.log")).unwrap_or_default();
+                    let stderr = fs::read_to_string(prefix.join("stderr.log")).unwrap_or_default();
                     return Err(format!(
                         "nginx did not start: {why}\n--- error.log ---\n{log}\n--- stderr ---\n\
                          {stderr}\n--- nginx.conf ---\n{conf}"
@@ -186,7 +157,7 @@ impl Nginx {
     }
 
     pub fn master_pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+        self.master.as_ref().map_or(0, Master::pid)
     }
 
     /// CPU time and memory of the workers now. Fails if a worker is gone (a crash).
@@ -210,23 +181,16 @@ impl Nginx {
     }
 
     pub fn error_log(&self) -> String {
-        fs::read(self.prefix.join("error.log"))
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        read_log(&self.prefix.join("error.log"))
     }
 
     /// `[emerg]`/`[alert]`/`[crit]` lines, and `[error]` lines too when `errors` is set.
     pub fn bad_log_lines(&self, errors: bool) -> Vec<String> {
-        self.error_log()
-            .lines()
-            .filter(|l| {
-                l.contains("[emerg]")
-                    || l.contains("[alert]")
-                    || l.contains("[crit]")
-                    || (errors && l.contains("[error]"))
-            })
-            .map(str::to_string)
-            .collect()
+        let mut levels = vec!["[emerg]", "[alert]", "[crit]"];
+        if errors {
+            levels.push("[error]");
+        }
+        lines_at(&self.error_log(), &levels)
     }
 
     /// QUIT, wait, then remove the prefix (uploaded files included).
@@ -236,25 +200,11 @@ impl Nginx {
     }
 
     fn shutdown(&mut self) {
-        let Some(mut child) = self.child.take() else {
+        let Some(mut master) = self.master.take() else {
             return;
         };
-        // SAFETY: kill has no memory-safety preconditions.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGQUIT) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) => break,
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(10))
-                }
-                _ => {
-                    kill_tree(&mut child);
-                    break;
-                }
-            }
-        }
-        LIVE_MASTERS.lock().unwrap().retain(|p| *p != child.id());
+        master.quit(Duration::from_secs(10));
+        LIVE_MASTERS.lock().unwrap().retain(|p| *p != master.pid());
     }
 }
 
@@ -327,53 +277,7 @@ fn render(setup: &Setup, prefix: &Path, port: u16, h2_port: u16) -> String {
 }
 
 fn free_port() -> Result<u16, String> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("bind 127.0.0.1:0: {e}"))
-}
-
-/// Waits until nginx listens and all its workers run; returns the workers' pids.
-fn wait_ready(
-    child: &mut Child,
-    prefix: &Path,
-    port: u16,
-    workers: u32,
-) -> Result<Vec<u32>, String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let pid = child.id();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!("nginx exited with {status}"));
-        }
-        // The master writes its pid file after binding: this tells our nginx from another
-        // process that took the port.
-        let pid_written =
-            fs::read_to_string(prefix.join("nginx.pid")).is_ok_and(|p| p.trim() == pid.to_string());
-        if pid_written && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            let children = children_of(pid);
-            if children.len() == workers as usize {
-                return Ok(children);
-            }
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "127.0.0.1:{port} did not accept connections with {workers} workers in 10 s"
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn kill_tree(child: &mut Child) {
-    for pid in children_of(child.id()) {
-        // SAFETY: kill has no memory-safety preconditions.
-        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    LIVE_MASTERS.lock().unwrap().retain(|p| *p != child.id());
+    try_free_port().map_err(|e| format!("bind 127.0.0.1:0: {e}"))
 }
 
 /// CPU time and memory of a set of workers.
@@ -385,76 +289,4 @@ pub struct WorkerStats {
     pub rss_kib: u64,
     /// The largest VmHWM (peak RSS) of a worker.
     pub hwm_kib: u64,
-}
-
-pub fn clock_ticks_per_second() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 {
-        ticks as f64
-    } else {
-        100.0
-    }
-}
-
-/// The fields of `/proc/<pid>/stat` after the command name: index 0 is field 3 (state).
-fn stat_fields(pid: u32) -> io::Result<Vec<String>> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let rest = text
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .ok_or_else(|| io::Error::other("malformed stat"))?;
-    Ok(rest.split_whitespace().map(str::to_string).collect())
-}
-
-/// (utime, stime) of `pid` in clock ticks.
-fn cpu_ticks(pid: u32) -> Result<(u64, u64), String> {
-    let fields = stat_fields(pid).map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
-    let get = |i: usize| -> Result<u64, String> {
-        fields
-            .get(i)
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| format!("/proc/{pid}/stat: no field {}", i + 3))
-    };
-    // Fields 14 (utime) and 15 (stime).
-    Ok((get(11)?, get(12)?))
-}
-
-/// A `kB` line of `/proc/<pid>/status` (`VmRSS`, `VmHWM`).
-fn status_kib(pid: u32, key: &str) -> Result<u64, String> {
-    let text = fs::read_to_string(format!("/proc/{pid}/status"))
-        .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .ok_or_else(|| format!("/proc/{pid}/status has no {key}"))
-}
-
-/// Pids whose parent is `parent`.
-pub fn children_of(parent: u32) -> Vec<u32> {
-    let mut pids = Vec::new();
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return pids;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if let Ok(fields) = stat_fields(pid) {
-            if fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(parent) {
-                pids.push(pid);
-            }
-        }
-    }
-    pids.sort_unstable();
-    pids
-}
-
-pub fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }

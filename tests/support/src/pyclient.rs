@@ -1,7 +1,6 @@
 //! Running the Python client (`clients/python/ngx_upload_client.py`) as a subprocess.
 
-#![allow(dead_code)]
-
+use crate::locate::workspace_root;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -10,7 +9,7 @@ use std::time::{Duration, Instant};
 const CLIENT_DEADLINE: Duration = Duration::from_secs(180);
 
 pub fn client_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/python")
+    workspace_root().join("clients/python")
 }
 
 /// What a client run left.

@@ -1,17 +1,16 @@
-//! Running nginx on a whole configuration file from `nginx-conf/` (the harness's [`Nginx`]
-//! builds its own skeleton around a server body): placeholders filled in, `daemon off` and,
-//! as root, `user root` added on the command line, stopped with QUIT when dropped.
+//! Running nginx on a whole configuration file from `nginx-conf/` (the harness's
+//! [`crate::Nginx`] builds its own skeleton around a server body): placeholders filled in,
+//! `daemon off` and, as root, `user root` added on the command line, stopped with QUIT when
+//! dropped.
 
-#![allow(dead_code)]
-
-use crate::common::{
-    children_of, free_port, fresh_dir, module_path, nginx_binary, running_as_root,
-};
+use crate::errorlog::{read_log, serious_lines};
+use crate::locate::{module_path, nginx_binary, running_as_root, workspace_root};
+use crate::prefix::{free_port, fresh_dir};
+use crate::process::{Launch, Master, START_TIMEOUT, STOP_TIMEOUT};
 use std::fs;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 /// Values for the placeholders of `nginx-conf/*.conf` (and `{{DEMO}}`, the browser demo's
 /// directory in this repository).
@@ -44,10 +43,7 @@ impl Placeholders {
             .replace("{{BACKEND}}", &self.backend)
             .replace(
                 "{{DEMO}}",
-                &Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("demo")
-                    .display()
-                    .to_string(),
+                &workspace_root().join("demo").display().to_string(),
             );
         if let Some((cert, key)) = &self.cert {
             out = out
@@ -113,7 +109,7 @@ fn global_directives(conf: &str) -> String {
 
 /// nginx running a whole configuration file.
 pub struct ConfNginx {
-    child: Option<Child>,
+    master: Option<Master>,
     pub prefix: PathBuf,
     pub port: u16,
 }
@@ -129,46 +125,28 @@ impl ConfNginx {
         let path = prefix.join("nginx.conf");
         fs::write(&path, &filled).expect("write nginx.conf");
         let g = global_directives(&filled);
-        let mut cmd = Command::new(nginx_binary());
-        cmd.arg("-p").arg(&prefix).arg("-c").arg(&path);
-        cmd.arg("-e").arg(prefix.join("error.log"));
+        let mut launch = Launch::new(&nginx_binary(), &prefix, &path);
         if !g.is_empty() {
-            cmd.arg("-g").arg(&g);
+            launch = launch.globals(&g);
         }
-        let stderr = fs::File::create(prefix.join("stderr.log")).expect("create stderr.log");
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(stderr))
+        let mut master = launch
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run nginx: {e}"));
         let port = values.listen_port;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
+        if master.wait_ready(port, 0, START_TIMEOUT).is_err() {
+            if let Some(status) = master.exit_status() {
                 panic!(
                     "nginx on {name} exited with {status}:\n{}\n{}",
-                    fs::read_to_string(prefix.join("stderr.log")).unwrap_or_default(),
-                    fs::read_to_string(prefix.join("error.log")).unwrap_or_default()
+                    read_log(&prefix.join("stderr.log")),
+                    read_log(&prefix.join("error.log"))
                 );
             }
-            // The pid file tells our nginx from another process that took the port.
-            let pid_written = fs::read_to_string(prefix.join("nginx.pid"))
-                .is_ok_and(|p| p.trim() == child.id().to_string());
-            if pid_written && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-            {
-                break;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("nginx on {name} did not listen on {addr} within 10 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
+            master.kill_tree();
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            panic!("nginx on {name} did not listen on {addr} within {START_TIMEOUT:?}");
         }
         ConfNginx {
-            child: Some(child),
+            master: Some(master),
             prefix,
             port,
         }
@@ -179,38 +157,16 @@ impl ConfNginx {
     }
 
     pub fn error_log(&self) -> String {
-        fs::read_to_string(self.prefix.join("error.log")).unwrap_or_default()
+        read_log(&self.prefix.join("error.log"))
     }
 
     /// QUIT, wait; panics if nginx logged `[alert]`, `[crit]` or `[emerg]`.
     pub fn stop_and_check(&mut self) {
-        let Some(mut child) = self.child.take() else {
+        let Some(mut master) = self.master.take() else {
             return;
         };
-        // SAFETY: kill has no memory-safety preconditions.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGQUIT) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let quit = matches!(child.try_wait(), Ok(Some(_)));
-        if !quit {
-            for pid in children_of(child.id()) {
-                // SAFETY: as above.
-                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let log = self.error_log();
-        let serious: Vec<&str> = log
-            .lines()
-            .filter(|l| {
-                ["[alert]", "[crit]", "[emerg]"]
-                    .iter()
-                    .any(|s| l.contains(s))
-            })
-            .collect();
+        let quit = master.quit(STOP_TIMEOUT);
+        let serious = serious_lines(&self.error_log(), &[]);
         assert!(
             quit && serious.is_empty(),
             "nginx in {} {}:\n{}",
@@ -228,13 +184,8 @@ impl ConfNginx {
 impl Drop for ConfNginx {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            if let Some(mut child) = self.child.take() {
-                for pid in children_of(child.id()) {
-                    // SAFETY: kill has no memory-safety preconditions.
-                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-                }
-                let _ = child.kill();
-                let _ = child.wait();
+            if let Some(mut master) = self.master.take() {
+                master.kill_tree();
             }
             eprintln!(
                 "nginx prefix kept for inspection: {}\n--- error.log ---\n{}",

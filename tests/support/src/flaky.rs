@@ -1,8 +1,6 @@
 //! A TCP relay that spoils exactly one connection and relays every other one unchanged: a
 //! deterministic way to make a client or nginx meet a failure once.
 
-#![allow(dead_code)]
-
 use ngx_upload_backend as backend;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

@@ -6,8 +6,6 @@
 //! param as `name = value`, then the fields of the form in STDIN, if it is one, as the echo
 //! backend writes them.
 
-#![allow(dead_code)]
-
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};

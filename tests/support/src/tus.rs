@@ -3,9 +3,7 @@
 //! the hand-off checks, a backend that holds its answer until told, curl over h2c, and the real
 //! clients of `tests/clients/` (installed by `scripts/tus-clients.sh` on first use).
 
-#![allow(dead_code)]
-
-use crate::common::*;
+use crate::*;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,24 +1,23 @@
 //! An nginx that can be killed whole (master and workers, SIGKILL) and started again on the same
 //! prefix and port, as after a power cut of the service: what the module left on disk is all
-//! the new nginx has. The harness's [`Nginx`] removes its prefix when dropped, so this keeps
-//! its own process.
+//! the new nginx has. The harness's [`crate::Nginx`] removes its prefix when dropped, so this
+//! keeps its own process.
 
-#![allow(dead_code)]
-
-use super::common::{
-    children_of, free_port, fresh_dir, module_path, nginx_binary, serious_lines, Skeleton,
-};
+use crate::errorlog::{read_log, serious_lines, tail};
+use crate::locate::{module_path, nginx_binary};
+use crate::prefix::{free_port, fresh_dir};
+use crate::process::{Launch, Master, START_TIMEOUT, STOP_TIMEOUT};
+use crate::procfs::{children_of, wait_process_state};
+use crate::skeleton::Skeleton;
 use std::fs;
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// nginx with the module, restartable on its prefix.
 pub struct CrashNginx {
     prefix: PathBuf,
     port: u16,
-    master: Option<Child>,
+    master: Option<Master>,
     /// `worker_processes`.
     workers: u32,
     /// error.log lines holding one of these do not fail the final check.
@@ -55,49 +54,28 @@ impl CrashNginx {
         }
     }
 
-    /// Runs the nginx binary on the prefix and waits until it listens.
+    /// Runs the nginx binary on the prefix and waits until it listens with its workers.
     fn spawn(&mut self) -> Result<(), String> {
-        let stderr = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.prefix.join("stderr.log"))
-            .map_err(|e| format!("stderr.log: {e}"))?;
-        let mut child = Command::new(nginx_binary())
-            .arg("-p")
-            .arg(&self.prefix)
-            .arg("-c")
-            .arg(self.prefix.join("nginx.conf"))
-            .arg("-e")
-            .arg(self.prefix.join("error.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(stderr))
-            .spawn()
-            .map_err(|e| format!("cannot run nginx: {e}"))?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(format!(
-                    "nginx exited with {status}\n--- error.log (end) ---\n{}",
+        let mut master = Launch::new(
+            &nginx_binary(),
+            &self.prefix,
+            &self.prefix.join("nginx.conf"),
+        )
+        .append_stderr()
+        .spawn()
+        .map_err(|e| format!("cannot run nginx: {e}"))?;
+        match master.wait_ready(self.port, self.workers, START_TIMEOUT) {
+            Ok(_) => {
+                self.master = Some(master);
+                Ok(())
+            }
+            Err(why) => {
+                master.kill_tree();
+                Err(format!(
+                    "{why}\n--- error.log (end) ---\n{}",
                     tail(&self.error_log(), 20)
-                ));
+                ))
             }
-            let pid_written = fs::read_to_string(self.prefix.join("nginx.pid"))
-                .is_ok_and(|p| p.trim() == child.id().to_string());
-            // The master listens before it forks its workers: wait for them too.
-            if pid_written
-                && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-                && children_of(child.id()).len() >= self.workers as usize
-            {
-                self.master = Some(child);
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                kill_tree(&mut child);
-                return Err(format!("127.0.0.1:{} not listening after 10 s", self.port));
-            }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -114,7 +92,7 @@ impl CrashNginx {
     }
 
     pub fn master_pid(&self) -> u32 {
-        self.master.as_ref().map_or(0, Child::id)
+        self.master.as_ref().map_or(0, Master::pid)
     }
 
     pub fn worker_pids(&self) -> Vec<u32> {
@@ -122,9 +100,7 @@ impl CrashNginx {
     }
 
     pub fn error_log(&self) -> String {
-        fs::read(self.prefix.join("error.log"))
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        read_log(&self.prefix.join("error.log"))
     }
 
     /// SIGKILLs one worker (the master starts another); returns whether there was one.
@@ -146,17 +122,16 @@ impl CrashNginx {
         };
         // Stop the master first: a master forking a worker while we list its children would
         // leave that worker running, orphaned, holding the listening socket.
-        // SAFETY: kill has no memory-safety preconditions.
-        unsafe { libc::kill(master.id() as libc::pid_t, libc::SIGSTOP) };
-        wait_state(master.id(), &["T", "t"]);
-        let workers = children_of(master.id());
-        for pid in workers.iter().copied().chain([master.id()]) {
-            // SAFETY: as above.
+        master.signal(libc::SIGSTOP);
+        wait_process_state(master.pid(), &["T", "t"]);
+        let workers = children_of(master.pid());
+        for pid in workers.iter().copied().chain([master.pid()]) {
+            // SAFETY: kill has no memory-safety preconditions.
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
         }
         let _ = master.wait();
         for pid in workers {
-            wait_state(pid, &["Z"]);
+            wait_process_state(pid, &["Z"]);
         }
     }
 
@@ -183,19 +158,9 @@ impl CrashNginx {
 
     /// Graceful stop (QUIT, then KILL after 10 s).
     pub fn stop(&mut self) {
-        let Some(mut master) = self.master.take() else {
-            return;
-        };
-        // SAFETY: as above.
-        unsafe { libc::kill(master.id() as libc::pid_t, libc::SIGQUIT) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = master.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(mut master) = self.master.take() {
+            master.quit(STOP_TIMEOUT);
         }
-        kill_tree(&mut master);
     }
 }
 
@@ -243,39 +208,4 @@ fn port_outside_ephemeral_range() -> u16 {
         }
     }
     free_port()
-}
-
-/// SIGKILLs a master and its workers, and reaps the master.
-fn kill_tree(master: &mut Child) {
-    for pid in children_of(master.id()) {
-        // SAFETY: kill has no memory-safety preconditions.
-        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-    }
-    let _ = master.kill();
-    let _ = master.wait();
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// Waits (up to 5 s) until process `pid` is in one of `states` (`/proc/<pid>/stat`), or gone.
-fn wait_state(pid: u32, states: &[&str]) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        match fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Err(_) => return,
-            Ok(stat) => {
-                let state = stat
-                    .rfind(')')
-                    .and_then(|i| stat[i + 1..].split_whitespace().next());
-                if state.is_some_and(|s| states.contains(&s)) {
-                    return;
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    panic!("process {pid} did not reach state {states:?} in 5 s");
 }
