@@ -645,7 +645,7 @@ pub fn curl_h2(
 // ---------------------------------------------------------------------------------------------
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    crate::locate::workspace_root()
 }
 
 pub fn tus_js_dir() -> PathBuf {
