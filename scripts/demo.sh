@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo: nginx with ngx-upload on http://127.0.0.1:8080 in front of the echo backend on
-# 127.0.0.1:8081, and the browser page of demo/ on http://127.0.0.1:8080/. Ctrl-C stops both.
+# 127.0.0.1:8081, the browser page of demo/ on http://127.0.0.1:8080/ and the tus page (Uppy) on
+# http://127.0.0.1:8080/tus.html. Ctrl-C stops both.
 # Overrides (the browser test uses them): DEMO_LISTEN, DEMO_BACKEND, DEMO_PREFIX (nginx prefix
 # directory, default target/demo), DEMO_PROFILE=debug (use the debug build instead of release).
 set -euo pipefail
@@ -35,7 +36,8 @@ cat <<MSG
 ngx-upload demo: nginx $("$nginx_bin" -v 2>&1 | sed 's/.*\///') on http://$listen, backend on $backend
 files land in $prefix/store, the log is $prefix/error.log, one line per segment in $prefix/access.log
 
-In a browser, open http://$listen/ (?segment=BYTES sets the segment size, ?delay=MS slows it down).
+In a browser, open http://$listen/ (?segment=BYTES sets the segment size, ?delay=MS slows it down),
+or http://$listen/tus.html for tus 1.0 with Uppy on /files/ (?chunkSize=BYTES: PATCHes of that size).
 
 Upload a file in two segments (the first answers 201 with the ranges held, the last is
 handed to the backend, which echoes the form fields it received):

@@ -8,7 +8,7 @@ debian_packages=(
     libclang-dev libpcre2-dev zlib1g-dev libssl-dev   # nginx-sys: bindgen and the vendored nginx
     nginx nginx-dev                                     # Debian's nginx 1.22 and its module tree
     strace                                              # tests/write_batching.rs counts writes
-    chromium fonts-dejavu-core                          # the browser test of the demo page
+    chromium fonts-dejavu-core                          # the browser tests of the demo pages
     python3 openssl                                     # clients/python; the TLS example's test certificate
     python3-venv                                        # tuspy's venv (scripts/tus-clients.sh)
 )
@@ -33,6 +33,16 @@ browser_test_dir=$(dirname "${BASH_SOURCE[0]}")/../tests/browser
 if [ ! -d "$browser_test_dir/node_modules/playwright-core" ]; then
     echo "setup: npm ci in tests/browser"
     (cd "$browser_test_dir" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# Uppy's prebuilt bundle for the tus demo page (demo/tus.html), at the version demo/package-lock.json
+# pins; nginx serves node_modules/uppy/dist (nginx-conf/demo.conf).
+demo_dir=$(dirname "${BASH_SOURCE[0]}")/../demo
+if [ ! -f "$demo_dir/node_modules/uppy/dist/uppy.min.js" ] ||
+    ! grep -qs "\"version\": \"$(sed -n 's/.*"uppy": "\(.*\)".*/\1/p' "$demo_dir/package.json")\"" \
+        "$demo_dir/node_modules/uppy/package.json"; then
+    echo "setup: npm ci in demo"
+    (cd "$demo_dir" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 # The real tus clients of tests/tus.rs and tests/ietf.rs: tus-js-client and tuspy, pinned.
