@@ -296,8 +296,13 @@ fn ask_to_yield(upload: &Upload) {
     let _ = std::fs::write(yield_path(upload), b"");
 }
 
+/// How long a request writing an upload must have received nothing before it yields to a
+/// newer request: a client still sending (watched by someone polling `HEAD`, say) goes on.
+const QUIET_BEFORE_YIELDING_MSEC: ngx::ffi::ngx_msec_t = 1000;
+
 /// The body sink's `yield_to` for a request writing an upload: a newer request asked, after
-/// this one took its claim (allowing for clocks of other nodes a little behind).
+/// this one took its claim (allowing for clocks of other nodes a little behind), and this one
+/// has received nothing for a while (its client is gone or stalled).
 fn asked_to_yield(ctx: &UploadCtx) -> bool {
     let Ok(target) = ctx.target.try_borrow() else {
         return false;
@@ -309,10 +314,14 @@ fn asked_to_yield(ctx: &UploadCtx) -> bool {
     let asked = std::fs::metadata(&path)
         .and_then(|m| m.modified())
         .is_ok_and(|at| at + std::time::Duration::from_secs(5) >= up.claimed_at);
-    if asked {
-        let _ = std::fs::remove_file(&path);
+    if !asked {
+        return false;
     }
-    asked
+    // Answered either way: yielding, or going on because bytes still arrive (a newer request
+    // that needs the upload asks again).
+    let _ = std::fs::remove_file(&path);
+    let quiet = crate::context::now_msec().wrapping_sub(ctx.progress.last_read_msec.get());
+    quiet >= QUIET_BEFORE_YIELDING_MSEC
 }
 
 /// `Plan::Concatenate`: a new upload assembled from complete partial uploads, handed off now.
