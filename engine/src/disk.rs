@@ -150,7 +150,9 @@ pub(crate) fn read_state_file(path: &Path) -> io::Result<Option<Vec<u8>>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let mut bytes = Vec::new();
+    // A buffer as large as a typical state: one read(2) for it, and one to see its end (the
+    // default grows from 32 bytes, four reads for a state of a few lines).
+    let mut bytes = Vec::with_capacity(4096);
     file.take(MAX_STATE_LEN as u64 + 1)
         .read_to_end(&mut bytes)?;
     Ok(Some(bytes))
