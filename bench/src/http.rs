@@ -20,6 +20,8 @@ pub struct FileRange<'a> {
 #[derive(Debug)]
 pub struct Response {
     pub status: u16,
+    /// The header fields, names as sent (compare them case-insensitively: [`Response::header`]).
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     /// The server will close the connection after this answer.
     pub close: bool,
@@ -28,6 +30,14 @@ pub struct Response {
 impl Response {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The value of the first header field named `name` (case-insensitive), as sent.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -72,7 +82,14 @@ impl Conn {
         if let Some(body) = body {
             self.send_file(body)?;
         }
-        let response = self.read_response(method == "HEAD")?;
+        // Interim answers (the IETF draft's `104 Upload Resumption Supported`) precede the
+        // final one; the benchmark sends no `Expect`, so they carry nothing it needs.
+        let response = loop {
+            let r = self.read_response(method == "HEAD")?;
+            if !(100..=199).contains(&r.status) || r.status == 101 {
+                break r;
+            }
+        };
         self.closed = response.close;
         Ok(response)
     }
@@ -203,6 +220,7 @@ impl Conn {
         };
         Ok(Response {
             status,
+            headers,
             body,
             close,
         })

@@ -26,7 +26,8 @@ usage: cargo run --release -p ngx-upload-bench -- [options]
   --workers N       nginx worker_processes (default 1)
   --latency-probe   during single, segments and shuffled: GET /ping every 10 ms on the
                     upload's worker
-  --only LIST       comma-separated workloads: single,segments,shuffled,h2,slow (default all)
+  --only LIST       comma-separated workloads: single,segments,shuffled,h2,slow,concat
+                    (default all)
   --nginx PATH      nginx binary (default: $NGX_UPLOAD_NGINX, else the vendored build's
                     target/<profile>/build/nginx-sys-*/out/objs/nginx)
   --module PATH     the module (default: $NGX_UPLOAD_MODULE, else target/<profile>/libngx_upload.so)
@@ -417,8 +418,40 @@ fn run(o: Options) -> Result<(), String> {
             });
             continue;
         }
+        if w == Workload::Concat {
+            let mut results = Vec::new();
+            for run in 0..runs {
+                let m = bench
+                    .measure_concat()
+                    .map_err(|e| format!("{} run {}: {e}", w.name(), run + 1))?;
+                eprintln!(
+                    "{} run {}: parts {:.2} s; final {:.1} ms, {:.0} MB/s, {:.2} CPU s; worker \
+                     rchar {} wchar {} syscr {} syscw {} [{}]",
+                    w.name(),
+                    run + 1,
+                    m.parts_s,
+                    m.final_s * 1000.0,
+                    m.bytes as f64 / m.final_s / 1e6,
+                    m.cpu_s,
+                    m.io.rchar,
+                    m.io.wchar,
+                    m.io.syscr,
+                    m.io.syscw,
+                    m.check
+                );
+                results.push(m);
+            }
+            sections.push(report::Section::Concat {
+                title: sizes.describe(w),
+                results,
+            });
+            continue;
+        }
         let mut by_endpoint: Vec<(Endpoint, Vec<workloads::Measurement>)> =
-            Endpoint::ALL.iter().map(|e| (*e, Vec::new())).collect();
+            Endpoint::for_workload(w)
+                .into_iter()
+                .map(|e| (e, Vec::new()))
+                .collect();
         // Endpoints alternate within each run, so that a change in background load affects
         // them alike.
         for run in 0..runs {

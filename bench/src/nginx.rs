@@ -81,6 +81,20 @@ location /upload {
     upload_aggregate_form_field file.size "$upload_file_size";
 }
 
+# The module, tus 1.0 and the IETF resumable-upload draft (told apart per request): uploads are
+# created by `POST /files/` and live at /files/<id>; same stores, buffer and hand-off as /upload.
+location /files/ {
+    upload_protocol tus;
+    upload_store {{P}}/store;
+    upload_state_store {{P}}/state;
+    upload_pass @done;
+    upload_buffer_size {{UPLOAD_BUFFER}};
+    upload_set_form_field file.name "$upload_file_name";
+    upload_set_form_field file.path "$upload_tmp_path";
+    upload_set_form_field upload.id "$upload_id";
+    upload_aggregate_form_field file.size "$upload_file_size";
+}
+
 # The finished file goes to the echo backend, whose record of the form tells the benchmark
 # which file to verify.
 location @done {
@@ -180,6 +194,29 @@ impl Nginx {
         Ok(stats)
     }
 
+    /// `/proc/<pid>/io` of the workers, summed.
+    pub fn io(&self) -> Result<IoCounters, String> {
+        let mut sum = IoCounters::default();
+        for pid in &self.workers {
+            let path = format!("/proc/{pid}/io");
+            let text = fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+            for line in text.lines() {
+                let Some((name, value)) = line.split_once(':') else {
+                    continue;
+                };
+                let value: u64 = value.trim().parse().unwrap_or(0);
+                match name {
+                    "rchar" => sum.rchar += value,
+                    "wchar" => sum.wchar += value,
+                    "syscr" => sum.syscr += value,
+                    "syscw" => sum.syscw += value,
+                    _ => {}
+                }
+            }
+        }
+        Ok(sum)
+    }
+
     pub fn error_log(&self) -> String {
         read_log(&self.prefix.join("error.log"))
     }
@@ -254,6 +291,9 @@ fn render(setup: &Setup, prefix: &Path, port: u16, h2_port: u16) -> String {
          \x20   send_timeout 300s;\n\
          \x20   keepalive_timeout 300s;\n\
          \x20   keepalive_requests 100000;\n\
+         \x20   # `Upload-Concat: final;/files/<id> …` names up to 256 parts: one header line of\n\
+         \x20   # ~12 KiB, more than the default 8k buffer. Only such a line takes a large buffer.\n\
+         \x20   large_client_header_buffers 4 64k;\n\
          {extra}\
          \x20   server {{\n\
          \x20       listen 127.0.0.1:{port};\n\
@@ -289,4 +329,27 @@ pub struct WorkerStats {
     pub rss_kib: u64,
     /// The largest VmHWM (peak RSS) of a worker.
     pub hwm_kib: u64,
+}
+
+/// I/O counters of `/proc/<pid>/io` (all threads of the process, the thread pool's included).
+/// `rchar`/`wchar` count the bytes of read-type/write-type syscalls, and the kernel counts
+/// `copy_file_range(2)` and `sendfile(2)` there too (`add_rchar`/`add_wchar` in
+/// fs/read_write.c), although those bytes never reach user space.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IoCounters {
+    pub rchar: u64,
+    pub wchar: u64,
+    pub syscr: u64,
+    pub syscw: u64,
+}
+
+impl IoCounters {
+    pub fn since(self, before: IoCounters) -> IoCounters {
+        IoCounters {
+            rchar: self.rchar.saturating_sub(before.rchar),
+            wchar: self.wchar.saturating_sub(before.wchar),
+            syscr: self.syscr.saturating_sub(before.syscr),
+            syscw: self.syscw.saturating_sub(before.syscw),
+        }
+    }
 }

@@ -3,7 +3,9 @@
 
 use std::fmt::Write;
 
-use crate::workloads::{Endpoint, Measurement, SlowMeasurement, Workload, GIB};
+use crate::workloads::{
+    human, ConcatMeasurement, Endpoint, Measurement, SlowMeasurement, Workload, GIB,
+};
 
 pub struct Header {
     pub nginx: String,
@@ -31,6 +33,10 @@ pub enum Section {
     Slow {
         title: String,
         results: Vec<(Endpoint, Vec<SlowMeasurement>)>,
+    },
+    Concat {
+        title: String,
+        results: Vec<ConcatMeasurement>,
     },
 }
 
@@ -141,6 +147,7 @@ pub fn render(h: &Header, sections: &[Section]) -> String {
                 results,
             } => throughput(&mut out, *workload, title, results),
             Section::Slow { title, results } => slow(&mut out, title, results),
+            Section::Concat { title, results } => concat(&mut out, title, results),
         }
     }
     out
@@ -162,12 +169,36 @@ fn throughput(
             .map(|(_, m)| m)
     };
     let (discard, dav) = (base(Endpoint::Discard), base(Endpoint::Dav));
+    // With several protocols of the module, each one's cost against the seed protocol's.
+    let seed = results
+        .iter()
+        .any(|(ep, _)| matches!(ep, Endpoint::Tus | Endpoint::Ietf))
+        .then(|| base(Endpoint::Module))
+        .flatten();
     let _ = writeln!(out, "\n### `{}`: {title}\n", workload.name());
-    let _ = writeln!(
-        out,
-        "| endpoint | wall s | MB/s | CPU s per GiB | peak worker RSS MiB | wall s of each run | client CPU s per GiB | verified |"
-    );
-    let _ = writeln!(out, "| --- | --: | --: | --: | --: | --- | --: | --- |");
+    if seed.is_some() {
+        let _ = writeln!(
+            out,
+            "The module's protocols upload the same bytes in the same segment sizes; tus and \
+             the IETF draft add a creation request per session, and each connection takes \
+             whole sessions (their `PATCH`es must go in order). \"÷ ngx-upload\" is the row's \
+             value ÷ the seed protocol's (`X-Content-Range`): wall s, MB/s, CPU s per GiB.\n"
+        );
+        let _ = writeln!(
+            out,
+            "| endpoint | wall s | MB/s | CPU s per GiB | peak worker RSS MiB | ÷ ngx-upload | wall s of each run | client CPU s per GiB | verified |"
+        );
+        let _ = writeln!(
+            out,
+            "| --- | --: | --: | --: | --: | --- | --- | --: | --- |"
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "| endpoint | wall s | MB/s | CPU s per GiB | peak worker RSS MiB | wall s of each run | client CPU s per GiB | verified |"
+        );
+        let _ = writeln!(out, "| --- | --: | --: | --: | --: | --- | --: | --- |");
+    }
     for ((ep, m), (_, runs)) in med.iter().zip(results) {
         let each = runs
             .iter()
@@ -181,14 +212,34 @@ fn throughput(
                 .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "| {} | n/a | n/a | n/a | n/a | n/a | n/a | not comparable: {why} |",
-                ep.label()
+                "| {} | n/a | n/a | n/a | n/a |{} n/a | n/a | not comparable: {why} |",
+                ep.label(),
+                if seed.is_some() { " n/a |" } else { "" }
             );
             continue;
         }
+        let vs_seed = match seed {
+            Some(s) if ep.is_module() => {
+                let r = |v: f64, b: f64| {
+                    if b > 0.0 && b.is_finite() && v.is_finite() {
+                        format!("{:.2}", v / b)
+                    } else {
+                        "n/a".to_string()
+                    }
+                };
+                format!(
+                    " wall {} · MB/s {} · CPU {} |",
+                    r(m.wall_s, s.wall_s),
+                    r(m.mb_s, s.mb_s),
+                    r(m.cpu_per_gib, s.cpu_per_gib)
+                )
+            }
+            Some(_) => " |".to_string(),
+            None => String::new(),
+        };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {each} | {:.2} | {} |",
+            "| {} | {} | {} | {} | {} |{vs_seed} {each} | {:.2} | {} |",
             ep.label(),
             cell(
                 m.wall_s,
@@ -296,4 +347,62 @@ fn slow(out: &mut String, title: &str, results: &[(Endpoint, Vec<SlowMeasurement
             of(&|m| m.hwm_kib as f64 / 1024.0),
         );
     }
+}
+
+fn concat(out: &mut String, title: &str, results: &[ConcatMeasurement]) {
+    let Some(first) = results.first() else {
+        return;
+    };
+    let of =
+        |f: &dyn Fn(&ConcatMeasurement) -> f64| median(&results.iter().map(f).collect::<Vec<_>>());
+    let _ = writeln!(out, "\n### `concat`: {title}\n");
+    let _ = writeln!(
+        out,
+        "No nginx baseline: nginx has no assembly. The final upload's creation (`POST` with \
+         `Upload-Concat: final;` and {} part URLs, {} of header) makes the module assemble the \
+         parts on the thread pool (reflink where the filesystem can, else `copy_file_range`) \
+         and hand the result off; it is timed from its first byte to its answer. `rchar` / \
+         `wchar` are the workers' `/proc/<pid>/io` deltas over that request: the kernel counts \
+         the bytes of `copy_file_range` there too (`add_rchar`/`add_wchar` in \
+         `vfs_copy_file_range`), although they never reach user space (a reflink counts \
+         nothing), so \"rchar − assembled\" is what the workers read besides the \
+         in-kernel copy (the request head, the backend's answer); `syscr` / `syscw` count \
+         read- and write-type syscalls (each `copy_file_range` call counts one of each; a \
+         read/write copy in 1 MiB pieces would count {} of each).\n",
+        first.parts,
+        human(first.header_bytes as u64),
+        first.bytes.div_ceil(1 << 20),
+    );
+    let _ = writeln!(
+        out,
+        "| final upload | ms | MB/s | worker CPU s | rchar Δ | wchar Δ | rchar − assembled | wchar − assembled | syscr Δ | syscw Δ | ms of each run | parts upload s | peak worker RSS MiB | verified |"
+    );
+    let _ = writeln!(
+        out,
+        "| --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --- | --: | --: | --- |"
+    );
+    let each = results
+        .iter()
+        .map(|m| format!("{:.1}", m.final_s * 1000.0))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let _ = writeln!(
+        out,
+        "| {} parts × {} = {} | {:.1} | {:.0} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {each} | {:.2} | {:.1} | {} |",
+        first.parts,
+        human(first.part_size),
+        human(first.bytes),
+        of(&|m| m.final_s * 1000.0),
+        of(&|m| m.bytes as f64 / m.final_s / 1e6),
+        of(&|m| m.cpu_s),
+        of(&|m| m.io.rchar as f64),
+        of(&|m| m.io.wchar as f64),
+        of(&|m| m.io.rchar as f64 - m.bytes as f64),
+        of(&|m| m.io.wchar as f64 - m.bytes as f64),
+        of(&|m| m.io.syscr as f64),
+        of(&|m| m.io.syscw as f64),
+        of(&|m| m.parts_s),
+        of(&|m| m.hwm_kib as f64 / 1024.0),
+        results.last().map(|m| m.check.as_str()).unwrap_or_default()
+    );
 }

@@ -5,14 +5,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use ngx_upload_backend::Backend;
 
 use crate::http::{self, Conn, FileRange, Response};
-use crate::nginx::{clock_ticks_per_second, Nginx, Setup};
+use crate::nginx::{clock_ticks_per_second, IoCounters, Nginx, Setup};
 use crate::payload::{checksum_file, Payload, Rng};
 
 pub const KIB: u64 = 1024;
@@ -25,18 +25,46 @@ pub enum Endpoint {
     Discard,
     /// WebDAV `PUT`: nginx writes the body to a temp file and renames it.
     Dav,
-    /// ngx-upload, resumable segments.
+    /// ngx-upload, resumable segments (the seed protocol, `X-Content-Range`).
     Module,
+    /// ngx-upload, tus 1.0: a creation `POST`, then `PATCH`es in order.
+    Tus,
+    /// ngx-upload, the IETF resumable-upload draft, interop version 6: a creation `POST`
+    /// (`Upload-Complete: ?0`, empty), then `PATCH`es in order, the last `Upload-Complete: ?1`.
+    Ietf,
 }
 
 impl Endpoint {
+    /// The endpoints of every workload.
     pub const ALL: [Endpoint; 3] = [Endpoint::Discard, Endpoint::Dav, Endpoint::Module];
+
+    /// The endpoints `w` is measured on.
+    pub fn for_workload(w: Workload) -> Vec<Endpoint> {
+        match w {
+            Workload::Segments => vec![
+                Endpoint::Discard,
+                Endpoint::Dav,
+                Endpoint::Module,
+                Endpoint::Tus,
+                Endpoint::Ietf,
+            ],
+            Workload::Concat => vec![Endpoint::Tus],
+            _ => Endpoint::ALL.to_vec(),
+        }
+    }
+
+    /// Whether this is the module, whichever protocol.
+    pub fn is_module(self) -> bool {
+        matches!(self, Endpoint::Module | Endpoint::Tus | Endpoint::Ietf)
+    }
 
     pub fn name(self) -> &'static str {
         match self {
             Endpoint::Discard => "discard",
             Endpoint::Dav => "dav-put",
             Endpoint::Module => "module",
+            Endpoint::Tus => "tus",
+            Endpoint::Ietf => "ietf",
         }
     }
 
@@ -45,6 +73,8 @@ impl Endpoint {
             Endpoint::Discard => "discard (`return 200`)",
             Endpoint::Dav => "WebDAV `PUT`",
             Endpoint::Module => "ngx-upload",
+            Endpoint::Tus => "ngx-upload, tus `PATCH`",
+            Endpoint::Ietf => "ngx-upload, IETF draft v6",
         }
     }
 }
@@ -62,15 +92,19 @@ pub enum Workload {
     H2,
     /// `slow_conns` uploads held open mid-segment: memory per in-flight upload.
     Slow,
+    /// tus concatenation: `concat_parts` partial uploads of `concat_part_size`, then the final
+    /// upload that assembles them (timed alone).
+    Concat,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 5] = [
+    pub const ALL: [Workload; 6] = [
         Workload::Single,
         Workload::Segments,
         Workload::SmallShuffled,
         Workload::H2,
         Workload::Slow,
+        Workload::Concat,
     ];
 
     pub fn name(self) -> &'static str {
@@ -80,6 +114,7 @@ impl Workload {
             Workload::SmallShuffled => "shuffled",
             Workload::H2 => "h2",
             Workload::Slow => "slow",
+            Workload::Concat => "concat",
         }
     }
 
@@ -101,6 +136,8 @@ pub struct Sizes {
     pub slow_conns: usize,
     pub slow_segment: u64,
     pub slow_sent: u64,
+    pub concat_parts: usize,
+    pub concat_part_size: u64,
 }
 
 impl Sizes {
@@ -116,6 +153,12 @@ impl Sizes {
             slow_conns: 200,
             slow_segment: MIB,
             slow_sent: 128 * KIB,
+            // 1 GiB. Not 256 × 4 MiB: the module keeps a final upload's part list in its
+            // metadata, at most 8 KiB (engine MAX_METADATA_LEN), and 256 URLs /files/<32-char
+            // id> take ~10 KiB (413 "bytes of metadata are more than the 8192 allowed"),
+            // although tus.rs accepts up to MAX_PARTS = 1000 parts.
+            concat_parts: 128,
+            concat_part_size: 8 * MIB,
         }
     }
 
@@ -131,6 +174,8 @@ impl Sizes {
             slow_conns: 50,
             slow_segment: MIB,
             slow_sent: 128 * KIB,
+            concat_parts: 16,
+            concat_part_size: 4 * MIB,
         }
     }
 
@@ -163,6 +208,15 @@ impl Sizes {
                 self.slow_conns,
                 human(self.slow_sent),
                 human(self.slow_segment)
+            ),
+            Workload::Concat => format!(
+                "tus concatenation: {} partial uploads × {} (uploaded over {} keep-alive \
+                 connections, untimed), then the final upload of {} that assembles them \
+                 (timed)",
+                self.concat_parts,
+                human(self.concat_part_size),
+                self.conns,
+                human(self.concat_parts as u64 * self.concat_part_size)
             ),
         }
     }
@@ -207,6 +261,47 @@ pub struct SlowMeasurement {
     pub hwm_kib: u64,
 }
 
+/// One assembly (`concat`) measurement.
+#[derive(Clone, Debug)]
+pub struct ConcatMeasurement {
+    pub parts: usize,
+    pub part_size: u64,
+    /// Bytes of the final upload.
+    pub bytes: u64,
+    /// Uploading the parts (creations and PATCHes over `conns` connections).
+    pub parts_s: f64,
+    /// The final upload's creation: from its first byte sent to its answer (assembly and
+    /// hand-off).
+    pub final_s: f64,
+    /// Worker CPU over the final upload's request.
+    pub cpu_s: f64,
+    /// `/proc/<pid>/io` deltas of the workers over the final upload's request.
+    pub io: IoCounters,
+    /// Size of the final request's `Tus-Resumable` and `Upload-Concat` header lines.
+    pub header_bytes: usize,
+    pub hwm_kib: u64,
+    pub check: String,
+}
+
+/// Whether a tus upload is a part of a later concatenation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Concat {
+    None,
+    Partial,
+}
+
+const TUS_VERSION: &str = "1.0.0";
+/// The IETF draft's interop version the benchmark speaks (draft -04/-05).
+const IETF_VERSION: &str = "6";
+
+/// The path of a `Location` (absolute URL or path).
+fn path_of(location: &str) -> &str {
+    match location.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+        None => location,
+    }
+}
+
 /// Latency of the `/ping` probe.
 #[derive(Clone, Debug)]
 pub struct Latency {
@@ -240,6 +335,9 @@ enum Expect {
     Dav(Vec<(String, u64, u64)>),
     /// Module sessions: session id, payload offset, length.
     Module(Vec<(String, u64, u64)>),
+    /// A tus final upload (id, payload offset, length) and its parts' ids: parts are kept
+    /// after an assembly (until they expire or are deleted), so their states stay.
+    Assembled((String, u64, u64), Vec<String>),
 }
 
 struct Run {
@@ -303,6 +401,7 @@ impl Bench {
             ),
             Workload::H2 => self.h2(ep, &nginx, &tag),
             Workload::Slow => unreachable!("slow is measured by measure_slow"),
+            Workload::Concat => unreachable!("concat is measured by measure_concat"),
         };
         let after = nginx.stats()?;
         let client_cpu = client_cpu_s() - client_before;
@@ -372,6 +471,9 @@ impl Bench {
                     ("X-Session-ID", name.to_string()),
                 ],
             ),
+            Endpoint::Tus | Endpoint::Ietf => {
+                unreachable!("tus and IETF uploads are sessions: see protocol_session")
+            }
         }
     }
 
@@ -382,6 +484,7 @@ impl Bench {
             Endpoint::Discard => r.status == 200,
             Endpoint::Dav => r.status == 201 || r.status == 204,
             Endpoint::Module => r.status == 201 || r.status == 200,
+            Endpoint::Tus | Endpoint::Ietf => matches!(r.status, 200 | 201 | 204),
         };
         if !ok {
             return Err(format!(
@@ -391,7 +494,7 @@ impl Bench {
                 String::from_utf8_lossy(&r.body[..r.body.len().min(500)])
             ));
         }
-        Ok(ep == Endpoint::Module && r.status == 200)
+        Ok(ep.is_module() && r.status == 200)
     }
 
     fn single(&self, ep: Endpoint, nginx: &Nginx, tag: &str) -> Result<Run, String> {
@@ -440,7 +543,7 @@ impl Bench {
         match ep {
             Endpoint::Discard => Expect::Nothing,
             Endpoint::Dav => Expect::Dav(files.to_vec()),
-            Endpoint::Module => Expect::Module(files.to_vec()),
+            Endpoint::Module | Endpoint::Tus | Endpoint::Ietf => Expect::Module(files.to_vec()),
         }
     }
 
@@ -455,6 +558,10 @@ impl Bench {
     ) -> Result<Run, String> {
         let size = self.sizes.session_size;
         assert!(size.is_multiple_of(seg_size) && sessions as u64 * size <= self.payload.len);
+        if matches!(ep, Endpoint::Tus | Endpoint::Ietf) {
+            assert!(!shuffled, "a tus/IETF session's PATCHes go in order");
+            return self.protocol_segments(ep, nginx, sessions, seg_size);
+        }
         let per_session = size / seg_size;
         let ids: Vec<String> = (0..sessions).map(|s| format!("{tag}-s{s}")).collect();
         // (session, segment index)
@@ -542,6 +649,7 @@ impl Bench {
                     })
                     .collect(),
             ),
+            Endpoint::Tus | Endpoint::Ietf => unreachable!("see protocol_segments"),
             Endpoint::Module => {
                 let handoffs = handoffs.load(Ordering::Relaxed);
                 if handoffs != sessions {
@@ -564,6 +672,321 @@ impl Bench {
             latency,
             not_comparable: None,
             checked: format!("{} requests", work.len()),
+        })
+    }
+
+    /// `segments` in tus or the IETF draft: a session's `PATCH`es must go in order (each
+    /// names the offset the previous one ended at), so each connection takes whole sessions
+    /// from the shared queue, one after the other.
+    fn protocol_segments(
+        &self,
+        ep: Endpoint,
+        nginx: &Nginx,
+        sessions: usize,
+        seg_size: u64,
+    ) -> Result<Run, String> {
+        let size = self.sizes.session_size;
+        let next = AtomicUsize::new(0);
+        let done: Mutex<Vec<(String, u64, u64)>> = Mutex::new(Vec::new());
+        let requests = AtomicUsize::new(0);
+        let conns = self.sizes.conns;
+        let barrier = Barrier::new(conns + 1);
+        let port = nginx.port;
+        let probe = if self.latency_probe {
+            let worker = Conn::connect(port)
+                .and_then(|mut c| c.ping())
+                .map_err(|e| format!("ping: {e}"))?;
+            Some(Probe::start(port, worker)?)
+        } else {
+            None
+        };
+        let (wall, results) = thread::scope(|scope| {
+            let handles: Vec<_> = (0..conns)
+                .map(|_| {
+                    scope.spawn(|| -> Result<(), String> {
+                        let conn = Conn::connect(port).map_err(|e| format!("connect: {e}"));
+                        barrier.wait();
+                        let mut conn = conn?;
+                        loop {
+                            let s = next.fetch_add(1, Ordering::Relaxed);
+                            if s >= sessions {
+                                break;
+                            }
+                            let offset = s as u64 * size;
+                            let (id, n) = self.protocol_session(
+                                ep,
+                                &mut conn,
+                                offset,
+                                size,
+                                seg_size,
+                                Concat::None,
+                            )?;
+                            requests.fetch_add(n, Ordering::Relaxed);
+                            done.lock().unwrap().push((id, offset, size));
+                        }
+                        conn.ping()
+                            .map_err(|e| format!("ping after the uploads: {e}"))?;
+                        Ok(())
+                    })
+                })
+                .collect();
+            barrier.wait();
+            let start = Instant::now();
+            let results: Vec<Result<(), String>> = handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err("client thread panicked".into()))
+                })
+                .collect();
+            (start.elapsed(), results)
+        });
+        let latency = probe.map(Probe::stop).transpose()?;
+        for r in results {
+            r?;
+        }
+        let done = done.into_inner().unwrap();
+        if done.len() != sessions {
+            return Err(format!("{} of {sessions} sessions handed off", done.len()));
+        }
+        Ok(Run {
+            wall,
+            bytes: sessions as u64 * size,
+            expect: Expect::Module(done),
+            latency,
+            not_comparable: None,
+            checked: format!(
+                "{} requests ({sessions} creations); each PATCH's Upload-Offset",
+                requests.load(Ordering::Relaxed)
+            ),
+        })
+    }
+
+    /// One tus or IETF (interop version 6) upload of `len` bytes at `offset` of the payload:
+    /// a creation `POST` with an empty body, then `PATCH`es of `seg_size` in order. Checks
+    /// every answer; the last `PATCH`'s must be the hand-off's (the backend's 200), except for
+    /// a tus partial upload, which is never handed off (204). Returns the upload's id (the end
+    /// of its `Location`) and the number of requests.
+    fn protocol_session(
+        &self,
+        ep: Endpoint,
+        conn: &mut Conn,
+        offset: u64,
+        len: u64,
+        seg_size: u64,
+        concat: Concat,
+    ) -> Result<(String, usize), String> {
+        let empty = FileRange {
+            file: &self.payload.file,
+            offset: 0,
+            len: 0,
+        };
+        let mut headers: Vec<(&str, String)> = match ep {
+            Endpoint::Tus => vec![
+                ("Tus-Resumable", TUS_VERSION.to_string()),
+                ("Upload-Length", len.to_string()),
+            ],
+            Endpoint::Ietf => vec![
+                ("Upload-Draft-Interop-Version", IETF_VERSION.to_string()),
+                ("Upload-Complete", "?0".to_string()),
+            ],
+            _ => unreachable!("protocol_session is for tus and IETF"),
+        };
+        if concat == Concat::Partial {
+            headers.push(("Upload-Concat", "partial".to_string()));
+        }
+        let r = conn
+            .request("POST", "/files/", &headers, Some(empty))
+            .map_err(|e| format!("{} creation: {e}", ep.name()))?;
+        let location = match (r.status, r.header("Location")) {
+            (201, Some(l)) => path_of(l).to_string(),
+            _ => {
+                return Err(format!(
+                    "{} creation answered {} (Location {:?}) {:?}",
+                    ep.name(),
+                    r.status,
+                    r.header("Location"),
+                    r.text()
+                ))
+            }
+        };
+        let id = location.rsplit('/').next().unwrap_or_default().to_string();
+        let segments = len.div_ceil(seg_size);
+        for k in 0..segments {
+            let first = k * seg_size;
+            let this = seg_size.min(len - first);
+            let last = k + 1 == segments;
+            let headers: Vec<(&str, String)> = match ep {
+                Endpoint::Tus => vec![
+                    ("Tus-Resumable", TUS_VERSION.to_string()),
+                    ("Upload-Offset", first.to_string()),
+                    (
+                        "Content-Type",
+                        "application/offset+octet-stream".to_string(),
+                    ),
+                ],
+                _ => vec![
+                    ("Upload-Draft-Interop-Version", IETF_VERSION.to_string()),
+                    ("Upload-Offset", first.to_string()),
+                    (
+                        "Upload-Complete",
+                        if last { "?1" } else { "?0" }.to_string(),
+                    ),
+                    ("Content-Type", "application/partial-upload".to_string()),
+                ],
+            };
+            let body = FileRange {
+                file: &self.payload.file,
+                offset: offset + first,
+                len: this,
+            };
+            let r = conn
+                .request("PATCH", &location, &headers, Some(body))
+                .map_err(|e| format!("{} PATCH {k} of {location}: {e}", ep.name()))?;
+            let want = match (ep, last, concat) {
+                (Endpoint::Tus, true, Concat::Partial) => 204,
+                (_, true, _) => 200,
+                (Endpoint::Tus, false, _) => 204,
+                _ => 201,
+            };
+            let held = r
+                .header("Upload-Offset")
+                .and_then(|v| v.parse::<u64>().ok());
+            if r.status != want || held != Some(first + this) {
+                return Err(format!(
+                    "{} PATCH {k} of {location} answered {} with Upload-Offset {:?}, want {want} \
+                     and {}: {:?}",
+                    ep.name(),
+                    r.status,
+                    r.header("Upload-Offset"),
+                    first + this,
+                    r.text()
+                ));
+            }
+        }
+        Ok((id, 1 + segments as usize))
+    }
+
+    /// tus concatenation: the parts are uploaded (timed apart), then the final upload's
+    /// creation assembles them and hands the result off: that request is the measurement,
+    /// with the worker's `/proc/<pid>/io` counters over it.
+    pub fn measure_concat(&self) -> Result<ConcatMeasurement, String> {
+        let ep = Endpoint::Tus;
+        let tag = self.tag(Workload::Concat, ep);
+        let nginx = Nginx::start(&self.setup, &tag)?;
+        self.backend.clear();
+        let result = self.concat(&nginx);
+        let m = result.map_err(|e| {
+            format!(
+                "{e}\n--- end of {}/error.log ---\n{}",
+                nginx.prefix.display(),
+                crate::nginx::tail(&nginx.error_log(), 20)
+            )
+        })?;
+        let bad = nginx.bad_log_lines(true);
+        if !bad.is_empty() {
+            return Err(format!("concat: error.log has errors:\n{}", bad.join("\n")));
+        }
+        nginx.stop();
+        Ok(m)
+    }
+
+    fn concat(&self, nginx: &Nginx) -> Result<ConcatMeasurement, String> {
+        let (parts, part_size) = (self.sizes.concat_parts, self.sizes.concat_part_size);
+        let total = parts as u64 * part_size;
+        assert!(total <= self.payload.len);
+        let ids: Vec<Mutex<Option<String>>> = (0..parts).map(|_| Mutex::new(None)).collect();
+        let next = AtomicUsize::new(0);
+        let port = nginx.port;
+        let start = Instant::now();
+        let results: Vec<Result<(), String>> = thread::scope(|scope| {
+            let handles: Vec<_> = (0..self.sizes.conns.min(parts))
+                .map(|_| {
+                    scope.spawn(|| -> Result<(), String> {
+                        let mut conn = Conn::connect(port).map_err(|e| format!("connect: {e}"))?;
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            if i >= parts {
+                                return Ok(());
+                            }
+                            let (id, _) = self.protocol_session(
+                                Endpoint::Tus,
+                                &mut conn,
+                                i as u64 * part_size,
+                                part_size,
+                                part_size,
+                                Concat::Partial,
+                            )?;
+                            *ids[i].lock().unwrap() = Some(id);
+                        }
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err("client thread panicked".into()))
+                })
+                .collect()
+        });
+        for r in results {
+            r?;
+        }
+        let parts_s = start.elapsed().as_secs_f64();
+        let ids: Vec<String> = ids
+            .into_iter()
+            .map(|m| m.into_inner().unwrap().expect("every part uploaded"))
+            .collect();
+        if !self.backend.requests().is_empty() {
+            return Err("a partial upload was handed off".into());
+        }
+        let list = ids
+            .iter()
+            .map(|id| format!("/files/{id}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let headers = [
+            ("Tus-Resumable", TUS_VERSION.to_string()),
+            ("Upload-Concat", format!("final;{list}")),
+        ];
+        let mut conn = Conn::connect(port).map_err(|e| format!("connect: {e}"))?;
+        conn.ping().map_err(|e| format!("ping: {e}"))?;
+        let empty = FileRange {
+            file: &self.payload.file,
+            offset: 0,
+            len: 0,
+        };
+        let (stats0, io0) = (nginx.stats()?, nginx.io()?);
+        let start = Instant::now();
+        let r = conn
+            .request("POST", "/files/", &headers, Some(empty))
+            .map_err(|e| format!("final upload: {e}"))?;
+        let final_s = start.elapsed().as_secs_f64();
+        let (stats1, io1) = (nginx.stats()?, nginx.io()?);
+        let location = r.header("Location").map(|l| path_of(l).to_string());
+        let Some(location) = location.filter(|_| r.status == 200) else {
+            return Err(format!(
+                "the final upload answered {} (Location {:?}), not the hand-off's 200: {:?}",
+                r.status,
+                r.header("Location"),
+                r.text()
+            ));
+        };
+        let id = location.rsplit('/').next().unwrap_or_default().to_string();
+        let check = self.verify(nginx, &Expect::Assembled((id, 0, total), ids))?;
+        Ok(ConcatMeasurement {
+            parts,
+            part_size,
+            bytes: total,
+            parts_s,
+            final_s,
+            cpu_s: stats1.cpu_ticks.saturating_sub(stats0.cpu_ticks) as f64
+                / clock_ticks_per_second(),
+            io: io1.since(io0),
+            header_bytes: headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum(),
+            hwm_kib: stats1.hwm_kib,
+            check: format!("{parts} parts, each PATCH's Upload-Offset; final: {check}"),
         })
     }
 
@@ -639,6 +1062,7 @@ impl Bench {
         }
         let fake = Response {
             status,
+            headers: Vec::new(),
             body: Vec::new(),
             close: false,
         };
@@ -760,53 +1184,69 @@ impl Bench {
                 }
                 Ok(format!("{} files: size + checksum", files.len()))
             }
-            Expect::Module(sessions) => {
-                let wanted: HashMap<&str, (u64, u64)> = sessions
-                    .iter()
-                    .map(|(id, o, l)| (id.as_str(), (*o, *l)))
-                    .collect();
-                let mut seen = HashMap::new();
-                for req in self.backend.requests() {
-                    let path = req
-                        .field("file.path")
-                        .ok_or_else(|| format!("hand-off without file.path: {req:?}"))?;
-                    let path = PathBuf::from(path);
-                    let id = path
-                        .file_name()
-                        .and_then(|n| n.to_str())
-                        .unwrap_or_default()
-                        .to_string();
-                    let Some(&(offset, len)) = wanted.get(id.as_str()) else {
-                        return Err(format!("hand-off of an unexpected file {}", path.display()));
-                    };
-                    let size = req.field("file.size").unwrap_or_default();
-                    if size != len.to_string() {
-                        return Err(format!("hand-off of {id} says file.size {size}, not {len}"));
-                    }
-                    self.verify_file(&path, offset, len)?;
-                    if seen.insert(id.clone(), ()).is_some() {
-                        return Err(format!("{id} was handed off twice"));
-                    }
-                }
-                if seen.len() != wanted.len() {
-                    return Err(format!(
-                        "{} hand-offs for {} sessions",
-                        seen.len(),
-                        wanted.len()
-                    ));
-                }
-                let states = count_files(&nginx.prefix.join("state"));
-                if states != 0 {
-                    return Err(format!(
-                        "{states} state files left after every hand-off succeeded"
-                    ));
-                }
-                Ok(format!(
-                    "{} hand-offs; files: size + checksum; no state left",
-                    seen.len()
-                ))
+            Expect::Assembled(file, parts) => {
+                let check = self.verify_module(nginx, std::slice::from_ref(file), parts)?;
+                Ok(format!("{check} but the {} parts'", parts.len()))
+            }
+            Expect::Module(sessions) => self.verify_module(nginx, sessions, &[]),
+        }
+    }
+
+    /// The hand-offs of `sessions`, byte for byte; no state left but those of `kept`.
+    fn verify_module(
+        &self,
+        nginx: &Nginx,
+        sessions: &[(String, u64, u64)],
+        kept: &[String],
+    ) -> Result<String, String> {
+        let wanted: HashMap<&str, (u64, u64)> = sessions
+            .iter()
+            .map(|(id, o, l)| (id.as_str(), (*o, *l)))
+            .collect();
+        let mut seen = HashMap::new();
+        for req in self.backend.requests() {
+            let path = req
+                .field("file.path")
+                .ok_or_else(|| format!("hand-off without file.path: {req:?}"))?;
+            let path = PathBuf::from(path);
+            let id = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string();
+            let Some(&(offset, len)) = wanted.get(id.as_str()) else {
+                return Err(format!("hand-off of an unexpected file {}", path.display()));
+            };
+            let size = req.field("file.size").unwrap_or_default();
+            if size != len.to_string() {
+                return Err(format!("hand-off of {id} says file.size {size}, not {len}"));
+            }
+            self.verify_file(&path, offset, len)?;
+            if seen.insert(id.clone(), ()).is_some() {
+                return Err(format!("{id} was handed off twice"));
             }
         }
+        if seen.len() != wanted.len() {
+            return Err(format!(
+                "{} hand-offs for {} sessions",
+                seen.len(),
+                wanted.len()
+            ));
+        }
+        let states = state_ids(&nginx.prefix.join("state"));
+        let unexpected: Vec<&String> = states.iter().filter(|id| !kept.contains(id)).collect();
+        if !unexpected.is_empty() || states.len() != kept.len() {
+            return Err(format!(
+                "{} state files left after every hand-off succeeded ({} expected): {:?}",
+                states.len(),
+                kept.len(),
+                &unexpected[..unexpected.len().min(5)]
+            ));
+        }
+        Ok(format!(
+            "{} hand-offs; files: size + checksum; no state left",
+            seen.len()
+        ))
     }
 
     fn verify_file(&self, path: &Path, offset: u64, len: u64) -> Result<(), String> {
@@ -859,21 +1299,21 @@ fn client_cpu_s() -> f64 {
     of(libc::RUSAGE_SELF) + of(libc::RUSAGE_CHILDREN)
 }
 
-fn count_files(dir: &Path) -> usize {
+/// The names of the files under `dir` (state files), without any extension.
+fn state_ids(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
+        return out;
     };
-    entries
-        .flatten()
-        .map(|e| {
-            let path = e.path();
-            if path.is_dir() {
-                count_files(&path)
-            } else {
-                1
-            }
-        })
-        .sum()
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            out.extend(state_ids(&path));
+        } else if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
+            out.push(name.split('.').next().unwrap_or(name).to_string());
+        }
+    }
+    out
 }
 
 /// `GET /ping` every 10 ms on a connection served by the worker under test.
