@@ -157,8 +157,8 @@ impl Sizes {
             // metadata, at most 8 KiB (engine MAX_METADATA_LEN), and 256 URLs /files/<32-char
             // id> take ~10 KiB (413 "bytes of metadata are more than the 8192 allowed"),
             // although tus.rs accepts up to MAX_PARTS = 1000 parts.
-            concat_parts: 128,
-            concat_part_size: 8 * MIB,
+            concat_parts: 256,
+            concat_part_size: 4 * MIB,
         }
     }
 

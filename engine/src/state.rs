@@ -189,9 +189,10 @@ impl SessionState {
     }
 }
 
-/// Most bytes of metadata (keys and values together) an upload may have: what one HTTP header
-/// line of nginx's default buffers (8k) can carry, and small enough that the state stays small.
-pub const MAX_METADATA_LEN: usize = 8 << 10;
+/// Most bytes of metadata (keys and values together) an upload may have: room for a tus final
+/// upload's list of up to 1000 part ids (33 bytes each) besides a client's metadata, which one
+/// header line limits anyway, and small enough that the state stays small.
+pub const MAX_METADATA_LEN: usize = 48 << 10;
 
 /// Longest metadata key.
 pub const MAX_METADATA_KEY_LEN: usize = 128;
