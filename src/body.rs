@@ -421,12 +421,74 @@ fn grow_body_buffer(request: &Request, ctx: &UploadCtx, rb: &mut ngx_http_reques
     // SAFETY: the request pool outlives the request body. Every byte of the old buffer was
     // consumed above, so nginx, which reads into `rb.buf` from `last` and frees its consumed
     // links on its next filter pass, goes on in the new one as if the old one had been reset.
-    let b = unsafe { ngx::ffi::ngx_create_temp_buf(req.pool, size) };
+    let b = new_body_buffer(request, ctx, size);
     if !b.is_null() {
-        // SAFETY: the old buffer's bytes are consumed; ngx_pfree frees it if it was a large
-        // allocation of the request pool and leaves anything else (the header buffer) alone.
-        unsafe { ngx::ffi::ngx_pfree(req.pool, (*rb.buf).start.cast()) };
+        // SAFETY: the old buffer's bytes are consumed.
+        release_body_buffer(request, ctx, unsafe { &*rb.buf });
         rb.buf = b;
+    }
+}
+
+/// Body buffers this large are mapped on their own, so that giving one back returns its memory
+/// to the system at once (malloc keeps freed blocks of this size for the process, and the
+/// resident memory of a thousand stalled uploads with them).
+const MAP_AT: usize = 128 << 10;
+
+/// A body buffer of `size` bytes for the request.
+fn new_body_buffer(request: &Request, ctx: &UploadCtx, size: usize) -> *mut ngx::ffi::ngx_buf_t {
+    let pool = request.as_ref().pool;
+    if size < MAP_AT || ctx.progress.mapped.get().is_some() {
+        // SAFETY: the request pool outlives the request body.
+        return unsafe { ngx::ffi::ngx_create_temp_buf(pool, size) };
+    }
+    // SAFETY: an anonymous private mapping of its own; unmapped by release_body_buffer or when
+    // the context is dropped.
+    let mem = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if mem == libc::MAP_FAILED {
+        // SAFETY: as above.
+        return unsafe { ngx::ffi::ngx_create_temp_buf(pool, size) };
+    }
+    // SAFETY: a zeroed ngx_buf_t from the request pool (ngx_calloc_buf), over the mapping.
+    unsafe {
+        let b = ngx::ffi::ngx_pcalloc(pool, core::mem::size_of::<ngx::ffi::ngx_buf_t>())
+            .cast::<ngx::ffi::ngx_buf_t>();
+        if b.is_null() {
+            libc::munmap(mem, size);
+            return b;
+        }
+        let start = mem.cast::<u8>();
+        (*b).start = start;
+        (*b).pos = start;
+        (*b).last = start;
+        (*b).end = start.add(size);
+        (*b).set_temporary(1);
+        ctx.progress.mapped.set(Some((start as usize, size)));
+        b
+    }
+}
+
+/// Gives back a body buffer whose bytes were all consumed.
+fn release_body_buffer(request: &Request, ctx: &UploadCtx, old: &ngx::ffi::ngx_buf_t) {
+    match ctx.progress.mapped.get() {
+        Some((start, len)) if start == old.start as usize => {
+            ctx.progress.mapped.set(None);
+            // SAFETY: the mapping new_body_buffer made; nothing refers to its bytes any more.
+            unsafe { libc::munmap(start as *mut libc::c_void, len) };
+        }
+        // SAFETY: ngx_pfree frees a large allocation of the request pool and leaves anything
+        // else (the header buffer nginx may read a small body into) alone.
+        _ => unsafe {
+            ngx::ffi::ngx_pfree(request.as_ref().pool, old.start.cast());
+        },
     }
 }
 
@@ -484,7 +546,7 @@ unsafe extern "C" fn idle_check(ev: *mut ngx::ffi::ngx_event_t) {
     }
     let c = request.connection();
     if take_body_buffers(request, ctx, true).is_some() {
-        shrink_body_buffer(request);
+        shrink_body_buffer(request, ctx);
     }
     // SAFETY: the connection outlives a request finalized above; as nginx's own handlers end.
     unsafe { ngx::ffi::ngx_http_run_posted_requests(c) };
@@ -492,7 +554,7 @@ unsafe extern "C" fn idle_check(ev: *mut ngx::ffi::ngx_event_t) {
 
 /// Gives a grown body buffer, all of whose bytes were written, back for one of
 /// `client_body_buffer_size`.
-fn shrink_body_buffer(request: &Request) {
+fn shrink_body_buffer(request: &Request, ctx: &UploadCtx) {
     let small = initial_buffer_size(request);
     let req = request.as_ref();
     // SAFETY: the live request's body; its buffer's bytes were all consumed by the caller, so
@@ -511,8 +573,7 @@ fn shrink_body_buffer(request: &Request) {
         if b.is_null() {
             return;
         }
-        // The large buffer was allocated on its own (ngx_palloc_large): it can go back.
-        ngx::ffi::ngx_pfree(req.pool, old.start.cast());
+        release_body_buffer(request, ctx, old);
         rb.buf = b;
     }
 }

@@ -76,6 +76,8 @@ pub struct Progress {
     pub checkpointing: Rc<Cell<bool>>,
     /// What to do once that work is back.
     pub job_done: RefCell<Option<Continuation>>,
+    /// The body buffer mapped on its own (`body::new_body_buffer`): address and length.
+    pub mapped: Cell<Option<(usize, usize)>>,
     /// When the body was last read from (nginx's clock), for [`Progress::idle_timer`].
     pub last_read_msec: Cell<ngx_msec_t>,
     /// Fires when a client holding a large body buffer goes quiet: what waits in the buffer is
@@ -139,6 +141,7 @@ impl UploadCtx {
                 checkpointing: Rc::default(),
                 job_done: RefCell::new(None),
                 last_read_msec: Cell::new(now_msec()),
+                mapped: Cell::new(None),
                 // SAFETY: ngx_event_t is plain C data, all-zero before use as nginx's own
                 // events are.
                 idle_timer: core::cell::UnsafeCell::new(unsafe { core::mem::zeroed() }),
@@ -190,6 +193,11 @@ pub fn now_msec() -> ngx_msec_t {
 
 impl Drop for UploadCtx {
     fn drop(&mut self) {
+        if let Some((start, len)) = self.progress.mapped.take() {
+            // SAFETY: the request is ending (this runs in its pool's cleanup); nginx reads no
+            // more body into the buffer over this mapping.
+            unsafe { libc::munmap(start as *mut libc::c_void, len) };
+        }
         for timer in [
             self.progress.idle_timer.get_mut(),
             self.progress.watch_timer.get_mut(),

@@ -245,6 +245,8 @@ pub enum Stage {
     HandingOff,
     /// A backend answered the hand-off with `status`, below 500: 2xx/3xx it took the file, 4xx
     /// it refused it. Either way its verdict is final: the upload is never handed off again.
+    /// (The nginx glue forgets such an upload's state at once, as nginx-upload-module does, so
+    /// it reports this stage to no request: later ones find no upload, 404.)
     HandedOff { status: u16 },
 }
 
