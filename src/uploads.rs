@@ -572,8 +572,7 @@ fn body_done(request: &mut Request, ctx: &UploadCtx) {
         });
         return;
     }
-    let rc = answer_without_body(request, ctx, after);
-    finalize(request, ctx, rc);
+    answer_without_body(request, ctx, after);
 }
 
 fn finalize(request: &mut Request, ctx: &UploadCtx, rc: Result<ngx_int_t, Failure>) {
@@ -588,51 +587,62 @@ fn finalize(request: &mut Request, ctx: &UploadCtx, rc: Result<ngx_int_t, Failur
     }
 }
 
-/// A request that wrote nothing: inspect, terminate, a creation without a body, an assembly.
-fn answer_without_body(
-    request: &mut Request,
-    ctx: &UploadCtx,
-    after: After,
-) -> Result<ngx_int_t, Failure> {
+/// A request that wrote nothing: inspect, terminate, a creation without a body. The engine's
+/// work (unlinking a large file, reading one back to hash it before its hand-off) runs on the
+/// thread pool.
+fn answer_without_body(request: &mut Request, ctx: &UploadCtx, after: After) {
     let algorithms = ctx.conf.hash_algorithms();
-    let recorded = {
-        let target = ctx.target.borrow();
-        let Target::Upload(up) = &*target else {
-            return Err(Failure::internal("not an upload"));
-        };
-        if after == After::Terminate {
-            up.upload
-                .terminate()
-                .map_err(|e| Failure::from(e).context(format!("upload \"{}\"", up.upload.id())))?;
-            None
-        } else {
-            let state = up.upload.current_state().map_err(Failure::from)?;
-            let claims = after
-                != (After::Inspect {
-                    retry_hand_off: false,
-                })
-                && state.is_complete()
-                && meta(&state, PARTIAL).is_none();
-            Some(if claims {
-                // Complete and never handed off: this request may be the one to.
-                up.upload.finish(algorithms).map_err(Failure::from)?
-            } else {
-                Recorded {
-                    hand_off: false,
-                    expires_at: up.upload.expires_at(),
-                    state,
-                    digests: None,
-                }
-            })
-        }
+    let upload = match &*ctx.target.borrow() {
+        // A handle on the same open file description: the hand-off this work may claim is
+        // held by the request's own handle as well.
+        Target::Upload(up) => up.upload.try_clone().map_err(|e| {
+            Failure::io(
+                format!("duplicating \"{}\"", up.upload.data_path().display()),
+                &e,
+            )
+        }),
+        _ => Err(Failure::internal("not an upload")),
     };
-    match recorded {
-        None => {
-            let reply = ctx.protocol.reply(&Outcome::Terminated);
-            Ok(send_reply(request, ctx, reply))
+    let upload = match upload {
+        Ok(upload) => upload,
+        Err(failure) => return finalize(request, ctx, Err(failure)),
+    };
+    let work = move || -> Result<Option<Recorded>, Failure> {
+        if after == After::Terminate {
+            upload
+                .terminate()
+                .map_err(|e| Failure::from(e).context(format!("upload \"{}\"", upload.id())))?;
+            return Ok(None);
         }
-        Some(recorded) => answer(request, ctx, after, &recorded),
-    }
+        let state = upload.current_state().map_err(Failure::from)?;
+        let claims = after
+            != (After::Inspect {
+                retry_hand_off: false,
+            })
+            && state.is_complete()
+            && meta(&state, PARTIAL).is_none();
+        Ok(Some(if claims {
+            // Complete and never handed off: this request may be the one to.
+            upload.finish(algorithms).map_err(Failure::from)?
+        } else {
+            Recorded {
+                hand_off: false,
+                expires_at: upload.expires_at(),
+                state,
+                digests: None,
+            }
+        }))
+    };
+    body::run_blocking(request, ctx, work, move |request, ctx, result| {
+        let rc = body::flatten(result).and_then(|recorded| match recorded {
+            None => {
+                let reply = ctx.protocol.reply(&Outcome::Terminated);
+                Ok(send_reply(request, ctx, reply))
+            }
+            Some(recorded) => answer(request, ctx, after, &recorded),
+        });
+        finalize(request, ctx, rc);
+    });
 }
 
 /// The protocol's reply to what the upload holds after this request; the hand-off if this
