@@ -6,9 +6,7 @@ use fastcgi::{FastCgi, FcgiRequest};
 
 use ngx_upload_test_support::fastcgi;
 use ngx_upload_test_support::*;
-use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 /// Odd chunk sizes, used in turn.
 const CHUNKS: &[usize] = &[1, 7, 333, 4_099, 65_537, 13, 2, 10_007];
@@ -187,54 +185,13 @@ fn curl_h2(port: u16, uri: &str, args: &[&str]) -> CurlResponse {
 
 /// [`curl_h2`] with standard input read from `stdin`.
 fn curl_h2_stdin(port: u16, uri: &str, args: &[&str], stdin: Option<&Path>) -> CurlResponse {
-    let dir = fresh_dir("curl-out");
-    let (head_path, body_path) = (dir.join("head"), dir.join("body"));
-    let output = Command::new("curl")
-        .args(["-sS", "--http2-prior-knowledge", "--max-time", "60"])
-        .arg("-D")
-        .arg(&head_path)
-        .arg("-o")
-        .arg(&body_path)
-        .args(["-w", "%{http_code} %{http_version}"])
-        .args(args)
-        .arg(format!("http://127.0.0.1:{port}{uri}"))
-        .stdin(match stdin {
-            Some(path) => Stdio::from(std::fs::File::open(path).expect("curl's standard input")),
-            None => Stdio::null(),
-        })
-        .output();
-    let output = match output {
-        Ok(o) => o,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => panic!(
-            "the HTTP/2 tests need the `curl` binary, which is not installed: \
-             run scripts/setup.sh (it installs curl) or `apt-get install curl`"
-        ),
-        Err(e) => panic!("cannot run curl: {e}"),
-    };
-    let written = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "curl {args:?} failed ({}): {}{written}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let mut fields = written.split_whitespace();
-    let status = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let http_version = fields.next().unwrap_or_default().to_string();
-    let head = std::fs::read_to_string(&head_path).unwrap_or_default();
-    let headers = head
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let body = std::fs::read(&body_path).unwrap_or_default();
-    let _ = std::fs::remove_dir_all(&dir);
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let a = ngx_upload_test_support::curl::curl_h2(port, uri, &args, stdin);
     CurlResponse {
-        status,
-        http_version,
-        headers,
-        body,
+        status: a.status,
+        http_version: a.http_version,
+        headers: a.headers,
+        body: a.body,
     }
 }
 

@@ -27,6 +27,7 @@
 //! | module | what it holds |
 //! | --- | --- |
 //! | [`conf_file`] | nginx on a whole `nginx-conf/*.conf` file, its placeholders, a test certificate |
+//! | [`curl`] | `curl --http2-prior-knowledge`, the HTTP/2 client |
 //! | [`crash`] | an nginx killed whole and restarted on its prefix |
 //! | [`fastcgi`] | a FastCGI responder (the role of PHP-FPM) |
 //! | [`flaky`] | a TCP relay that spoils one connection |
@@ -35,6 +36,7 @@
 
 pub mod conf_file;
 pub mod crash;
+pub mod curl;
 pub mod data;
 pub mod digests;
 pub mod errorlog;

@@ -574,23 +574,18 @@ pub fn curl_h2(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> Curl {
-    let dir = fresh_dir("curl-h2");
-    let (head_path, body_path, data_path) = (dir.join("head"), dir.join("body"), dir.join("data"));
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "--http2-prior-knowledge", "--max-time", "60"])
-        .arg("-D")
-        .arg(&head_path)
-        .arg("-o")
-        .arg(&body_path)
-        .args(["-w", "%{http_code} %{http_version}"]);
+    let dir = fresh_dir("curl-h2-body");
+    let data_path = dir.join("data");
+    let mut args: Vec<String> = Vec::new();
     if method == "HEAD" {
-        cmd.arg("-I");
+        args.push("-I".into());
     } else {
-        cmd.args(["-X", method]);
+        args.extend(["-X".into(), method.to_string()]);
     }
-    cmd.args(["-H", "Expect:"]);
+    args.extend(["-H".into(), "Expect:".into()]);
     for (n, v) in headers {
-        cmd.arg("-H").arg(if v.is_empty() {
+        args.push("-H".into());
+        args.push(if v.is_empty() {
             format!("{n};")
         } else {
             format!("{n}: {v}")
@@ -598,45 +593,16 @@ pub fn curl_h2(
     }
     if let Some(body) = body {
         std::fs::write(&data_path, body).unwrap();
-        cmd.arg("--data-binary")
-            .arg(format!("@{}", data_path.display()));
+        args.push("--data-binary".into());
+        args.push(format!("@{}", data_path.display()));
     }
-    let output = cmd
-        .arg(format!("http://127.0.0.1:{port}{uri}"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run curl ({e}); scripts/setup.sh installs it"));
-    let written = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "curl {method} {uri} failed ({}): {}{written}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let mut fields = written.split_whitespace();
-    let status = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let http_version = fields.next().unwrap_or_default().to_string();
-    let head = std::fs::read_to_string(&head_path).unwrap_or_default();
-    // -D holds every head (1xx ones too): keep the last.
-    let last = head
-        .split("\r\n\r\n")
-        .filter(|h| !h.trim().is_empty())
-        .last()
-        .unwrap_or_default()
-        .to_string();
-    let headers = last
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let body = std::fs::read(&body_path).unwrap_or_default();
+    let a = crate::curl::curl_h2(port, uri, &args, None);
     let _ = std::fs::remove_dir_all(&dir);
     Curl {
-        status,
-        http_version,
-        headers,
-        body,
+        status: a.status,
+        http_version: a.http_version,
+        headers: a.headers,
+        body: a.body,
     }
 }
 
