@@ -38,6 +38,26 @@ impl RangeSet {
         self.spans.splice(first..past, [(lo, hi)]);
     }
 
+    /// Adds every span of `spans`, in any order, at the cost of one sort: what reading a state
+    /// file of many appended ranges needs, where an insert each would move the tail each time.
+    pub fn extend_unsorted(&mut self, mut spans: Vec<(u64, u64)>) {
+        spans.retain(|&(start, end)| start < end);
+        if spans.is_empty() {
+            return;
+        }
+        spans.extend_from_slice(&self.spans);
+        spans.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(spans.len());
+        for (start, end) in spans {
+            match merged.last_mut() {
+                // Sorted by start: overlapping or touching the last span means joining it.
+                Some(last) if start <= last.1 => last.1 = last.1.max(end),
+                _ => merged.push((start, end)),
+            }
+        }
+        self.spans = merged;
+    }
+
     /// How many spans the set would have after [`Self::insert`]ing `[start, end)`, without
     /// inserting: lets a caller refuse a range that would grow the set past a limit.
     pub fn len_after_insert(&self, start: u64, end: u64) -> usize {
@@ -112,16 +132,48 @@ pub struct Report<'a> {
     total: u64,
 }
 
-impl fmt::Display for Report<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Report<'_> {
+    /// The report as text, built directly: a fragmented upload's report is hundreds of
+    /// numbers, sent twice (header and body) with every segment's answer, where `write!`'s
+    /// general formatting costs more than building the answer itself.
+    pub fn text(&self) -> String {
+        let mut total = String::with_capacity(20);
+        push_decimal(&mut total, self.total);
+        let mut out = String::with_capacity(self.set.len() * (total.len() * 3 + 3));
         for (i, (start, end)) in self.set.iter().enumerate() {
             if i > 0 {
-                f.write_str(",")?;
+                out.push(',');
             }
-            write!(f, "{}-{}/{}", start, end - 1, self.total)?;
+            push_decimal(&mut out, start);
+            out.push('-');
+            push_decimal(&mut out, end - 1);
+            out.push('/');
+            out.push_str(&total);
         }
-        Ok(())
+        out
     }
+}
+
+impl fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text())
+    }
+}
+
+/// Appends `n` in decimal.
+pub fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // ASCII digits only.
+    out.push_str(core::str::from_utf8(&digits[at..]).unwrap_or_default());
 }
 
 #[cfg(test)]
@@ -264,5 +316,52 @@ mod tests {
                 set = after;
             }
         }
+    }
+
+    /// Adding spans all at once, in any order, gives what inserting them one by one gives, on
+    /// top of any set already there; empty and reversed spans add nothing.
+    #[test]
+    fn extend_unsorted_matches_inserts() {
+        let mut rng = 0x51f1_5eed_d00d_f00du64;
+        let mut next = |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        for _ in 0..500 {
+            let mut one_by_one = RangeSet::new();
+            for _ in 0..next(6) {
+                let start = next(500);
+                one_by_one.insert(start, start + next(30));
+            }
+            let mut at_once = one_by_one.clone();
+            let spans: Vec<(u64, u64)> = (0..next(60))
+                .map(|_| {
+                    let start = next(500);
+                    // Now and then an empty or reversed span.
+                    (start, (start + next(40)).saturating_sub(next(3)))
+                })
+                .collect();
+            for &(start, end) in &spans {
+                one_by_one.insert(start, end);
+            }
+            at_once.extend_unsorted(spans.clone());
+            assert_eq!(at_once, one_by_one, "{spans:?}");
+        }
+    }
+
+    #[test]
+    fn decimals_are_written_as_display_writes_them() {
+        for n in [0, 1, 9, 10, 99, 100, 4096, 16777215, u64::MAX - 1, u64::MAX] {
+            let mut out = String::from("x");
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}"));
+        }
+        let s = set(&[(0, 1), (5, 17), (100, u64::MAX)]);
+        assert_eq!(
+            s.report(u64::MAX).text(),
+            format!("0-0/{m},5-16/{m},100-{}/{m}", u64::MAX - 1, m = u64::MAX)
+        );
     }
 }

@@ -97,7 +97,9 @@ impl SessionState {
             if i > 0 {
                 out.push(',');
             }
-            out.push_str(&format!("{}-{}", start, end - 1));
+            crate::range_set::push_decimal(&mut out, start);
+            out.push('-');
+            crate::range_set::push_decimal(&mut out, end - 1);
         }
         out.push('\n');
         if let Some(file) = &self.file {
@@ -114,7 +116,13 @@ impl SessionState {
 
     /// The lines appended to record that `[start, end)` was added.
     pub fn append_range(start: u64, end: u64) -> String {
-        format!("+ {start}-{}\n", end - 1)
+        let mut line = String::with_capacity(44);
+        line.push_str("+ ");
+        crate::range_set::push_decimal(&mut line, start);
+        line.push('-');
+        crate::range_set::push_decimal(&mut line, end - 1);
+        line.push('\n');
+        line
     }
 
     /// The line appended to record a new hash progress.
@@ -134,23 +142,25 @@ impl SessionState {
             None => bytes,
         };
         let text = core::str::from_utf8(complete).map_err(|_| bad("state file is not text"))?;
-        let mut lines = text.lines();
+        let mut lines = state_lines(text);
         if lines.next() != Some(MAGIC) {
             return Err(bad("state file has no ngx-upload-state 1 header"));
         }
         let mut total: Option<u64> = None;
         let mut received: Option<RangeSet> = None;
+        // The `+` lines, merged in once: one sort instead of an insert per line.
+        let mut appended: Vec<(u64, u64)> = Vec::new();
         let mut hash = None;
         let mut file = None;
         for line in lines {
-            let (key, value) = line.split_once(' ').unwrap_or((line, ""));
+            let (key, value) = split_key(line);
             match key {
                 "+" => {
-                    let (Some(set), Some(total)) = (received.as_mut(), total) else {
+                    let (Some(_), Some(total)) = (received.as_ref(), total) else {
                         return Err(bad("range appended before the received line"));
                     };
                     match parse_span(value) {
-                        Some((a, b)) if b < total => set.insert(a, b + 1),
+                        Some((a, b)) if b < total => appended.push((a, b + 1)),
                         // A damaged append: what follows it is not trusted either.
                         _ => break,
                     }
@@ -163,12 +173,16 @@ impl SessionState {
                     total = Some(n);
                 }
                 "received" => {
-                    let mut set = RangeSet::new();
+                    let mut spans = Vec::new();
                     for span in value.split(',').filter(|s| !s.is_empty()) {
                         let (a, b) = parse_span(span).ok_or_else(|| bad("bad range"))?;
-                        set.insert(a, b + 1);
+                        spans.push((a, b + 1));
                     }
+                    let mut set = RangeSet::new();
+                    set.extend_unsorted(spans);
                     received = Some(set);
+                    // Ranges appended before a later received line belong to an older state.
+                    appended.clear();
                 }
                 crate::hash_state::STATE_KEY => hash = Some(value.to_string()),
                 "file" => file = Some(value.to_string()),
@@ -176,7 +190,8 @@ impl SessionState {
             }
         }
         let total = total.ok_or_else(|| bad("state file has no total"))?;
-        let received = received.ok_or_else(|| bad("state file has no received line"))?;
+        let mut received = received.ok_or_else(|| bad("state file has no received line"))?;
+        received.extend_unsorted(appended);
         if received.iter().last().is_some_and(|(_, end)| end > total) {
             return Err(bad("state file claims bytes beyond total"));
         }
@@ -289,7 +304,9 @@ impl UploadState {
             if i > 0 {
                 out.push(',');
             }
-            out.push_str(&format!("{}-{}", start, end - 1));
+            crate::range_set::push_decimal(&mut out, start);
+            out.push('-');
+            crate::range_set::push_decimal(&mut out, end - 1);
         }
         out.push('\n');
         if let Some(file) = &self.file {
@@ -325,7 +342,7 @@ impl UploadState {
             None => bytes,
         };
         let text = core::str::from_utf8(complete).map_err(|_| bad("state file is not text"))?;
-        let mut lines = text.lines();
+        let mut lines = state_lines(text);
         if lines.next() != Some(MAGIC) {
             return Err(bad("state file has no ngx-upload-state 1 header"));
         }
@@ -333,11 +350,13 @@ impl UploadState {
         // `Some(None)`: `length deferred`.
         let mut length: Option<Option<u64>> = None;
         let mut received: Option<RangeSet> = None;
+        // The `+` lines, merged in once: one sort instead of an insert per line.
+        let mut appended: Vec<(u64, u64)> = Vec::new();
         let mut hash = None;
         let mut file = None;
         let mut metadata = Metadata::new();
         for line in lines {
-            let (key, value) = line.split_once(' ').unwrap_or((line, ""));
+            let (key, value) = split_key(line);
             match key {
                 "+" => {
                     let limit = match (total, length) {
@@ -345,11 +364,11 @@ impl UploadState {
                         (None, Some(None)) => MAX_OFFSET,
                         (None, None) => return Err(bad("range appended before the length")),
                     };
-                    let Some(set) = received.as_mut() else {
+                    if received.is_none() {
                         return Err(bad("range appended before the received line"));
-                    };
+                    }
                     match parse_span(value) {
-                        Some((a, b)) if b < limit => set.insert(a, b + 1),
+                        Some((a, b)) if b < limit => appended.push((a, b + 1)),
                         // A damaged append: what follows it is not trusted either.
                         _ => break,
                     }
@@ -373,12 +392,16 @@ impl UploadState {
                     });
                 }
                 "received" => {
-                    let mut set = RangeSet::new();
+                    let mut spans = Vec::new();
                     for span in value.split(',').filter(|s| !s.is_empty()) {
                         let (a, b) = parse_span(span).ok_or_else(|| bad("bad range"))?;
-                        set.insert(a, b + 1);
+                        spans.push((a, b + 1));
                     }
+                    let mut set = RangeSet::new();
+                    set.extend_unsorted(spans);
                     received = Some(set);
+                    // Ranges appended before a later received line belong to an older state.
+                    appended.clear();
                 }
                 crate::hash_state::STATE_KEY => hash = Some(value.to_string()),
                 "file" => file = Some(value.to_string()),
@@ -402,7 +425,8 @@ impl UploadState {
             (Some(_), Some(_)) => return Err(bad("total and length disagree")),
             (None, None) => return Err(bad("state file has no total")),
         };
-        let received = received.ok_or_else(|| bad("state file has no received line"))?;
+        let mut received = received.ok_or_else(|| bad("state file has no received line"))?;
+        received.extend_unsorted(appended);
         let state = Self {
             length,
             received,
@@ -449,9 +473,50 @@ fn parse_decimal(s: &str) -> Option<u64> {
 
 /// `a-b`, inclusive, `a <= b < u64::MAX`.
 fn parse_span(span: &str) -> Option<(u64, u64)> {
-    let (a, b) = span.split_once('-')?;
-    let (a, b): (u64, u64) = (a.parse().ok()?, b.parse().ok()?);
+    let bytes = span.as_bytes();
+    let dash = bytes.iter().position(|&b| b == b'-')?;
+    let (a, b) = (parse_u64(&bytes[..dash])?, parse_u64(&bytes[dash + 1..])?);
     (a <= b && b != u64::MAX).then_some((a, b))
+}
+
+/// A `u64` as `str::parse` reads one (an optional `+`, then digits), without its generic
+/// machinery: a shuffled upload's state has a line like this per segment, read per segment.
+fn parse_u64(digits: &[u8]) -> Option<u64> {
+    let digits = digits.strip_prefix(b"+").unwrap_or(digits);
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        let d = d.wrapping_sub(b'0');
+        (d < 10).then_some(())?;
+        n.checked_mul(10)?.checked_add(u64::from(d))
+    })
+}
+
+/// The lines of a state file as `str::lines` gives them (split at `\n`, one trailing `\r`
+/// dropped), found by a plain byte scan: state lines are short, where `lines` spends more
+/// setting up its search than searching.
+fn state_lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    core::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let (line, next) = match rest.bytes().position(|b| b == b'\n') {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, ""),
+        };
+        rest = next;
+        Some(line.strip_suffix('\r').unwrap_or(line))
+    })
+}
+
+/// A line's key and value, split at its first space (the value empty if there is none).
+fn split_key(line: &str) -> (&str, &str) {
+    match line.bytes().position(|b| b == b' ') {
+        Some(i) => (&line[..i], &line[i + 1..]),
+        None => (line, ""),
+    }
 }
 
 #[cfg(test)]
@@ -699,5 +764,51 @@ mod tests {
         // What both agree on.
         let same = "ngx-upload-state 1\ntotal 3\nlength 3\nreceived 0-2\n";
         assert!(upload_state(same).unwrap().is_complete());
+    }
+
+    /// A state of many appended ranges, in any order and some repeated, reads as the same set
+    /// its compact form holds; numbers are read as `str::parse` reads them.
+    #[test]
+    fn many_appended_ranges_read_as_their_union() {
+        let total = 1u64 << 30;
+        let mut expect = RangeSet::new();
+        let mut text = format!("{MAGIC}\ntotal {total}\nreceived 0-9\n");
+        expect.insert(0, 10);
+        for k in (0..400u64).rev().chain(0..50) {
+            let (a, b) = (k * 4096 + 7 * (k % 3), k * 4096 + 4095);
+            text.push_str(&SessionState::append_range(a, b + 1));
+            expect.insert(a, b + 1);
+        }
+        let state = SessionState::decode(text.as_bytes()).unwrap();
+        assert_eq!(state.received, expect);
+        let upload = UploadState::decode(text.as_bytes()).unwrap();
+        assert_eq!(upload.received, expect);
+        assert_eq!(SessionState::decode(&state.encode()).unwrap(), state);
+        // CRLF lines, as `str::lines` took them, and a `+` sign on a number.
+        let crlf = format!("{MAGIC}\r\ntotal 10\r\nreceived +0-3\r\n+ 4-+5\r\n");
+        let state = SessionState::decode(crlf.as_bytes()).unwrap();
+        assert_eq!(state.received.iter().collect::<Vec<_>>(), [(0, 6)]);
+    }
+
+    #[test]
+    fn numbers_are_digits_that_fit() {
+        assert_eq!(parse_u64(b"0"), Some(0));
+        assert_eq!(parse_u64(b"+42"), Some(42));
+        assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
+        for bad in [
+            &b""[..],
+            b"+",
+            b"18446744073709551616",
+            b"-1",
+            b"1 ",
+            b"1a",
+            b"++1",
+        ] {
+            assert_eq!(parse_u64(bad), None, "{:?}", bad.escape_ascii().to_string());
+        }
+        assert_eq!(parse_span("3-2"), None);
+        assert_eq!(parse_span("1-18446744073709551615"), None);
+        assert_eq!(parse_span("1-2-3"), None);
+        assert_eq!(parse_span("7-7"), Some((7, 7)));
     }
 }
