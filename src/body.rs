@@ -18,6 +18,7 @@ use ngx::ffi::{
 use ngx::http::Request;
 use ngx::ngx_log_error;
 
+use ngx_upload_engine::hashing::Algorithms;
 use ngx_upload_protocol::Failure;
 
 use crate::context::{now_msec, upload_ctx, UploadCtx};
@@ -729,6 +730,25 @@ fn commit_off_loop(
         move |result| then(flatten(result)),
     );
     Ok(())
+}
+
+/// Runs a request's final commit, then `then` with its result. Here on the event loop when the
+/// commit is only a state-file append under a lock (no fsync, no hash to catch up by reading
+/// the file back): nginx writes a body's temp file there too, and for a small segment the
+/// round trip through the thread pool costs more than the append. Otherwise on the thread
+/// pool, see [`run_blocking`].
+pub fn run_commit(
+    request: &mut Request,
+    ctx: &UploadCtx,
+    job: CommitJob,
+    then: impl FnOnce(&mut Request, &UploadCtx, Option<Result<Record, Failure>>) + 'static,
+) {
+    if ctx.conf.sessions().durable || ctx.conf.hash_algorithms() != Algorithms::NONE {
+        return run_blocking(request, ctx, job, then);
+    }
+    // A panic must not unwind into nginx: it becomes a failure, as on the thread pool.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).ok();
+    then(request, ctx, result);
 }
 
 /// A job's result, with a panicked job as a failure.

@@ -410,11 +410,11 @@ fn complete(request: &mut Request, ctx: &UploadCtx) -> Result<Option<ngx_int_t>,
     handoff::hand_off(request, ctx, Vec::new(), Vec::new()).map(Some)
 }
 
-/// Records the request's complete segment. Recording may fsync, and read the file back to
-/// hash it: it runs off the event loop, and [`answer_committed`] answers.
+/// Records the request's complete segment. Recording that may fsync, or read the file back to
+/// hash it, runs off the event loop (see [`body::run_commit`]); [`answer_committed`] answers.
 fn record_segment(request: &mut Request, ctx: &UploadCtx) -> Result<(), Failure> {
     let job = body::prepare_commit(ctx, true)?;
-    body::run_blocking(request, ctx, job, |request, ctx, result| {
+    body::run_commit(request, ctx, job, |request, ctx, result| {
         let rc = body::flatten(result).and_then(|record| match record {
             Record::Session(committed) => answer_committed(request, ctx, committed),
             Record::Upload(_) => Err(Failure::internal("a segment recorded as an upload")),

@@ -563,7 +563,7 @@ fn body_done(request: &mut Request, ctx: &UploadCtx) {
             Ok(job) => job,
             Err(failure) => return finalize(request, ctx, Err(failure)),
         };
-        body::run_blocking(request, ctx, job, move |request, ctx, result| {
+        body::run_commit(request, ctx, job, move |request, ctx, result| {
             let rc = body::flatten(result).and_then(|record| match record {
                 Record::Upload(recorded) => answer(request, ctx, after, &recorded),
                 Record::Session(_) => Err(Failure::internal("an upload recorded as a session")),

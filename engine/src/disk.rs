@@ -1,10 +1,9 @@
 //! File primitives shared by sessions and uploads: the locks, file identity, creation, and
 //! the state file's reads and writes. Nothing here knows what a state file says.
 
-use crate::state::MAX_STATE_LEN;
 use crate::store;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -142,41 +141,33 @@ impl Drop for FileLock<'_> {
     }
 }
 
-/// The bytes of a state file, at most [`MAX_STATE_LEN`] + 1 of them (so that a decoder can tell
-/// a file too large); `None` if there is none.
-pub(crate) fn read_state_file(path: &Path) -> io::Result<Option<Vec<u8>>> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    // A buffer as large as a typical state: one read(2) for it, and one to see its end (the
-    // default grows from 32 bytes, four reads for a state of a few lines).
-    let mut bytes = Vec::with_capacity(4096);
-    file.take(MAX_STATE_LEN as u64 + 1)
-        .read_to_end(&mut bytes)?;
-    Ok(Some(bytes))
-}
-
 /// Appends lines to a state file, in one write so that a crash leaves at most an unfinished
 /// last line, which readers ignore.
-pub(crate) fn append_state_file(path: &Path, lines: &str, durable: bool) -> io::Result<()> {
+/// Returns the file's metadata once written (`None` if it could not be had), for
+/// [`crate::state_cache`].
+pub(crate) fn append_state_file(
+    path: &Path,
+    lines: &str,
+    durable: bool,
+) -> io::Result<Option<fs::Metadata>> {
     let mut file = fs::OpenOptions::new().append(true).open(path)?;
     file.write_all(lines.as_bytes())?;
     if durable {
         file.sync_data()?;
     }
-    Ok(())
+    Ok(file.metadata().ok())
 }
 
 /// Replaces a state file atomically: a reader sees the old state or the new, never a torn one.
 /// Called with the data file's lock held, so one temporary name (`<state>.tmp`) is enough.
+/// Returns the new file's metadata (`None` if it could not be had), for
+/// [`crate::state_cache`]: renaming keeps its inode, birth time, size and modification time.
 pub(crate) fn replace_state_file(
     path: &Path,
     bytes: &[u8],
     file_mode: u32,
     durable: bool,
-) -> io::Result<()> {
+) -> io::Result<Option<fs::Metadata>> {
     let mut tmp = path.to_path_buf().into_os_string();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
@@ -191,12 +182,13 @@ pub(crate) fn replace_state_file(
     if durable {
         file.sync_all()?;
     }
+    let written = file.metadata().ok();
     drop(file);
     fs::rename(&tmp, path)?;
     if durable {
         sync_parent(path)?;
     }
-    Ok(())
+    Ok(written)
 }
 
 /// Flushes the directory entry of `path` (after a rename or a creation in it).

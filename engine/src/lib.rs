@@ -19,5 +19,6 @@ pub mod range_set;
 pub mod session;
 pub mod session_id;
 pub mod state;
+mod state_cache;
 pub mod store;
 pub mod upload;

@@ -22,6 +22,7 @@ use crate::hash_state::HashProgress;
 use crate::hashing::{Algorithms, Digests};
 use crate::session_id::SessionId;
 use crate::state::{SessionState, StateError};
+use crate::state_cache::{StateCache, StateRead};
 use crate::store::HashedDir;
 use core::fmt;
 use std::fs::{self, File};
@@ -33,6 +34,9 @@ use std::time::{Duration, SystemTime};
 /// Disjoint ranges a session may hold unless configured otherwise: enough for any real client
 /// (segments in any order, many in parallel), small enough that a state file stays small.
 pub const DEFAULT_MAX_RANGES: usize = 4096;
+
+/// The session states this process read or wrote last.
+static SESSION_STATES: StateCache<SessionState> = StateCache::new();
 
 /// A state file that has grown past this by appended lines is rewritten whole (by rename).
 const COMPACT_AT: usize = 32 << 10;
@@ -199,13 +203,13 @@ impl SessionStore {
         if self.is_expired(&state_path) {
             return Ok(None);
         }
-        // The state file is replaced by rename, so an unlocked read sees a whole version.
-        match fs::read(state_path) {
-            Ok(bytes) => SessionState::decode(&bytes)
-                .map(Some)
+        // The state file is replaced by rename or appended to, so an unlocked read sees a
+        // whole version, but for a last line being appended, which decoding leaves out.
+        match SESSION_STATES.read(&state_path, SessionState::decode)? {
+            Some(read) => read
+                .map(|read| Some(read.state))
                 .map_err(SessionError::DamagedState),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
+            None => Ok(None),
         }
     }
 
@@ -363,19 +367,32 @@ impl Session {
         expired: bool,
         range: &ContentRange,
     ) -> Result<SessionState, SessionError> {
-        let _lock = self.lock()?;
-        let state = match self.read_state()? {
-            // A state describes the output file whose inode it names. Not `created` alone: a
-            // request that created the file may get here after another request already
-            // started this very file's state and recorded a segment in it.
-            Some(state) if !expired && state.file.as_ref() == Some(&self.file_id) => state,
-            // A state from before file ids were recorded: trusted unless the file is new.
-            Some(state) if !expired && state.file.is_none() && !created => state,
-            // None, or one left over from a file the backend moved away, or expired.
-            _ => {
-                let state = self.new_state();
-                self.write_state(&state)?;
-                state
+        // A state describes the output file whose inode it names. Not `created` alone: a
+        // request that created the file may get here after another request already started
+        // this very file's state and recorded a segment in it.
+        let describes = |state: &SessionState| {
+            !expired
+                && match &state.file {
+                    Some(file) => *file == self.file_id,
+                    // A state from before file ids were recorded: trusted unless the file is new.
+                    None => !created,
+                }
+        };
+        // Usually the state is there: read without the lock, as `progress` does (a state file
+        // is only replaced whole or appended to), since the commit checks again under it.
+        let state = match self.read_state()?.filter(describes) {
+            Some(state) => state,
+            None => {
+                let _lock = self.lock()?;
+                match self.read_state()?.filter(describes) {
+                    Some(state) => state,
+                    // None, or one left over from a file the backend moved away, or expired.
+                    None => {
+                        let state = self.new_state();
+                        self.write_state(&state)?;
+                        state
+                    }
+                }
             }
         };
         if state.total != self.total {
@@ -516,12 +533,14 @@ impl Session {
         let _lock = self.lock()?;
         let data = remove_if_present(&self.data_path);
         let state = remove_if_present(&self.state_path);
+        SESSION_STATES.forget(&self.state_path);
         data.and(state)
     }
 
     /// Removes the state file only: the upload is finished and its file belongs to the backend.
     pub fn forget_state(&self) -> io::Result<()> {
         let _lock = self.lock()?;
+        SESSION_STATES.forget(&self.state_path);
         remove_if_present(&self.state_path)
     }
 
@@ -540,7 +559,8 @@ impl Session {
     ) -> Result<SessionState, SessionError> {
         let _lock = self.lock()?;
         let (mut state, stored_len) = match self.read_state_sized()? {
-            Some((state, len)) => (state, Some(len)),
+            // A last line cut short by a crash would swallow the first appended one.
+            Some(read) => (read.state, (!read.torn).then_some(read.len)),
             None if create => (self.new_state(), None),
             None => return Ok(self.new_state()),
         };
@@ -555,39 +575,45 @@ impl Session {
             return Ok(state);
         }
         match stored_len {
-            Some(len) if len + appended.len() <= COMPACT_AT => self.append_state(&appended)?,
+            Some(len) if len + appended.len() <= COMPACT_AT => {
+                let written = self.append_state(&appended)?;
+                SESSION_STATES.remember(&self.state_path, written.as_ref(), &state);
+            }
             _ => self.write_state(&state)?,
         }
         Ok(state)
     }
 
-    fn append_state(&self, lines: &str) -> io::Result<()> {
+    fn append_state(&self, lines: &str) -> io::Result<Option<fs::Metadata>> {
         disk::append_state_file(&self.state_path, lines, self.durable)
     }
 
     fn read_state(&self) -> Result<Option<SessionState>, SessionError> {
-        Ok(self.read_state_sized()?.map(|(state, _)| state))
+        Ok(self.read_state_sized()?.map(|read| read.state))
     }
 
-    /// The state and the length of its file.
-    fn read_state_sized(&self) -> Result<Option<(SessionState, usize)>, SessionError> {
-        let Some(bytes) = disk::read_state_file(&self.state_path)? else {
-            return Ok(None);
-        };
-        SessionState::decode(&bytes)
-            .map(|state| Some((state, bytes.len())))
+    /// The state, the length of its file, and whether its last line is cut short.
+    fn read_state_sized(&self) -> Result<Option<StateRead<SessionState>>, SessionError> {
+        SESSION_STATES
+            .read(&self.state_path, SessionState::decode)?
+            .transpose()
             .map_err(SessionError::DamagedState)
     }
 
     /// Replaces the state file atomically: a reader sees the old state or the new, never a
     /// torn one. Called with the lock held, so one temporary name is enough.
     fn write_state(&self, state: &SessionState) -> io::Result<()> {
-        disk::replace_state_file(
+        let written = disk::replace_state_file(
             &self.state_path,
             &state.encode(),
             self.file_mode,
             self.durable,
-        )
+        );
+        match &written {
+            Ok(meta) => SESSION_STATES.remember(&self.state_path, meta.as_ref(), state),
+            Err(_) => SESSION_STATES.forget(&self.state_path),
+        }
+        written.map(drop)
     }
 }
 

@@ -49,6 +49,7 @@ use crate::state::{
     is_metadata_key, metadata_len, Metadata, SessionState, StateError, UploadState,
     MAX_METADATA_LEN,
 };
+use crate::state_cache::{StateCache, StateRead};
 use core::fmt;
 use std::fs::File;
 use std::io;
@@ -58,6 +59,9 @@ use std::time::{Duration, SystemTime};
 /// A state file that has grown past this by appended lines is rewritten whole (by rename); as
 /// for sessions.
 const COMPACT_AT: usize = 32 << 10;
+
+/// The upload states this process read or wrote last.
+static UPLOAD_STATES: StateCache<UploadState> = StateCache::new();
 
 /// Why an operation on an upload failed. Each protocol maps these to its own answers.
 #[derive(Debug)]
@@ -410,7 +414,7 @@ impl UploadStore {
             }
             let file_id = file_identity(&file)?;
             let state = match place.read_state()? {
-                Some((state, _)) if describes(&state, &file_id) => state,
+                Some(read) if describes(&read.state, &file_id) => read.state,
                 // A data file without a state of its own is not an upload.
                 _ => return Err(UploadError::NotFound),
             };
@@ -490,23 +494,26 @@ impl Place {
         Some(modified? + self.expire_after?)
     }
 
-    /// The state and the length of its file.
-    fn read_state(&self) -> Result<Option<(UploadState, usize)>, UploadError> {
-        let Some(bytes) = disk::read_state_file(&self.state_path)? else {
-            return Ok(None);
-        };
-        UploadState::decode(&bytes)
-            .map(|state| Some((state, bytes.len())))
+    /// The state, the length of its file, and whether its last line is cut short.
+    fn read_state(&self) -> Result<Option<StateRead<UploadState>>, UploadError> {
+        UPLOAD_STATES
+            .read(&self.state_path, UploadState::decode)?
+            .transpose()
             .map_err(UploadError::DamagedState)
     }
 
     fn write_state(&self, state: &UploadState) -> io::Result<()> {
-        disk::replace_state_file(
+        let written = disk::replace_state_file(
             &self.state_path,
             &state.encode(),
             self.file_mode,
             self.durable,
-        )
+        );
+        match &written {
+            Ok(meta) => UPLOAD_STATES.remember(&self.state_path, meta.as_ref(), state),
+            Err(_) => UPLOAD_STATES.forget(&self.state_path),
+        }
+        written.map(drop)
     }
 
     /// Puts a new upload in place, for [`UploadStore::create`] and assembly, and records
@@ -531,9 +538,11 @@ impl Place {
             }
             if !created {
                 let file_id = file_identity(&file)?;
-                if let Some((old, _)) = self.read_state()? {
+                if let Some(old) = self.read_state()? {
                     let modified = disk::modified(&self.state_path)?;
-                    if describes(&old, &file_id) && !self.is_expired(modified, SystemTime::now()) {
+                    if describes(&old.state, &file_id)
+                        && !self.is_expired(modified, SystemTime::now())
+                    {
                         return Err(UploadError::AlreadyExists);
                     }
                 }
@@ -583,7 +592,11 @@ impl Handle {
             return Err(UploadError::Gone);
         }
         match self.place.read_state()? {
-            Some((state, len)) if describes(&state, &self.file_id) => Ok((state, len)),
+            // A last line cut short by a crash would swallow the first appended one: such a
+            // state is rewritten, not appended to (a length past COMPACT_AT says so).
+            Some(read) if describes(&read.state, &self.file_id) => {
+                Ok((read.state, if read.torn { usize::MAX } else { read.len }))
+            }
             _ => Err(UploadError::Gone),
         }
     }
@@ -611,8 +624,10 @@ impl Handle {
         if appended.is_empty() {
             return Ok(state);
         }
-        if stored_len + appended.len() <= COMPACT_AT {
-            disk::append_state_file(&self.place.state_path, &appended, self.place.durable)?;
+        if stored_len.saturating_add(appended.len()) <= COMPACT_AT {
+            let written =
+                disk::append_state_file(&self.place.state_path, &appended, self.place.durable)?;
+            UPLOAD_STATES.remember(&self.place.state_path, written.as_ref(), &state);
         } else {
             self.place.write_state(&state)?;
         }

@@ -193,7 +193,7 @@ impl crate::Protocol for NginxUpload {
 /// The ranges held, in a `Range` header and as the body (no Content-Type), as the C module
 /// answers an incomplete upload.
 fn range_report(status: u16, state: &SessionState) -> Answer {
-    let report = state.received.report(state.total).to_string();
+    let report = state.received.report(state.total).text();
     Answer::with_body(status, report.clone()).header("Range", report)
 }
 

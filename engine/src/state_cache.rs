@@ -1,0 +1,276 @@
+//! A process's memory of the state files it read or wrote last, so that reading one again
+//! costs one `statx` instead of opening, reading and decoding it. A shuffled upload reads its
+//! state twice a segment (checking the segment, recording it), and its state is hundreds of
+//! appended lines by the end.
+//!
+//! A remembered state is used only while the file at its path is provably the file it was read
+//! from, unchanged: same device, inode, birth time, size and modification time. That holds
+//! because no writer changes a state file in place: they append to it (the size grows) or
+//! replace it by rename (another inode). Where the filesystem records no birth time (an inode
+//! number can be reused by a later file of the same size), nothing is remembered.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::hash::Hash;
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::state::MAX_STATE_LEN;
+
+/// States remembered at most; past it the memory starts over (a worker rarely has more
+/// uploads in flight at once).
+const CAPACITY: usize = 1024;
+
+/// What identifies one version of a state file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    born_ns: u128,
+    modified_ns: i128,
+    len: u64,
+}
+
+impl Stamp {
+    fn of(meta: &fs::Metadata) -> Option<Stamp> {
+        let born = meta.created().ok()?;
+        let born_ns = born.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
+        Some(Stamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            born_ns,
+            modified_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            len: meta.len(),
+        })
+    }
+}
+
+/// A state file as read: its decoded state, its length, and whether its last line is cut
+/// short (a crash during an append), in which case the next write must not append to it.
+#[derive(Debug, Clone)]
+pub(crate) struct StateRead<T> {
+    pub state: T,
+    pub len: usize,
+    pub torn: bool,
+}
+
+struct Entry<T> {
+    stamp: Stamp,
+    read: StateRead<T>,
+}
+
+pub(crate) struct StateCache<T> {
+    entries: Mutex<Option<HashMap<PathBuf, Entry<T>>>>,
+}
+
+impl<T: Clone> StateCache<T> {
+    pub const fn new() -> Self {
+        Self {
+            entries: Mutex::new(None),
+        }
+    }
+
+    /// The state file at `path`, decoded by `decode`; `None` if there is none. A decoding
+    /// error is `Ok(Err(..))`, and nothing is remembered of such a file.
+    pub fn read<E>(
+        &self,
+        path: &Path,
+        decode: impl FnOnce(&[u8]) -> Result<T, E>,
+    ) -> io::Result<Option<Result<StateRead<T>, E>>> {
+        let meta = match fs::metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.forget(path);
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(stamp) = Stamp::of(&meta) {
+            if let Some(read) = self.lookup(path, stamp) {
+                return Ok(Some(Ok(read)));
+            }
+        }
+        let (bytes, stamp) = match read_with_stamp(path)? {
+            Some(read) => read,
+            None => {
+                self.forget(path);
+                return Ok(None);
+            }
+        };
+        let state = match decode(&bytes) {
+            Ok(state) => state,
+            Err(e) => {
+                self.forget(path);
+                return Ok(Some(Err(e)));
+            }
+        };
+        let read = StateRead {
+            state,
+            len: bytes.len(),
+            torn: bytes.last().is_some_and(|&b| b != b'\n'),
+        };
+        // An append between reading and the stamp would make the stamp name more bytes than
+        // were decoded: remembered only when they agree.
+        match stamp {
+            Some(stamp) if stamp.len == bytes.len() as u64 => self.store(path, stamp, &read),
+            _ => self.forget(path),
+        }
+        Ok(Some(Ok(read)))
+    }
+
+    /// Remembers `state` as what the file at `path` now says, right after this process wrote
+    /// it (under the lock that keeps other writers out, so nothing else changed it since);
+    /// `written` is the metadata of the file as written, by its descriptor.
+    pub fn remember(&self, path: &Path, written: Option<&fs::Metadata>, state: &T) {
+        let stamp = written.and_then(Stamp::of);
+        match stamp {
+            Some(stamp) => self.store(
+                path,
+                stamp,
+                &StateRead {
+                    state: state.clone(),
+                    len: stamp.len as usize,
+                    torn: false,
+                },
+            ),
+            None => self.forget(path),
+        }
+    }
+
+    /// Drops what is remembered of `path`: it was written in a way [`Self::remember`] cannot
+    /// vouch for, or removed.
+    pub fn forget(&self, path: &Path) {
+        if let Some(map) = self.lock().as_mut() {
+            map.remove(path);
+        }
+    }
+
+    fn lookup(&self, path: &Path, stamp: Stamp) -> Option<StateRead<T>> {
+        let entries = self.lock();
+        let entry = entries.as_ref()?.get(path)?;
+        (entry.stamp == stamp).then(|| entry.read.clone())
+    }
+
+    fn store(&self, path: &Path, stamp: Stamp, read: &StateRead<T>) {
+        let mut entries = self.lock();
+        let map = entries.get_or_insert_with(HashMap::new);
+        if map.len() >= CAPACITY && !map.contains_key(path) {
+            map.clear();
+        }
+        map.insert(
+            path.to_path_buf(),
+            Entry {
+                stamp,
+                read: read.clone(),
+            },
+        );
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<HashMap<PathBuf, Entry<T>>>> {
+        // A panic while holding it leaves a map that is still whole: go on with it.
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The bytes of a state file (at most [`MAX_STATE_LEN`] + 1, so that a decoder can tell a file
+/// too large) and the stamp of the open file once read; `None` if there is no file.
+fn read_with_stamp(path: &Path) -> io::Result<Option<(Vec<u8>, Option<Stamp>)>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    // A buffer as large as a typical state: one read(2) for it, and one to see its end.
+    let mut bytes = Vec::with_capacity(4096);
+    (&file)
+        .take(MAX_STATE_LEN as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    let stamp = file.metadata().ok().and_then(|meta| Stamp::of(&meta));
+    Ok(Some((bytes, stamp)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn decode_lines(bytes: &[u8]) -> Result<Vec<String>, String> {
+        let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
+        if text.starts_with("bad") {
+            return Err("bad".into());
+        }
+        Ok(text.lines().map(str::to_string).collect())
+    }
+
+    fn has_birth_time(dir: &Path) -> bool {
+        let probe = dir.join("probe");
+        fs::write(&probe, b"x").unwrap();
+        fs::metadata(&probe).unwrap().created().is_ok()
+    }
+
+    /// Every way the file changes under the cache is seen: appends, replacement by rename,
+    /// removal, a damaged version; and a remembered state is returned without reading.
+    #[test]
+    fn sees_every_change_and_remembers_writes() {
+        let dir = crate::store::tests::tempdir();
+        let path = dir.join("s.state");
+        let cache: StateCache<Vec<String>> = StateCache::new();
+        assert!(cache.read(&path, decode_lines).unwrap().is_none());
+        fs::write(&path, b"a\n").unwrap();
+        let read = cache.read(&path, decode_lines).unwrap().unwrap().unwrap();
+        assert_eq!(
+            (read.state, read.len, read.torn),
+            (vec!["a".into()], 2, false)
+        );
+        // Appended by someone else: read again.
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"b")
+            .unwrap();
+        let read = cache.read(&path, decode_lines).unwrap().unwrap().unwrap();
+        assert_eq!((read.state.len(), read.len, read.torn), (2, 3, true));
+        // Replaced by rename with as many bytes: another inode, read again.
+        let tmp = dir.join("s.tmp");
+        fs::write(&tmp, b"c\nd").unwrap();
+        fs::rename(&tmp, &path).unwrap();
+        let read = cache.read(&path, decode_lines).unwrap().unwrap().unwrap();
+        assert_eq!(read.state, ["c", "d"]);
+        // Damaged: the error, and nothing remembered.
+        fs::write(&tmp, b"bad\n").unwrap();
+        fs::rename(&tmp, &path).unwrap();
+        assert!(cache.read(&path, decode_lines).unwrap().unwrap().is_err());
+        // Removed.
+        fs::remove_file(&path).unwrap();
+        assert!(cache.read(&path, decode_lines).unwrap().is_none());
+        // What this process wrote is remembered as it said, without decoding the file.
+        fs::write(&path, b"e\n").unwrap();
+        let written = fs::metadata(&path).unwrap();
+        cache.remember(&path, Some(&written), &vec!["remembered".to_string()]);
+        let read = cache.read(&path, decode_lines).unwrap().unwrap().unwrap();
+        if has_birth_time(&dir) {
+            assert_eq!(read.state, ["remembered"]);
+            assert_eq!(read.len, 2);
+        } else {
+            assert_eq!(read.state, ["e"]);
+        }
+    }
+
+    #[test]
+    fn is_bounded() {
+        let dir = crate::store::tests::tempdir();
+        let cache: StateCache<Vec<String>> = StateCache::new();
+        for i in 0..CAPACITY + 10 {
+            let path = dir.join(format!("{i}.state"));
+            fs::write(&path, b"x\n").unwrap();
+            cache.read(&path, decode_lines).unwrap().unwrap().unwrap();
+        }
+        let held = cache.lock().as_ref().map_or(0, HashMap::len);
+        assert!(held <= CAPACITY, "{held}");
+    }
+}
