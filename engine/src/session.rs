@@ -710,6 +710,65 @@ mod tests {
         SessionId::parse(s.as_bytes()).unwrap()
     }
 
+    /// A crash in the middle of an append leaves a last line without its newline; the next
+    /// record must not glue its line onto it (which would make both unreadable).
+    #[test]
+    fn a_state_cut_short_by_a_crash_is_rewritten_not_appended_to() {
+        let tmp = crate::store::tests::tempdir();
+        let st = store(&tmp, &[]);
+        let s = st.open(&id("torn1"), &range("bytes 0-9/100")).unwrap();
+        record(&s, 0, 10);
+        let path = st.state_path(&id("torn1")).unwrap();
+        let mut torn = fs::OpenOptions::new().append(true).open(&path).unwrap();
+        io::Write::write_all(&mut torn, b"+ 50-5").unwrap();
+        drop((torn, s));
+        let s = st.open(&id("torn1"), &range("bytes 10-19/100")).unwrap();
+        assert_eq!(
+            record(&s, 10, 20).received.iter().collect::<Vec<_>>(),
+            [(0, 20)]
+        );
+        let on_disk = SessionState::decode(&fs::read(&path).unwrap()).unwrap();
+        assert_eq!(on_disk.received.iter().collect::<Vec<_>>(), [(0, 20)]);
+        assert!(fs::read(&path).unwrap().ends_with(b"\n"));
+    }
+
+    /// What a process remembers of a state never hides what another process wrote: states
+    /// appended and replaced by another store handle (as another worker would) are seen.
+    #[test]
+    fn writes_by_others_are_seen_through_the_remembered_state() {
+        let tmp = crate::store::tests::tempdir();
+        let st = store(&tmp, &[]);
+        let a = st.open(&id("seen1"), &range("bytes 0-9/100")).unwrap();
+        record(&a, 0, 10);
+        // Another writer appends, without this process's cache knowing.
+        let path = st.state_path(&id("seen1")).unwrap();
+        let mut other = fs::OpenOptions::new().append(true).open(&path).unwrap();
+        io::Write::write_all(&mut other, SessionState::append_range(40, 50).as_bytes()).unwrap();
+        drop(other);
+        let progress = st.progress(&id("seen1")).unwrap().unwrap();
+        assert_eq!(
+            progress.received.iter().collect::<Vec<_>>(),
+            [(0, 10), (40, 50)]
+        );
+        // And replaces it by rename with a state of as many bytes.
+        let mut replaced = progress.clone();
+        replaced.received = crate::range_set::RangeSet::new();
+        replaced.received.insert(0, 10);
+        replaced.received.insert(70, 80);
+        let bytes = replaced.encode();
+        let before = fs::read(&path).unwrap();
+        let mut padded = bytes.clone();
+        padded.resize(before.len().max(bytes.len()), b'\n');
+        let side = path.with_extension("other");
+        fs::write(&side, &padded).unwrap();
+        fs::rename(&side, &path).unwrap();
+        let b = st.open(&id("seen1"), &range("bytes 10-19/100")).unwrap();
+        assert_eq!(
+            record(&b, 10, 20).received.iter().collect::<Vec<_>>(),
+            [(0, 20), (70, 80)]
+        );
+    }
+
     #[test]
     fn segments_in_any_order_assemble_the_file() {
         let tmp = crate::store::tests::tempdir();
