@@ -3,7 +3,9 @@
 //! checks that `len_after_insert` foretold the span count; after every step the spans, `held`,
 //! `prefix_len`, `len`, `is_complete` must match the model; at the end
 //! `report(total)` is read back span by span with `content_range::parse`, and the set goes
-//! through the state file's `encode`/`decode`.
+//! through the state file's `encode`/`decode`. Every insert is also kept, and all of them
+//! given at once to `extend_unsorted` (in reverse, as a state file's appended lines may come)
+//! must build the same set.
 //!
 //! Input: a base selector, a total selector, then 3 bytes per step: operation, a, b.
 
@@ -27,6 +29,7 @@ pub fn check(data: &[u8]) {
     let total_selector = input.u8();
     let mut set = RangeSet::new();
     let mut model = vec![false; WINDOW];
+    let mut inserted: Vec<(u64, u64)> = Vec::new();
     while !input.is_empty() {
         let op = input.u8();
         let a = usize::from(input.u8());
@@ -36,11 +39,13 @@ pub fn check(data: &[u8]) {
             // `[a, b)`, empty or reversed when `a >= b`: must change nothing.
             0 => {
                 insert(&mut set, start, end);
+                inserted.push((start, end));
                 mark(&mut model, a, b);
             }
             // `[a, b]`, the protocol's inclusive form, reaching the window's end.
             1 => {
                 insert(&mut set, start, end + 1);
+                inserted.push((start, end + 1));
                 mark(&mut model, a, b + 1);
             }
             2 => {
@@ -55,6 +60,10 @@ pub fn check(data: &[u8]) {
         }
         agrees(&set, &model, base);
     }
+    inserted.reverse();
+    let mut at_once = RangeSet::new();
+    at_once.extend_unsorted(inserted);
+    assert_eq!(at_once, set, "extend_unsorted");
     let max_end = runs(&model).last().map_or(0, |r| r.1) as u64;
     let total = if total_selector < 128 {
         base.saturating_add(max_end + u64::from(total_selector))
