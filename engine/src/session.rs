@@ -121,7 +121,9 @@ impl From<io::Error> for SessionError {
 /// byte range it writes.
 #[derive(Debug)]
 pub struct Session {
-    file: File,
+    /// Shared by the handles of [`Self::try_clone`]: the descriptor, and with it the claims,
+    /// lasts until the last one is dropped.
+    file: std::sync::Arc<File>,
     data_path: PathBuf,
     state_path: PathBuf,
     total: u64,
@@ -225,7 +227,7 @@ impl SessionStore {
         let (file, created) = open_or_create(&data_path, self.file_mode)?;
         let file_id = file_identity(&file)?;
         let mut session = Session {
-            file,
+            file: std::sync::Arc::new(file),
             file_id,
             data_path,
             state_path,
@@ -440,10 +442,11 @@ impl Session {
     }
 
     /// A second handle on the session, for work done on another thread. It shares this one's
-    /// open file description, and with it this request's claims.
+    /// descriptor, and with it this request's claims (no `dup`: a small segment's commit is a
+    /// handful of system calls, and this was two of them).
     pub fn try_clone(&self) -> io::Result<Session> {
         Ok(Session {
-            file: self.file.try_clone()?,
+            file: std::sync::Arc::clone(&self.file),
             data_path: self.data_path.clone(),
             state_path: self.state_path.clone(),
             total: self.total,
