@@ -150,9 +150,13 @@ impl UploadStore {
     ///
     /// Exactly one caller assembles, however many race (on any thread, process or host
     /// sharing the store): each takes an open-file-description lock on the whole data file of
-    /// the waiting target, on a descriptor of its own; the loser backs off
-    /// ([`Settled::Elsewhere`]), and one that gets the lock after the winner finished finds
-    /// the target complete, or its old data file replaced.
+    /// the waiting target, on a descriptor of its own, waiting for it while another caller
+    /// holds it, and only then reads the parts' states; one that gets the lock after a winner
+    /// finds the target complete, or its old data file replaced, and backs off
+    /// ([`Settled::Elsewhere`]). Waiting (not backing off at once) is what makes the last
+    /// completion count: two requests completing the last two parts at once each commit
+    /// before they look, so the one that looks second sees both parts complete, even while
+    /// the first still holds the lock to find its sibling incomplete.
     ///
     /// The parts are not claimed while they are copied: a complete part takes no more bytes,
     /// and the request that has just completed one may still hold its claim on it. A part
@@ -169,9 +173,7 @@ impl UploadStore {
             return Ok(Settled::Elsewhere);
         }
         // Freed when `waiting` is closed, at the return, whatever the outcome.
-        if !ofd_lock(waiting.file(), 0, 0)? {
-            return Ok(Settled::Elsewhere);
-        }
+        ofd_lock_waiting(waiting.file())?;
         let state = match waiting.current_state() {
             Ok(state) if !state.is_complete() => state,
             Ok(_) | Err(UploadError::Gone) => return Ok(Settled::Elsewhere),
@@ -424,6 +426,22 @@ struct Source {
     hash: Option<String>,
     /// Held while the part is copied.
     _claim: Option<crate::upload::Claim>,
+}
+
+/// Takes an open-file-description write lock on the whole of `file`, waiting while another
+/// open file description holds one (the kernel drops it when its holder dies).
+fn ofd_lock_waiting(file: &File) -> io::Result<()> {
+    let mut lock = disk::flock_range(libc::F_WRLCK, 0, 0);
+    loop {
+        // SAFETY: F_OFD_SETLKW with a valid flock struct on an open descriptor.
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLKW, &mut lock) } == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
 }
 
 /// Creates the temporary file of an assembly next to `data_path` (its directories too).

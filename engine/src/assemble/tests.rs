@@ -734,3 +734,51 @@ fn racing_assemblers_of_an_awaiting_final_make_one() {
     assert!(temporaries(&tmp).is_empty());
     fs::remove_dir_all(&tmp).unwrap();
 }
+
+/// Two writers complete the last two parts at once, each then asking for the assembly: one
+/// always assembles (the one that looks second sees both parts complete), never two.
+#[test]
+fn completing_the_last_two_parts_at_once_assembles_exactly_once() {
+    let tmp = crate::store::tests::tempdir();
+    let st = store(&tmp, &[1]);
+    for round in 0..40 {
+        let (a, b, fin) = (
+            format!("la{round}"),
+            format!("lb{round}"),
+            format!("lf{round}"),
+        );
+        for part in [&a, &b] {
+            st.create(&id(part), Some(1000), Metadata::new()).unwrap();
+        }
+        awaiting_final(&st, &fin, Some(2000), &[&a, &b]);
+        let parts = ids(&[&a, &b]);
+        let barrier = Arc::new(Barrier::new(2));
+        let threads: Vec<_> = [(a.clone(), 1u8), (b.clone(), 2u8)]
+            .into_iter()
+            .map(|(part, byte)| {
+                let (st, barrier, parts, fin) =
+                    (st.clone(), barrier.clone(), parts.clone(), fin.clone());
+                std::thread::spawn(move || {
+                    let up = st.open(&id(&part)).unwrap();
+                    let claim = up.claim_append(0, None).unwrap();
+                    barrier.wait();
+                    let recorded = put(&claim, 0, &[byte; 1000]).unwrap();
+                    assert!(recorded.state.awaited_by.contains(&id(&fin)));
+                    match st.assemble_awaiting(&id(&fin), &parts, u64::MAX, Algorithms::NONE) {
+                        Ok(Settled::Assembled(done)) => Some(done.upload),
+                        Ok(Settled::Awaiting { .. } | Settled::Elsewhere) => None,
+                        other => panic!("{other:?}"),
+                    }
+                })
+            })
+            .collect();
+        let made: Vec<_> = threads
+            .into_iter()
+            .filter_map(|t| t.join().unwrap())
+            .collect();
+        assert_eq!(made.len(), 1, "round {round}");
+        let whole = [[1u8; 1000], [2u8; 1000]].concat();
+        assert_eq!(fs::read(made[0].data_path()).unwrap(), whole);
+    }
+    fs::remove_dir_all(&tmp).unwrap();
+}
