@@ -920,7 +920,7 @@ fn assemble_ready_final(
         if let Settled::Assembled(assembled) =
             settle_final(uploads, id, state, max_size, algorithms)?
         {
-            return Ok(Some(assembled.into()));
+            return Ok(Some((*assembled).into()));
         }
     }
     Ok(None)
@@ -946,7 +946,7 @@ fn settle_awaiting_final(
     };
     match settle_final(uploads, id, &state, max_size, algorithms)? {
         Settled::Assembled(assembled) => {
-            let handed = Handed::from(assembled);
+            let handed = Handed::from(*assembled);
             let recorded = Recorded {
                 hand_off: true,
                 expires_at: handed.upload.expires_at(),

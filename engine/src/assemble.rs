@@ -87,7 +87,7 @@ pub struct Assembled {
 #[derive(Debug)]
 pub enum Settled {
     /// Assembled by this call; the handle holds the hand-off.
-    Assembled(Assembled),
+    Assembled(Box<Assembled>),
     /// A part is not complete yet. `length`: the sum of the parts' lengths, once every part
     /// has declared its own.
     Awaiting { length: Option<u64> },
@@ -242,12 +242,12 @@ impl UploadStore {
             algorithms,
             |state, temp, path| waiting.replace_data(state, temp, path),
         )?;
-        Ok(Settled::Assembled(Assembled {
+        Ok(Settled::Assembled(Box::new(Assembled {
             upload: Upload::installed(target, place, temp, state)?,
             report,
             digests,
             hashed_from_file,
-        }))
+        })))
     }
 
     /// Opens every part, checks the uploads are complete and claims them whole.
