@@ -21,6 +21,12 @@
 //! - the target is complete exactly when its state says so, and its state never says so of a
 //!   file not wholly copied.
 //!
+//! [`UploadStore::assemble_awaiting`] builds the file of a final upload that exists already,
+//! empty, awaiting its parts, the same way, and renames it over the empty data file (under the
+//! target's lock, if the target is still the upload it opened). A crash between that rename
+//! and the state leaves a data file that the target's old state does not name: the final upload
+//! is no more (its parts are kept, and a new final `POST` can name them again).
+//!
 //! Assembly is long blocking disk work: run it on a thread pool.
 
 use crate::content_range::MAX_OFFSET;

@@ -55,8 +55,8 @@
 //! awaited-by 6cUqWmOdfZ0yW3NbvSLTsOq7Lm3Y8Kpt
 //! ```
 //! The request that completes the part reads these lines (with the state its commit recorded)
-//! and assembles the finals whose parts are now all complete (`concatenation.rs`). Older
-//! versions skip the line.
+//! and assembles a final whose parts are now all complete
+//! ([`crate::upload::UploadStore::assemble_awaiting`]). Older versions skip the line.
 
 use crate::content_range::MAX_OFFSET;
 use crate::range_set::RangeSet;
@@ -424,11 +424,13 @@ impl UploadState {
                         .ok_or_else(|| bad("bad metadata value"))?;
                     metadata.insert(name.to_string(), bytes);
                 }
+                // A line that names no upload is skipped, as a session's state skips it: a
+                // state either reads both ways or neither.
                 AWAITED_BY_KEY => {
-                    let id = SessionId::parse(value.as_bytes())
-                        .map_err(|_| bad("bad awaited-by upload id"))?;
-                    if !awaited_by.contains(&id) {
-                        awaited_by.push(id);
+                    if let Ok(id) = SessionId::parse(value.as_bytes()) {
+                        if !awaited_by.contains(&id) {
+                            awaited_by.push(id);
+                        }
                     }
                 }
                 _ => {}
@@ -574,8 +576,9 @@ mod tests {
             [a, b]
         );
         assert_eq!(SessionState::decode(text.as_bytes()).unwrap().total, 10);
+        // One that names no upload is skipped.
         let bad = format!("{text}awaited-by not/an/id\n");
-        assert!(UploadState::decode(bad.as_bytes()).is_err());
+        assert_eq!(UploadState::decode(bad.as_bytes()).unwrap(), state);
     }
 
     #[test]
