@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use ngx::ffi::{ngx_http_finalize_request, ngx_int_t};
 use ngx::http::Request;
 
-use ngx_upload_engine::assemble::{Assembled, Part, Settled};
+use ngx_upload_engine::assemble::{Assembled, Settled};
 use ngx_upload_engine::hashing::{Algorithms, Digests, MultiHasher};
 use ngx_upload_engine::session_id::SessionId;
 use ngx_upload_engine::state::{Metadata as StoredMetadata, UploadState};
@@ -455,12 +455,25 @@ fn assemble(request: &mut Request, ctx: &UploadCtx) {
         assembly.parts.clone(),
         assembly.metadata.clone(),
     );
-    let work = move || {
-        let parts: Vec<Part<'_>> = parts.iter().map(Part::Upload).collect();
+    let work = move || -> Result<Assembled, Failure> {
+        // Built as a final upload awaiting its (complete) parts, which are then not claimed:
+        // the request that has just completed the last one may still hold its claim on it.
         // The kernel copies (copy_file_range): no byte passes through this process.
         uploads
-            .assemble(&id, &parts, metadata, algorithms)
-            .map_err(|e| Failure::from(e).context(format!("assembling upload \"{id}\"")))
+            .create(&id, None, metadata)
+            .map_err(|e| Failure::from(e).context(format!("creating final upload \"{id}\"")))?;
+        let settled = uploads.assemble_awaiting(&id, &parts, u64::MAX, algorithms);
+        let failure = match settled {
+            Ok(Settled::Assembled(assembled)) => return Ok(*assembled),
+            Ok(Settled::PartGone { index, error }) => {
+                Failure::from(error).context(format!("part {} \"{}\"", index + 1, parts[index]))
+            }
+            Ok(other) => Failure::internal(format!("complete parts came to {other:?}")),
+            Err(e) => Failure::from(e),
+        };
+        // Nobody has its URL yet: nothing else would ever remove it.
+        let _ = uploads.terminate(&id);
+        Err(failure.context(format!("assembling upload \"{id}\"")))
     };
     body::run_blocking(request, ctx, work, |request, ctx, result| {
         let rc = body::flatten(result).and_then(|assembled| {

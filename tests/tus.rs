@@ -1625,6 +1625,97 @@ fn a_final_upload_whose_eager_hand_off_failed_is_retried_by_head() {
     assert_eq!(relay.connections(), 2);
 }
 
+/// The final POST and the PATCH completing its last part at the same moment: whichever sees
+/// the other, the final upload is handed off exactly once, by the POST (the backend's answer
+/// with `Location`) or by the PATCH (the POST then 201).
+#[test]
+fn a_final_post_racing_the_last_patch_hands_off_once() {
+    let env = start_tus();
+    let partial = [("Upload-Concat", "partial")];
+    for round in 0..6u8 {
+        let (one, two) = (vec![round; 3000], vec![round + 50; 200_000]);
+        let a = create(&env, Some(3000), &partial);
+        let b = create(&env, Some(200_000), &partial);
+        assert_patched(&patch(&env, &a, 0, &one, &partial), 3000);
+        let concat = final_post(&[&a, &b]);
+        let port = env.port();
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let completing = {
+            let (barrier, b, two) = (barrier.clone(), b.clone(), two.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                send(
+                    port,
+                    "PATCH",
+                    &b,
+                    &[TUS, STREAM, ("Upload-Offset", "0"), partial[0]],
+                    Some(&two),
+                )
+            })
+        };
+        barrier.wait();
+        let post = tus(
+            &env,
+            "POST",
+            "/files/",
+            &[TUS, ("Upload-Concat", &concat)],
+            Some(b""),
+        );
+        let patched = completing.join().unwrap();
+        let fin = path_of(
+            post.header("Location")
+                .expect("a Location on the POST's answer"),
+        );
+        match (post.status, patched.status) {
+            (200, 204) | (201, 200) => {}
+            other => panic!("round {round}: {other:?}\n{post}\n{patched}"),
+        }
+        assert_one_handoff(
+            &env.backend,
+            &env.nginx.path("store"),
+            &id_of(&fin),
+            &[one, two].concat(),
+            None,
+        );
+        assert_forgotten(&env, &fin);
+    }
+    assert_eq!(env.backend.requests().len(), 6);
+}
+
+/// A final upload whose parts are all complete but which nobody assembled (its last part
+/// completed by a worker that died before it looked at the final; here: the part's link taken
+/// out of its state file): its next HEAD assembles it and hands it off, once.
+#[test]
+#[rustfmt::skip]
+fn head_assembles_a_final_upload_whose_parts_are_all_complete() {
+    let env = start_tus();
+    let partial = [("Upload-Concat", "partial")];
+    let a = create(&env, Some(3), &partial);
+    let b = create(&env, Some(3), &partial);
+    assert_patched(&patch(&env, &a, 0, b"abc", &partial), 3);
+    let concat = final_post(&[&a, &b, &a]);
+    let x = tus(&env, "POST", "/files/", &[TUS, ("Upload-Concat", &concat)], Some(b""));
+    assert_eq!(x.status, 201, "{x}\n{}", env.nginx.error_log());
+    let fin = path_of(x.header("Location").expect("a Location"));
+    let states: Vec<_> = files_under(&env.nginx.path("state"))
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().contains(&id_of(&b))))
+        .collect();
+    assert_eq!(states.len(), 1, "{states:?}");
+    let text = std::fs::read_to_string(&states[0]).unwrap();
+    assert!(text.contains(&format!("awaited-by {}", id_of(&fin))), "{text}");
+    let unlinked: String = text.lines().filter(|l| !l.starts_with("awaited-by")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&states[0], unlinked).unwrap();
+    assert_patched(&patch(&env, &b, 0, b"def", &partial), 3);
+    assert!(env.backend.requests().is_empty());
+    let x = head(&env, &fin);
+    assert_eq!(x.status, 200, "{x}\n{}", env.nginx.error_log());
+    assert_eq!((x.header("Upload-Offset"), x.header("Upload-Length")), (Some("9"), Some("9")), "{x}");
+    assert_one_handoff(&env.backend, &env.nginx.path("store"), &id_of(&fin), b"abcdefabc", None);
+    assert_forgotten(&env, &fin);
+    assert_eq!(env.backend.requests().len(), 1);
+}
+
 /// A part a final upload awaits is terminated: the final upload can never be whole. Its next
 /// HEAD answers 410 and removes it (404 after); nothing is ever handed off, and completing its
 /// other part hands nothing off either.
