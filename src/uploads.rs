@@ -17,7 +17,7 @@ use ngx_upload_engine::assemble::{Assembled, Settled};
 use ngx_upload_engine::hashing::{Algorithms, Digests, MultiHasher};
 use ngx_upload_engine::session_id::SessionId;
 use ngx_upload_engine::state::{Metadata as StoredMetadata, UploadState};
-use ngx_upload_engine::upload::{Recorded, Upload, UploadStore};
+use ngx_upload_engine::upload::{Recorded, Upload, UploadError, UploadStore};
 use ngx_upload_protocol::plan::{Completion, Concat, Concatenate, Create, Expiry, Held, Stage};
 use ngx_upload_protocol::{Failure, FileFacts, Outcome, Problem, Protocol, Reply};
 
@@ -700,11 +700,18 @@ fn answer_without_body(request: &mut Request, ctx: &UploadCtx, after: After) {
                 .map_err(|e| Failure::from(e).context(format!("upload \"{}\"", upload.id())))?;
             return Ok(None);
         }
-        let state = upload.current_state().map_err(Failure::from)?;
         let retries = after
             != (After::Inspect {
                 retry_hand_off: false,
             });
+        let awaited_parts = !upload.state().is_complete() && meta(upload.state(), PARTS).is_some();
+        let state = match upload.current_state() {
+            Ok(state) => state,
+            // A final upload assembled by another request since this one opened it: the
+            // assembly replaced the data file this handle has.
+            Err(UploadError::Gone) if retries && awaited_parts => upload.state().clone(),
+            Err(e) => return Err(e.into()),
+        };
         if retries && !state.is_complete() && meta(&state, PARTS).is_some() {
             return settle_awaiting_final(&uploads, &upload, state, after, max_size, algorithms)
                 .map(Some);

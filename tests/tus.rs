@@ -1632,7 +1632,7 @@ fn a_final_upload_whose_eager_hand_off_failed_is_retried_by_head() {
 fn a_final_post_racing_the_last_patch_hands_off_once() {
     let env = start_tus();
     let partial = [("Upload-Concat", "partial")];
-    for round in 0..6u8 {
+    for round in 0..10u8 {
         let (one, two) = (vec![round; 3000], vec![round + 50; 200_000]);
         let a = create(&env, Some(3000), &partial);
         let b = create(&env, Some(200_000), &partial);
@@ -1679,7 +1679,7 @@ fn a_final_post_racing_the_last_patch_hands_off_once() {
         );
         assert_forgotten(&env, &fin);
     }
-    assert_eq!(env.backend.requests().len(), 6);
+    assert_eq!(env.backend.requests().len(), 10);
 }
 
 /// A final upload whose parts are all complete but which nobody assembled (its last part
