@@ -964,7 +964,18 @@ fn settle_awaiting_final(
         state,
         digests: None,
     };
-    match settle_final(uploads, id, &state, max_size, algorithms)? {
+    let settled = match settle_final(uploads, id, &state, max_size, algorithms) {
+        // Its creation, after the request that completed its last part assembled it, handed it
+        // off and forgot it.
+        Err(failure)
+            if after == After::Created
+                && matches!(failure.problem, Problem::NotFound | Problem::Gone) =>
+        {
+            Settled::Elsewhere
+        }
+        other => other?,
+    };
+    match settled {
         Settled::Assembled(assembled) => {
             let handed = Handed::from(*assembled);
             let recorded = Recorded {
