@@ -937,10 +937,13 @@ fn assemble_ready_final(
         if state.is_complete() || meta(state, PARTS).is_none() {
             continue;
         }
-        if let Settled::Assembled(assembled) =
-            settle_final(uploads, id, state, max_size, algorithms)?
-        {
-            return Ok(Some((*assembled).into()));
+        match settle_final(uploads, id, state, max_size, algorithms) {
+            Ok(Settled::Assembled(assembled)) => return Ok(Some((*assembled).into())),
+            Ok(_) => {}
+            // Handed off by another request (and forgotten), or terminated, since it was
+            // opened above.
+            Err(failure) if matches!(failure.problem, Problem::NotFound | Problem::Gone) => {}
+            Err(failure) => return Err(failure),
         }
     }
     Ok(None)
