@@ -4,7 +4,7 @@
 
 use ngx::ffi::{
     ngx_http_finalize_request, ngx_http_request_t, ngx_int_t, NGX_ERROR,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_LOG_DEBUG_HTTP,
+    NGX_HTTP_INTERNAL_SERVER_ERROR,
 };
 use ngx::http::{HttpModuleLocationConf, Request};
 
@@ -21,7 +21,7 @@ use crate::conf::UploadConf;
 use crate::context::{Facts, UploadCtx};
 use crate::form::{Finished, FormUpload};
 use crate::handoff;
-use crate::request::{refuse, RequestExt};
+use crate::request::{debug, refuse, RequestExt};
 use crate::target::{Record, SegmentTarget, Target, WholeTarget};
 use crate::uploads;
 use crate::Module;
@@ -104,16 +104,6 @@ fn plan_name(plan: &Plan) -> String {
         Plan::Inspect { id, .. } => format!("inspect \"{id}\""),
         Plan::Terminate { id } => format!("terminate \"{id}\""),
         Plan::Concatenate(c) => format!("concatenate {} parts", c.parts.len()),
-    }
-}
-
-/// A `debug`-level line in the request's log; the message is only built when debug logging is
-/// on for it.
-fn debug(request: &Request, message: impl FnOnce() -> String) {
-    let log = request.log();
-    // SAFETY: the connection's log of a live request.
-    if unsafe { (*log).log_level } & NGX_LOG_DEBUG_HTTP as usize != 0 {
-        ngx::ngx_log_debug!(log, "{}", message());
     }
 }
 

@@ -284,3 +284,13 @@ pub fn reason_phrase(status: u16) -> &'static str {
         _ => "",
     }
 }
+
+/// A `debug`-level line in the request's log; the message is only built when debug logging is
+/// on for it.
+pub fn debug(request: &Request, message: impl FnOnce() -> String) {
+    let log = request.log();
+    // SAFETY: the connection's log of a live request.
+    if unsafe { (*log).log_level } & ngx::ffi::NGX_LOG_DEBUG_HTTP as usize != 0 {
+        ngx::ngx_log_debug!(log, "{}", message());
+    }
+}

@@ -13,11 +13,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use ngx::ffi::{ngx_http_finalize_request, ngx_int_t};
 use ngx::http::Request;
 
-use ngx_upload_engine::assemble::Part;
-use ngx_upload_engine::hashing::MultiHasher;
+use ngx_upload_engine::assemble::{Assembled, Settled};
+use ngx_upload_engine::hashing::{Algorithms, Digests, MultiHasher};
 use ngx_upload_engine::session_id::SessionId;
 use ngx_upload_engine::state::{Metadata as StoredMetadata, UploadState};
-use ngx_upload_engine::upload::{Recorded, Upload};
+use ngx_upload_engine::upload::{Recorded, Upload, UploadError, UploadStore};
 use ngx_upload_protocol::plan::{Completion, Concat, Concatenate, Create, Expiry, Held, Stage};
 use ngx_upload_protocol::{Failure, FileFacts, Outcome, Problem, Protocol, Reply};
 
@@ -26,7 +26,7 @@ use crate::conf::protocol::LocationProtocol;
 use crate::conf::UploadConf;
 use crate::context::{Facts, UploadCtx};
 use crate::handoff;
-use crate::request::{refuse, RequestExt};
+use crate::request::{debug, refuse, RequestExt};
 pub use crate::target::After;
 use crate::target::{Assembly, Record, Target, UploadTarget};
 
@@ -324,7 +324,10 @@ fn asked_to_yield(ctx: &UploadCtx) -> bool {
     quiet >= QUIET_BEFORE_YIELDING_MSEC
 }
 
-/// `Plan::Concatenate`: a new upload assembled from complete partial uploads, handed off now.
+/// `Plan::Concatenate`: a new upload assembled from partial uploads. With every part complete
+/// it is assembled and handed off now; else (concatenation-unfinished) it is created empty,
+/// linked from each unfinished part, and the request completing the last part assembles it
+/// and hands it off ([`assemble_ready_final`]).
 pub fn concatenate(
     request: &mut Request,
     conf: &'static UploadConf,
@@ -332,37 +335,47 @@ pub fn concatenate(
     plan: Concatenate,
 ) -> Result<ngx_int_t, Failure> {
     let uploads = conf.uploads();
-    let mut total = 0u64;
+    let mut known = 0u64;
+    let mut length = Some(0u64);
+    let mut unfinished: Vec<Upload> = Vec::new();
     for (i, part) in plan.parts.iter().enumerate() {
-        let state = uploads
+        let upload = uploads
             .open(part)
-            .map_err(|e| Failure::from(e).context(format!("part {} \"{part}\"", i + 1)))?
-            .state()
-            .clone();
-        if meta(&state, PARTIAL).is_none() {
+            .map_err(|e| Failure::from(e).context(format!("part {} \"{part}\"", i + 1)))?;
+        let state = upload.state();
+        if meta(state, PARTIAL).is_none() {
             return Err(Failure::bad_request(format!(
                 "part {} \"{part}\" is not a partial upload",
                 i + 1
             )));
         }
+        known = known.saturating_add(state.length.unwrap_or_default());
+        length = length.zip(state.length).map(|(a, b)| a.saturating_add(b));
         if !state.is_complete() {
-            return Err(Failure::bad_request(format!(
-                "part {} \"{part}\" is not complete ({} bytes held); this server assembles \
-                 only complete parts",
-                i + 1,
-                state.offset()
-            )));
+            if !plan.unfinished_ok {
+                return Err(Failure::bad_request(format!(
+                    "part {} \"{part}\" is not complete ({} bytes held); this server assembles \
+                     only complete parts",
+                    i + 1,
+                    state.offset()
+                )));
+            }
+            if !unfinished.iter().any(|u| u.id() == part) {
+                unfinished.push(upload);
+            }
         }
-        total = total.saturating_add(state.length.unwrap_or_default());
     }
-    if total > plan.max_size {
+    if known > plan.max_size {
         return Err(Failure::new(
             Problem::TooLarge,
             format!(
-                "the parts add up to {total} bytes, more than {}",
+                "the parts add up to {known} bytes, more than {}",
                 plan.max_size
             ),
         ));
+    }
+    if !unfinished.is_empty() {
+        return create_awaiting_final(request, conf, protocol, plan, length, &unfinished);
     }
     let id = fresh_id()?;
     let names: Vec<&str> = plan.parts.iter().map(SessionId::as_str).collect();
@@ -386,6 +399,50 @@ pub fn concatenate(
     Ok(body::install(request, ctx))
 }
 
+/// A final upload over parts some of which are unfinished: created empty (its length the sum
+/// of the parts' if all are known), then named in the state of each unfinished part. Its
+/// answer (`answer_without_body`) looks at the parts again, after the links: a part completed
+/// before its link was recorded was not seen by its completing request, so this one
+/// assembles then.
+fn create_awaiting_final(
+    request: &mut Request,
+    conf: &'static UploadConf,
+    protocol: LocationProtocol,
+    plan: Concatenate,
+    length: Option<u64>,
+    unfinished: &[Upload],
+) -> Result<ngx_int_t, Failure> {
+    let id = fresh_id()?;
+    let names: Vec<&str> = plan.parts.iter().map(SessionId::as_str).collect();
+    let extra = [(PARTS, names.join(" ").into_bytes())];
+    let metadata = stored_metadata(&plan.metadata, &plan.file, &extra)?;
+    let upload = conf
+        .uploads()
+        .create(&id, length, metadata)
+        .map_err(|e| Failure::from(e).context(format!("creating final upload \"{id}\"")))?;
+    for part in unfinished {
+        if let Err(e) = part.add_awaited_by(&id) {
+            // The part went meanwhile (terminated, expired): the final could never be whole.
+            let _ = upload.terminate();
+            return Err(Failure::from(e).context(format!("part \"{}\"", part.id())));
+        }
+    }
+    debug(request, || {
+        format!(
+            "upload: final upload \"{id}\" awaits {} unfinished part(s)",
+            unfinished.len()
+        )
+    });
+    start(
+        request,
+        conf,
+        protocol,
+        upload,
+        Writing::none(),
+        After::Created,
+    )
+}
+
 /// Assembles the upload of a concatenation on the thread pool, then answers it as created.
 fn assemble(request: &mut Request, ctx: &UploadCtx) {
     let Target::Assembly(assembly) = &*ctx.target.borrow() else {
@@ -398,12 +455,25 @@ fn assemble(request: &mut Request, ctx: &UploadCtx) {
         assembly.parts.clone(),
         assembly.metadata.clone(),
     );
-    let work = move || {
-        let parts: Vec<Part<'_>> = parts.iter().map(Part::Upload).collect();
+    let work = move || -> Result<Assembled, Failure> {
+        // Built as a final upload awaiting its (complete) parts, which are then not claimed:
+        // the request that has just completed the last one may still hold its claim on it.
         // The kernel copies (copy_file_range): no byte passes through this process.
         uploads
-            .assemble(&id, &parts, metadata, algorithms)
-            .map_err(|e| Failure::from(e).context(format!("assembling upload \"{id}\"")))
+            .create(&id, None, metadata)
+            .map_err(|e| Failure::from(e).context(format!("creating final upload \"{id}\"")))?;
+        let settled = uploads.assemble_awaiting(&id, &parts, u64::MAX, algorithms);
+        let failure = match settled {
+            Ok(Settled::Assembled(assembled)) => return Ok(*assembled),
+            Ok(Settled::PartGone { index, error }) => {
+                Failure::from(error).context(format!("part {} \"{}\"", index + 1, parts[index]))
+            }
+            Ok(other) => Failure::internal(format!("complete parts came to {other:?}")),
+            Err(e) => Failure::from(e),
+        };
+        // Nobody has its URL yet: nothing else would ever remove it.
+        let _ = uploads.terminate(&id);
+        Err(failure.context(format!("assembling upload \"{id}\"")))
     };
     body::run_blocking(request, ctx, work, |request, ctx, result| {
         let rc = body::flatten(result).and_then(|assembled| {
@@ -429,7 +499,7 @@ fn assemble(request: &mut Request, ctx: &UploadCtx) {
                 after: After::Created,
                 claimed_at: SystemTime::now(),
             }));
-            answer(request, ctx, After::Created, &recorded)
+            answer(request, ctx, After::Created, &recorded, None)
         });
         finalize(request, ctx, rc);
     });
@@ -559,16 +629,36 @@ fn body_done(request: &mut Request, ctx: &UploadCtx) {
             ));
             return finalize(request, ctx, Err(failure));
         }
-        let job = match body::prepare_commit(ctx, true) {
+        let commit = match body::prepare_commit(ctx, true) {
             Ok(job) => job,
             Err(failure) => return finalize(request, ctx, Err(failure)),
         };
-        body::run_commit(request, ctx, job, move |request, ctx, result| {
-            let rc = body::flatten(result).and_then(|record| match record {
-                Record::Upload(recorded) => answer(request, ctx, after, &recorded),
-                Record::Session(_) => Err(Failure::internal("an upload recorded as a session")),
+        let uploads = ctx.conf.uploads().clone();
+        let (max_size, algorithms) = (largest_upload(ctx.conf), ctx.conf.hash_algorithms());
+        body::run_commit(request, ctx, commit, move |request, ctx, result| {
+            let recorded = match body::flatten(result) {
+                Ok(Record::Upload(recorded)) => recorded,
+                Ok(Record::Session(_)) => {
+                    let failure = Failure::internal("an upload recorded as a session");
+                    return finalize(request, ctx, Err(failure));
+                }
+                Err(failure) => return finalize(request, ctx, Err(failure)),
+            };
+            if !completes_an_awaited_part(&recorded.state) {
+                let rc = answer(request, ctx, after, &recorded, None);
+                return finalize(request, ctx, rc);
+            }
+            // The body completed a part that final uploads await: the assembly of one whose
+            // parts are now all complete copies files, on the thread pool.
+            let job = move || {
+                assemble_ready_final(&uploads, &recorded.state, max_size, algorithms)
+                    .map(|handed| (recorded, handed))
+            };
+            body::run_blocking(request, ctx, job, move |request, ctx, result| {
+                let rc = body::flatten(result)
+                    .and_then(|(recorded, handed)| answer(request, ctx, after, &recorded, handed));
+                finalize(request, ctx, rc);
             });
-            finalize(request, ctx, rc);
         });
         return;
     }
@@ -607,30 +697,45 @@ fn answer_without_body(request: &mut Request, ctx: &UploadCtx, after: After) {
         Ok(upload) => upload,
         Err(failure) => return finalize(request, ctx, Err(failure)),
     };
-    let work = move || -> Result<Option<Recorded>, Failure> {
+    let uploads = ctx.conf.uploads().clone();
+    let max_size = largest_upload(ctx.conf);
+    let work = move || -> Result<Option<(Recorded, Option<Handed>)>, Failure> {
         if after == After::Terminate {
             upload
                 .terminate()
                 .map_err(|e| Failure::from(e).context(format!("upload \"{}\"", upload.id())))?;
             return Ok(None);
         }
-        let state = upload.current_state().map_err(Failure::from)?;
-        let claims = after
+        let retries = after
             != (After::Inspect {
                 retry_hand_off: false,
-            })
-            && state.is_complete()
-            && meta(&state, PARTIAL).is_none();
+            });
+        let awaited_parts = !upload.state().is_complete() && meta(upload.state(), PARTS).is_some();
+        let state = match upload.current_state() {
+            Ok(state) => state,
+            // A final upload assembled by another request since this one opened it: the
+            // assembly replaced the data file this handle has.
+            Err(UploadError::Gone) if retries && awaited_parts => upload.state().clone(),
+            Err(e) => return Err(e.into()),
+        };
+        if retries && !state.is_complete() && meta(&state, PARTS).is_some() {
+            return settle_awaiting_final(&uploads, &upload, state, after, max_size, algorithms)
+                .map(Some);
+        }
+        let claims = retries && state.is_complete() && meta(&state, PARTIAL).is_none();
         Ok(Some(if claims {
             // Complete and never handed off: this request may be the one to.
-            upload.finish(algorithms).map_err(Failure::from)?
+            (upload.finish(algorithms).map_err(Failure::from)?, None)
         } else {
-            Recorded {
-                hand_off: false,
-                expires_at: upload.expires_at(),
-                state,
-                digests: None,
-            }
+            (
+                Recorded {
+                    hand_off: false,
+                    expires_at: upload.expires_at(),
+                    state,
+                    digests: None,
+                },
+                None,
+            )
         }))
     };
     body::run_blocking(request, ctx, work, move |request, ctx, result| {
@@ -639,7 +744,7 @@ fn answer_without_body(request: &mut Request, ctx: &UploadCtx, after: After) {
                 let reply = ctx.protocol.reply(&Outcome::Terminated);
                 Ok(send_reply(request, ctx, reply))
             }
-            Some(recorded) => answer(request, ctx, after, &recorded),
+            Some((recorded, handed)) => answer(request, ctx, after, &recorded, handed),
         });
         finalize(request, ctx, rc);
     });
@@ -647,11 +752,15 @@ fn answer_without_body(request: &mut Request, ctx: &UploadCtx, after: After) {
 
 /// The protocol's reply to what the upload holds after this request; the hand-off if this
 /// request is the one to.
+///
+/// `handed`: a final upload this request assembled (or claimed the hand-off of) and hands off
+/// instead; `recorded` is then still what the request reports (the part a PATCH completed).
 fn answer(
     request: &mut Request,
     ctx: &UploadCtx,
     after: After,
     recorded: &Recorded,
+    handed: Option<Handed>,
 ) -> Result<ngx_int_t, Failure> {
     let state = &recorded.state;
     let id = match &*ctx.target.borrow() {
@@ -660,7 +769,7 @@ fn answer(
     };
     let partial = meta(state, PARTIAL).is_some();
     let parts = parts_of(state);
-    let hands_off = recorded.hand_off && !partial;
+    let hands_off = (recorded.hand_off && !partial) || handed.is_some();
     let complete = state.is_complete();
     let stage = match (complete, hands_off) {
         (false, _) => Stage::Receiving,
@@ -710,6 +819,27 @@ fn answer(
     if !hands_off {
         return Ok(send_reply(request, ctx, reply));
     }
+    let (state, digests) = match handed {
+        None => (state.clone(), recorded.digests.clone()),
+        Some(handed) => {
+            debug(request, || {
+                format!(
+                    "upload: hands off final upload \"{}\" ({} bytes)",
+                    handed.upload.id(),
+                    handed.state.length.unwrap_or_default()
+                )
+            });
+            // The request now stands for the final upload: the variables describe its file,
+            // and the end of the request forgets (or keeps, for a retry) its state.
+            *ctx.facts.borrow_mut() = facts_of(&handed.upload, &handed.state);
+            if let Target::Upload(up) = &mut *ctx.target.borrow_mut() {
+                up.upload = handed.upload;
+                up.claim = None;
+            }
+            (handed.state, handed.digests)
+        }
+    };
+    let state = &state;
     if let (Target::Upload(up), Some(length)) = (&*ctx.target.borrow(), state.length) {
         // Bytes past the length that were written but never recorded (a body refused for its
         // checksum, say) are not part of the file the backend gets.
@@ -727,8 +857,8 @@ fn answer(
         let mut facts = ctx.facts.borrow_mut();
         facts.size = state.length.unwrap_or(state.offset());
         facts.content_range = Facts::whole_range(facts.size);
-        if recorded.digests.is_some() {
-            facts.digests = recorded.digests.clone();
+        if digests.is_some() {
+            facts.digests = digests;
         }
     }
     match reply {
@@ -741,6 +871,173 @@ fn answer(
             // The protocol answers instead of handing off: the claim goes with this request.
             request.add_configured_headers(ctx.conf);
             Ok(request.send_answer(&answer))
+        }
+    }
+}
+
+/// A final upload a request hands off though it addressed another upload (the PATCH that
+/// completed its last part), or after assembling it: its handle holds the hand-off.
+struct Handed {
+    upload: Upload,
+    state: UploadState,
+    digests: Option<Digests>,
+}
+
+impl From<Assembled> for Handed {
+    fn from(assembled: Assembled) -> Self {
+        Handed {
+            state: assembled.upload.state().clone(),
+            upload: assembled.upload,
+            digests: assembled.digests,
+        }
+    }
+}
+
+/// Most bytes an upload of the location may have.
+fn largest_upload(conf: &UploadConf) -> u64 {
+    conf.tus_settings
+        .as_ref()
+        .map_or(u64::MAX, |s| s.max_size())
+}
+
+/// A commit left a partial upload complete, and final uploads await it.
+fn completes_an_awaited_part(state: &UploadState) -> bool {
+    state.is_complete() && !state.awaited_by.is_empty() && meta(state, PARTIAL).is_some()
+}
+
+/// On the thread pool: assembles final upload `id` (`state`: awaiting its parts) if its parts
+/// are all complete and no other request is at it. One that can never be whole (a part is
+/// gone, the parts are too large) is removed: nothing would ever hand it off.
+fn settle_final(
+    uploads: &UploadStore,
+    id: &SessionId,
+    state: &UploadState,
+    max_size: u64,
+    algorithms: Algorithms,
+) -> Result<Settled, Failure> {
+    let settled = uploads
+        .assemble_awaiting(id, &parts_of(state), max_size, algorithms)
+        .map_err(|e| Failure::from(e).context(format!("assembling final upload \"{id}\"")))?;
+    if matches!(settled, Settled::PartGone { .. } | Settled::TooLarge { .. }) {
+        // No request can assemble it now, so none is removing an assembled file here.
+        let _ = uploads.terminate(id);
+    }
+    Ok(settled)
+}
+
+/// On the thread pool, after a commit that completed a partial upload (`part`, its state):
+/// assembles the first final upload awaiting it whose parts are now all complete. Others that
+/// are complete too are assembled by a `HEAD` of theirs: one request hands off one file.
+fn assemble_ready_final(
+    uploads: &UploadStore,
+    part: &UploadState,
+    max_size: u64,
+    algorithms: Algorithms,
+) -> Result<Option<Handed>, Failure> {
+    for id in &part.awaited_by {
+        // Terminated, expired, or handed off and forgotten: nothing awaits.
+        let Ok(waiting) = uploads.open(id) else {
+            continue;
+        };
+        let state = waiting.state();
+        if state.is_complete() || meta(state, PARTS).is_none() {
+            continue;
+        }
+        match settle_final(uploads, id, state, max_size, algorithms) {
+            Ok(Settled::Assembled(assembled)) => return Ok(Some((*assembled).into())),
+            Ok(_) => {}
+            // Handed off by another request (and forgotten), or terminated, since it was
+            // opened above.
+            Err(failure) if matches!(failure.problem, Problem::NotFound | Problem::Gone) => {}
+            Err(failure) => return Err(failure),
+        }
+    }
+    Ok(None)
+}
+
+/// On the thread pool, for a request on final upload `upload` awaiting its parts (its own
+/// creation, which looks at the parts again after linking them, or a `HEAD`): assembles it if
+/// it can, and says what to answer.
+fn settle_awaiting_final(
+    uploads: &UploadStore,
+    upload: &Upload,
+    state: UploadState,
+    after: After,
+    max_size: u64,
+    algorithms: Algorithms,
+) -> Result<(Recorded, Option<Handed>), Failure> {
+    let id = upload.id();
+    let waiting = |state| Recorded {
+        hand_off: false,
+        expires_at: upload.expires_at(),
+        state,
+        digests: None,
+    };
+    let settled = match settle_final(uploads, id, &state, max_size, algorithms) {
+        // Its creation, after the request that completed its last part assembled it, handed it
+        // off and forgot it.
+        Err(failure)
+            if after == After::Created
+                && matches!(failure.problem, Problem::NotFound | Problem::Gone) =>
+        {
+            Settled::Elsewhere
+        }
+        other => other?,
+    };
+    match settled {
+        Settled::Assembled(assembled) => {
+            let handed = Handed::from(*assembled);
+            let recorded = Recorded {
+                hand_off: true,
+                expires_at: handed.upload.expires_at(),
+                state: handed.state.clone(),
+                digests: handed.digests.clone(),
+            };
+            Ok((recorded, Some(handed)))
+        }
+        Settled::Awaiting { length } => {
+            // Reported once every part has its length (tus: "MUST if computable").
+            let mut state = state;
+            state.length = state.length.or(length);
+            Ok((waiting(state), None))
+        }
+        Settled::PartGone { index, error } => Err(Failure::new(
+            Problem::Gone,
+            format!(
+                "part {} of final upload \"{id}\" is gone ({error}): the final upload can \
+                 never be whole and is removed",
+                index + 1
+            ),
+        )),
+        Settled::TooLarge { known } => Err(Failure::new(
+            Problem::TooLarge,
+            format!(
+                "the parts of final upload \"{id}\" add up to {known} bytes, more than \
+                 {max_size}; it is removed"
+            ),
+        )),
+        // Its creation: the request that assembles it hands it off.
+        Settled::Elsewhere if after == After::Created => Ok((waiting(state), None)),
+        Settled::Elsewhere => {
+            // Assembled by another request (whose hand-off may have failed), or being
+            // assembled now: the upload as it is now, and its hand-off if unclaimed.
+            let now = uploads
+                .open(id)
+                .map_err(|e| Failure::from(e).context(format!("final upload \"{id}\"")))?;
+            let state = now.current_state().map_err(Failure::from)?;
+            if !state.is_complete() {
+                return Ok((waiting(state), None));
+            }
+            let recorded = now.finish(algorithms).map_err(Failure::from)?;
+            if !recorded.hand_off {
+                return Ok((recorded, None));
+            }
+            let handed = Handed {
+                upload: now,
+                state: recorded.state.clone(),
+                digests: recorded.digests.clone(),
+            };
+            Ok((recorded, Some(handed)))
         }
     }
 }

@@ -623,8 +623,8 @@ fn options_tells_version_extensions_max_size_and_checksums() {
             ] {
                 assert!(ext.contains(&e), "{e} missing: {x}");
             }
-            // Final uploads are assembled at once, from complete parts only.
-            assert!(!ext.contains(&"concatenation-unfinished"), "{x}");
+            // A final upload may name parts still being written.
+            assert!(ext.contains(&"concatenation-unfinished"), "{x}");
             assert_eq!(
                 x.header("Tus-Max-Size"),
                 Some(MAX_SIZE.to_string().as_str())
@@ -1452,46 +1452,304 @@ fn delete_is_204_then_404_and_the_files_are_gone() {
     assert!(env.backend.requests().is_empty());
 }
 
-/// Without concatenation-unfinished (not advertised), a final upload over a part that is not
-/// complete yet is refused with 400 and nothing is created or handed off; once the part is
-/// complete, the same final POST assembles and hands it off.
+/// A `final;URL…` POST that names this many parts, in this order.
+fn final_post(parts: &[&str]) -> String {
+    format!("final;{}", parts.join(" "))
+}
+
+/// The HEAD of a final upload awaiting its parts: 200, `Upload-Concat` as sent, `Upload-Length`
+/// when computable, never `Upload-Offset` (nor `Upload-Defer-Length`), not cached.
+#[track_caller]
+fn assert_awaiting(env: &UploadEnv, fin: &str, concat: &str, length: Option<&str>) {
+    let x = head(env, fin);
+    assert_eq!(x.status, 200, "{x}\n{}", env.nginx.error_log());
+    assert_eq!(x.header("Upload-Concat"), Some(concat), "{x}");
+    assert_eq!(x.header("Upload-Length"), length, "{x}");
+    assert_eq!(x.header("Upload-Offset"), None, "not assembled yet: {x}");
+    assert_eq!(x.header("Upload-Defer-Length"), None, "{x}");
+    assert_eq!(x.header("Cache-Control"), Some("no-store"), "{x}");
+}
+
+/// concatenation-unfinished: the final POST before its parts are complete is 201 with
+/// `Location` and `Upload-Expires` and no offset; a PATCH on it is 403; completing the parts
+/// (the second one first) hands it off once, in the PATCH that completes the last one, whose
+/// answer is the backend's with that part's `Upload-Offset`.
 #[test]
 #[rustfmt::skip]
-fn a_final_upload_over_unfinished_parts_is_refused() {
+fn a_final_upload_over_unfinished_parts_is_handed_off_by_the_last_part() {
     let env = start_tus();
     let data = test_data(30_000, 16);
     let partial = [("Upload-Concat", "partial")];
     let a = create(&env, Some(10_000), &partial);
     let b = create(&env, Some(20_000), &partial);
-    assert_patched(&patch(&env, &a, 0, &data[..10_000], &partial), 10_000);
-    let x = head(&env, &a);
-    assert_eq!(x.header("Upload-Concat"), Some("partial"), "{x}");
-    assert_eq!(x.header("Upload-Offset"), Some("10000"));
-    assert!(env.backend.requests().is_empty(), "a partial upload is never handed off");
-    let x = tus(&env, "OPTIONS", "/files/", &[], None);
-    assert!(!x.header("Tus-Extension").unwrap_or_default().contains("concatenation-unfinished"), "{x}");
+    assert_patched(&patch(&env, &a, 0, &data[..4000], &partial), 4000);
 
-    let concat = format!("final;{a} {b}");
+    let concat = final_post(&[&a, &b]);
     let metadata = format!("filename {}", b64(b"whole.bin"));
     let final_post = [TUS, ("Upload-Concat", concat.as_str()), ("Upload-Metadata", metadata.as_str())];
-    refused(&env, "POST", "/files/", &final_post, Some(b""), 400, &["not complete"]);
-    assert!(env.backend.requests().is_empty());
-
-    assert_patched(&patch(&env, &b, 0, &data[10_000..], &partial), 20_000);
-    assert!(env.backend.requests().is_empty());
     let x = tus(&env, "POST", "/files/", &final_post, Some(b""));
-    assert_eq!(x.status, 200, "{x}\n{}", env.nginx.error_log());
-    let fin = path_of(x.header("Location").expect("Location on the backend's 2xx"));
-    let req = assert_one_handoff(
-        &env.backend,
-        &env.nginx.path("store"),
-        &id_of(&fin),
-        &data,
-        Some("whole.bin"),
-    );
+    assert_eq!(x.status, 201, "{x}\n{}", env.nginx.error_log());
+    assert_eq!(x.header("Upload-Offset"), None, "{x}");
+    assert_expires(&x);
+    let fin = path_of(x.header("Location").expect("a Location"));
+    assert_awaiting(&env, &fin, &concat, Some("30000"));
+    let before = env.snapshot();
+    let x = patch(&env, &fin, 0, b"x", &[]);
+    assert_eq!(x.status, 403, "PATCH on a final upload:\n{x}");
+    assert_same_files(&before, &env.snapshot());
+
+    // The second part first: complete, still nothing to hand off.
+    assert_patched(&patch(&env, &b, 0, &data[10_000..], &partial), 20_000);
+    assert!(env.backend.requests().is_empty(), "{:?}", env.backend.requests());
+    assert_awaiting(&env, &fin, &concat, Some("30000"));
+    let x = patch(&env, &a, 4000, &data[4000..10_000], &partial);
+    assert_eq!(x.status, 200, "the backend's answer:\n{x}\n{}", env.nginx.error_log());
+    assert_eq!(x.header("Upload-Offset"), Some("10000"), "the part's offset: {x}");
+    let req = assert_one_handoff(&env.backend, &env.nginx.path("store"), &id_of(&fin), &data, Some("whole.bin"));
+    assert_eq!(x.text(), backend::echo_body(&req));
     assert_eq!(req.method, "POST");
-    assert_eq!(env.backend.requests().len(), 1);
     assert_forgotten(&env, &fin);
+    // The parts stay, partial, never handed off themselves.
+    let x = head(&env, &a);
+    assert_eq!((x.status, x.header("Upload-Concat")), (200, Some("partial")), "{x}");
+    assert_eq!(env.backend.requests().len(), 1);
+}
+
+/// A deferred-length part: the final upload has no `Upload-Length` until that part declares
+/// its own; completing the last part of the list last hands it off.
+#[test]
+#[rustfmt::skip]
+fn a_final_upload_over_a_deferred_length_part() {
+    let env = start_tus();
+    let partial = [("Upload-Concat", "partial")];
+    let a = create(&env, None, &partial);
+    let b = create(&env, Some(3), &partial);
+    let concat = final_post(&[&b, &a]);
+    let x = tus(&env, "POST", "/files/", &[TUS, ("Upload-Concat", &concat)], Some(b""));
+    assert_eq!(x.status, 201, "{x}\n{}", env.nginx.error_log());
+    let fin = path_of(x.header("Location").expect("a Location"));
+    assert_awaiting(&env, &fin, &concat, None);
+    assert_patched(&patch(&env, &b, 0, b"abc", &partial), 3);
+    assert_patched(&patch(&env, &a, 0, b"12", &[("Upload-Length", "5"), partial[0]]), 2);
+    assert_awaiting(&env, &fin, &concat, Some("8"));
+    assert!(env.backend.requests().is_empty());
+    let x = patch(&env, &a, 2, b"345", &partial);
+    assert_eq!(x.status, 200, "{x}\n{}", env.nginx.error_log());
+    assert_eq!(x.header("Upload-Offset"), Some("5"), "{x}");
+    assert_one_handoff(&env.backend, &env.nginx.path("store"), &id_of(&fin), b"abc12345", None);
+    assert_forgotten(&env, &fin);
+    assert_eq!(env.backend.requests().len(), 1);
+}
+
+/// Two PATCHes complete the last two parts at the same moment: the final upload is handed off
+/// exactly once, by one of them (its answer the backend's), the other answered 204.
+#[test]
+fn completing_the_last_two_parts_at_once_hands_off_once() {
+    let env = start_tus();
+    let partial = [("Upload-Concat", "partial")];
+    for round in 0..4u8 {
+        let (one, two) = (vec![round; 50_000], vec![round + 100; 60_000]);
+        let a = create(&env, Some(50_000), &partial);
+        let b = create(&env, Some(60_000), &partial);
+        let concat = final_post(&[&a, &b]);
+        let x = tus(
+            &env,
+            "POST",
+            "/files/",
+            &[TUS, ("Upload-Concat", &concat)],
+            Some(b""),
+        );
+        assert_eq!(x.status, 201, "{x}\n{}", env.nginx.error_log());
+        let fin = path_of(x.header("Location").expect("a Location"));
+        let port = env.port();
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let patches: Vec<_> = [(a.clone(), one.clone()), (b.clone(), two.clone())]
+            .into_iter()
+            .map(|(path, body)| {
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    send(
+                        port,
+                        "PATCH",
+                        &path,
+                        &[TUS, STREAM, ("Upload-Offset", "0"), partial[0]],
+                        Some(&body),
+                    )
+                })
+            })
+            .collect();
+        let answers: Vec<Exchange> = patches.into_iter().map(|t| t.join().unwrap()).collect();
+        let mut statuses: Vec<u16> = answers.iter().map(|x| x.status).collect();
+        statuses.sort();
+        assert_eq!(statuses, [200, 204], "round {round}: {answers:?}");
+        assert_one_handoff(
+            &env.backend,
+            &env.nginx.path("store"),
+            &id_of(&fin),
+            &[one, two].concat(),
+            None,
+        );
+        assert_forgotten(&env, &fin);
+    }
+    assert_eq!(env.backend.requests().len(), 4);
+}
+
+/// The backend answers the eager hand-off 502: the completing PATCH gets it (no offset), the
+/// final upload stays assembled, and a HEAD hands it off again, once (offset = length).
+#[test]
+#[rustfmt::skip]
+fn a_final_upload_whose_eager_hand_off_failed_is_retried_by_head() {
+    let backend = backend::spawn("127.0.0.1:0");
+    let relay = flaky::Relay::start(backend.addr(), flaky::Spoil::AnswerFirst(502));
+    let env = start_tus_via(&relay.addr());
+    let partial = [("Upload-Concat", "partial")];
+    let a = create(&env, Some(4), &partial);
+    let b = create(&env, Some(4), &partial);
+    assert_patched(&patch(&env, &a, 0, b"1234", &partial), 4);
+    let concat = final_post(&[&a, &b]);
+    let x = tus(&env, "POST", "/files/", &[TUS, ("Upload-Concat", &concat)], Some(b""));
+    assert_eq!(x.status, 201, "{x}\n{}", env.nginx.error_log());
+    let fin = path_of(x.header("Location").expect("a Location"));
+    let x = patch(&env, &b, 0, b"5678", &partial);
+    assert_eq!(x.status, 502, "{x}\n{}", env.nginx.error_log());
+    assert_eq!(x.header("Upload-Offset"), None, "a failed hand-off says no offset: {x}");
+    assert!(backend.requests().is_empty());
+    let x = poll(5, || head(&env, &fin), |x| x.status != 423);
+    assert_eq!(x.status, 200, "{x}\n{}", env.nginx.error_log());
+    assert_eq!((x.header("Upload-Offset"), x.header("Upload-Length")), (Some("8"), Some("8")), "{x}");
+    assert_eq!(x.header("Upload-Concat"), Some(concat.as_str()), "{x}");
+    assert_one_handoff(&backend, &env.nginx.path("store"), &id_of(&fin), b"12345678", None);
+    assert_forgotten(&env, &fin);
+    assert_eq!(backend.requests().len(), 1);
+    assert_eq!(relay.connections(), 2);
+}
+
+/// The final POST and the PATCH completing its last part at the same moment: whichever sees
+/// the other, the final upload is handed off exactly once, by the POST (the backend's answer
+/// with `Location`) or by the PATCH (the POST then 201).
+#[test]
+fn a_final_post_racing_the_last_patch_hands_off_once() {
+    let env = start_tus();
+    let partial = [("Upload-Concat", "partial")];
+    for round in 0..10u8 {
+        let (one, two) = (vec![round; 3000], vec![round + 50; 200_000]);
+        let a = create(&env, Some(3000), &partial);
+        let b = create(&env, Some(200_000), &partial);
+        assert_patched(&patch(&env, &a, 0, &one, &partial), 3000);
+        let concat = final_post(&[&a, &b]);
+        let port = env.port();
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let completing = {
+            let (barrier, b, two) = (barrier.clone(), b.clone(), two.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                send(
+                    port,
+                    "PATCH",
+                    &b,
+                    &[TUS, STREAM, ("Upload-Offset", "0"), partial[0]],
+                    Some(&two),
+                )
+            })
+        };
+        barrier.wait();
+        let post = tus(
+            &env,
+            "POST",
+            "/files/",
+            &[TUS, ("Upload-Concat", &concat)],
+            Some(b""),
+        );
+        let patched = completing.join().unwrap();
+        let fin = path_of(
+            post.header("Location")
+                .expect("a Location on the POST's answer"),
+        );
+        match (post.status, patched.status) {
+            (200, 204) | (201, 200) => {}
+            other => panic!("round {round}: {other:?}\n{post}\n{patched}"),
+        }
+        assert_one_handoff(
+            &env.backend,
+            &env.nginx.path("store"),
+            &id_of(&fin),
+            &[one, two].concat(),
+            None,
+        );
+        assert_forgotten(&env, &fin);
+    }
+    assert_eq!(env.backend.requests().len(), 10);
+}
+
+/// A final upload whose parts are all complete but which nobody assembled (its last part
+/// completed by a worker that died before it looked at the final; here: the part's link taken
+/// out of its state file): its next HEAD assembles it and hands it off, once.
+#[test]
+#[rustfmt::skip]
+fn head_assembles_a_final_upload_whose_parts_are_all_complete() {
+    let env = start_tus();
+    let partial = [("Upload-Concat", "partial")];
+    let a = create(&env, Some(3), &partial);
+    let b = create(&env, Some(3), &partial);
+    assert_patched(&patch(&env, &a, 0, b"abc", &partial), 3);
+    let concat = final_post(&[&a, &b, &a]);
+    let x = tus(&env, "POST", "/files/", &[TUS, ("Upload-Concat", &concat)], Some(b""));
+    assert_eq!(x.status, 201, "{x}\n{}", env.nginx.error_log());
+    let fin = path_of(x.header("Location").expect("a Location"));
+    let states: Vec<_> = files_under(&env.nginx.path("state"))
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().contains(&id_of(&b))))
+        .collect();
+    assert_eq!(states.len(), 1, "{states:?}");
+    let text = std::fs::read_to_string(&states[0]).unwrap();
+    assert!(text.contains(&format!("awaited-by {}", id_of(&fin))), "{text}");
+    let unlinked: String = text.lines().filter(|l| !l.starts_with("awaited-by")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&states[0], unlinked).unwrap();
+    assert_patched(&patch(&env, &b, 0, b"def", &partial), 3);
+    assert!(env.backend.requests().is_empty());
+    let x = head(&env, &fin);
+    assert_eq!(x.status, 200, "{x}\n{}", env.nginx.error_log());
+    assert_eq!((x.header("Upload-Offset"), x.header("Upload-Length")), (Some("9"), Some("9")), "{x}");
+    assert_one_handoff(&env.backend, &env.nginx.path("store"), &id_of(&fin), b"abcdefabc", None);
+    assert_forgotten(&env, &fin);
+    assert_eq!(env.backend.requests().len(), 1);
+}
+
+/// A part a final upload awaits is terminated: the final upload can never be whole. Its next
+/// HEAD answers 410 and removes it (404 after); nothing is ever handed off, and completing its
+/// other part hands nothing off either.
+#[test]
+#[rustfmt::skip]
+fn a_terminated_part_makes_its_final_upload_gone() {
+    let env = start_tus();
+    let partial = [("Upload-Concat", "partial")];
+    let a = create(&env, Some(3), &partial);
+    let b = create(&env, Some(3), &partial);
+    let concat = final_post(&[&a, &b]);
+    let x = tus(&env, "POST", "/files/", &[TUS, ("Upload-Concat", &concat)], Some(b""));
+    assert_eq!(x.status, 201, "{x}\n{}", env.nginx.error_log());
+    let fin = path_of(x.header("Location").expect("a Location"));
+    let x = tus(&env, "DELETE", &b, &[TUS], None);
+    assert_eq!(x.status, 204, "{x}");
+    refused(&env, "HEAD", &fin, &[TUS], None, 410, &["part 2", "gone"]);
+    let left = poll(5, || files_of(&env.nginx, &id_of(&fin)), |f| f.is_empty());
+    assert!(left.is_empty(), "the final upload's files remain: {left:?}");
+    let x = head(&env, &fin);
+    assert_eq!(x.status, 404, "{x}");
+
+    // Found by the PATCH that completes the other part instead: removed just the same.
+    let c = create(&env, Some(3), &partial);
+    let concat = final_post(&[&a, &c]);
+    let x = tus(&env, "POST", "/files/", &[TUS, ("Upload-Concat", &concat)], Some(b""));
+    assert_eq!(x.status, 201, "{x}\n{}", env.nginx.error_log());
+    let fin = path_of(x.header("Location").expect("a Location"));
+    assert_eq!(tus(&env, "DELETE", &c, &[TUS], None).status, 204);
+    assert_patched(&patch(&env, &a, 0, b"abc", &partial), 3);
+    let x = head(&env, &fin);
+    assert_eq!(x.status, 404, "{x}");
+    assert!(files_of(&env.nginx, &id_of(&fin)).is_empty());
+    assert!(env.backend.requests().is_empty());
 }
 
 /// concatenation of finished parts (one named twice): the POST of the final upload hands it

@@ -21,6 +21,12 @@
 //! - the target is complete exactly when its state says so, and its state never says so of a
 //!   file not wholly copied.
 //!
+//! [`UploadStore::assemble_awaiting`] builds the file of a final upload that exists already,
+//! empty, awaiting its parts, the same way, and renames it over the empty data file (under the
+//! target's lock, if the target is still the upload it opened). A crash between that rename
+//! and the state leaves a data file that the target's old state does not name: the final upload
+//! is no more (its parts are kept, and a new final `POST` can name them again).
+//!
 //! Assembly is long blocking disk work: run it on a thread pool.
 
 use crate::content_range::MAX_OFFSET;
@@ -83,6 +89,24 @@ pub struct Assembled {
     pub hashed_from_file: u64,
 }
 
+/// The outcome of [`UploadStore::assemble_awaiting`].
+#[derive(Debug)]
+pub enum Settled {
+    /// Assembled by this call; the handle holds the hand-off.
+    Assembled(Box<Assembled>),
+    /// A part is not complete yet. `length`: the sum of the parts' lengths, once every part
+    /// has declared its own.
+    Awaiting { length: Option<u64> },
+    /// Part `index` (from 0) is no more (terminated or expired): the target can never be
+    /// assembled. The target is left as it is.
+    PartGone { index: usize, error: UploadError },
+    /// The parts' known lengths add up to `known` bytes, more than the target may have.
+    TooLarge { known: u64 },
+    /// Another caller is assembling the target now, or did (or terminated it) since it was
+    /// opened here.
+    Elsewhere,
+}
+
 impl UploadStore {
     /// Builds the upload `target` from `parts`, in their order, with `metadata` and, if
     /// `algorithms` asks for any, the result's hashes. `target` must not be a live upload
@@ -108,86 +132,128 @@ impl UploadStore {
             Err(e) => return Err(e),
         }
         let sources = self.open_parts(parts)?;
-        let total = sources
-            .iter()
-            .try_fold(0u64, |sum, s| sum.checked_add(s.len))
-            .filter(|&n| n <= MAX_OFFSET)
-            .ok_or(UploadError::LengthTooLarge {
-                requested: u64::MAX,
-            })?;
+        let (state, report, digests, hashed_from_file, temp) = build(
+            &place.data_path,
+            place.file_mode,
+            place.durable,
+            &sources,
+            metadata,
+            algorithms,
+            |state, temp, path| place.install(state, Some((temp, path))).map(|_| ()),
+        )?;
+        Ok(Assembled {
+            upload: Upload::installed(target, place, temp, state)?,
+            report,
+            digests,
+            hashed_from_file,
+        })
+    }
 
-        let (temp_path, temp) = create_temporary(&place.data_path, place.file_mode)?;
-        let result = (|| {
-            // Known to nobody yet; once renamed into place, whoever opens it waits for its state.
-            let lock = FileLock::exclusive(&temp)?;
-            // Keeps the sweep off it while it is being built (and the hand-off, after).
-            if !ofd_lock(&temp, 0, 0)? {
-                return Err(io::Error::other("temporary file locked by another process").into());
-            }
-            let mut report = CopyReport {
-                bytes: total,
-                ..CopyReport::default()
-            };
-            let mut at = 0;
-            let mut reflink = true;
-            for source in &sources {
-                copy_part(
-                    &source.file,
-                    source.len,
-                    &temp,
-                    at,
-                    &mut reflink,
-                    &mut report,
-                )?;
-                at += source.len;
-            }
-            temp.set_len(total)?;
-            crash_point("assemble-copied");
-            let mut state = UploadState {
-                length: Some(total),
-                metadata,
-                ..UploadState::default()
-            };
-            if total > 0 {
-                state.received.insert(0, total);
-            }
-            let mut digests = None;
-            let mut hashed_from_file = 0;
-            if algorithms != Algorithms::NONE {
-                let first_hash = sources.first().and_then(|s| s.hash.as_deref());
-                let mut progress = HashProgress::resume(first_hash, algorithms);
-                if progress.hashed_upto() > sources.first().map_or(0, |s| s.len) {
-                    progress = HashProgress::new(algorithms);
-                }
-                hashed_from_file = total - progress.hashed_upto();
-                progress.catch_up(&temp, total)?;
-                state.hash = Some(progress.encode());
-                digests = progress.finish(total);
-            }
-            if place.durable {
-                temp.sync_all()?;
-            }
-            place.install(&mut state, Some((&temp, &temp_path)))?;
-            drop(lock);
-            // Keep the hand-off (the byte at the length and past it); free the bytes.
-            if total > 0 {
-                disk::ofd_unlock(&temp, 0, total)?;
-            }
-            Ok((state, report, digests, hashed_from_file))
-        })();
-        match result {
-            Ok((state, report, digests, hashed_from_file)) => Ok(Assembled {
-                upload: Upload::installed(target, place, temp, state)?,
-                report,
-                digests,
-                hashed_from_file,
-            }),
-            Err(e) => {
-                // Renamed into place already or not, the temporary name is not needed.
-                let _ = remove_if_present(&temp_path);
-                Err(e)
-            }
+    /// Assembles the final upload `target`, created earlier over `parts` some of which were not
+    /// complete then (tus concatenation-unfinished), if every part is complete now and no
+    /// other request is assembling it; see [`Settled`]. The result replaces the target's empty
+    /// data file and keeps its metadata; the returned handle holds its hand-off.
+    ///
+    /// Exactly one caller assembles, however many race (on any thread, process or host
+    /// sharing the store): each takes an open-file-description lock on the whole data file of
+    /// the waiting target, on a descriptor of its own, waiting for it while another caller
+    /// holds it, and only then reads the parts' states; one that gets the lock after a winner
+    /// finds the target complete, or its old data file replaced, and backs off
+    /// ([`Settled::Elsewhere`]). Waiting (not backing off at once) is what makes the last
+    /// completion count: two requests completing the last two parts at once each commit
+    /// before they look, so the one that looks second sees both parts complete, even while
+    /// the first still holds the lock to find its sibling incomplete.
+    ///
+    /// The parts are not claimed while they are copied: a complete part takes no more bytes,
+    /// and the request that has just completed one may still hold its claim on it. A part
+    /// terminated meanwhile is still read whole through its open descriptor.
+    pub fn assemble_awaiting(
+        &self,
+        target: &SessionId,
+        parts: &[SessionId],
+        max_len: u64,
+        algorithms: Algorithms,
+    ) -> Result<Settled, UploadError> {
+        let waiting = self.open(target)?;
+        if waiting.state().is_complete() {
+            return Ok(Settled::Elsewhere);
         }
+        // Freed when `waiting` is closed, at the return, whatever the outcome.
+        ofd_lock_waiting(waiting.file())?;
+        let state = match waiting.current_state() {
+            Ok(state) if !state.is_complete() => state,
+            Ok(_) | Err(UploadError::Gone) => return Ok(Settled::Elsewhere),
+            Err(e) => return Err(e),
+        };
+        let mut sources: Vec<Source> = Vec::with_capacity(parts.len());
+        let mut known = 0u64;
+        let mut all_known = true;
+        let mut all_complete = true;
+        for (index, id) in parts.iter().enumerate() {
+            if let Some(earlier) = parts[..index].iter().position(|p| p == id) {
+                let first: &Source = &sources[earlier];
+                let again = Source {
+                    file: first.file.try_clone()?,
+                    len: first.len,
+                    hash: first.hash.clone(),
+                    _claim: None,
+                };
+                known = known.saturating_add(again.len);
+                sources.push(again);
+                continue;
+            }
+            let opened = self.open(id).and_then(|part| {
+                let state = part.current_state()?;
+                Ok((part, state))
+            });
+            let (part, part_state) = match opened {
+                Ok(opened) => opened,
+                Err(error @ (UploadError::NotFound | UploadError::Expired | UploadError::Gone)) => {
+                    return Ok(Settled::PartGone { index, error })
+                }
+                Err(error) => {
+                    return Err(UploadError::Part {
+                        index,
+                        error: Box::new(error),
+                    })
+                }
+            };
+            match part_state.length {
+                Some(n) => known = known.saturating_add(n),
+                None => all_known = false,
+            }
+            all_complete &= part_state.is_complete();
+            sources.push(Source {
+                file: part.file().try_clone()?,
+                len: part_state.length.unwrap_or(0),
+                hash: part_state.hash.clone(),
+                _claim: None,
+            });
+        }
+        if known > max_len.min(MAX_OFFSET) {
+            return Ok(Settled::TooLarge { known });
+        }
+        if !all_complete {
+            return Ok(Settled::Awaiting {
+                length: all_known.then_some(known),
+            });
+        }
+        let place = self.place(target)?;
+        let (state, report, digests, hashed_from_file, temp) = build(
+            &place.data_path,
+            place.file_mode,
+            place.durable,
+            &sources,
+            state.metadata,
+            algorithms,
+            |state, temp, path| waiting.replace_data(state, temp, path),
+        )?;
+        Ok(Settled::Assembled(Box::new(Assembled {
+            upload: Upload::installed(target, place, temp, state)?,
+            report,
+            digests,
+            hashed_from_file,
+        })))
     }
 
     /// Opens every part, checks the uploads are complete and claims them whole.
@@ -265,6 +331,99 @@ impl UploadStore {
     }
 }
 
+/// What [`build`] made: the target's state, how the bytes went, the digests, the bytes hashed
+/// from the file, and the data file (holding the hand-off: a lock from its length on).
+type Built = (UploadState, CopyReport, Option<Digests>, u64, File);
+
+/// Copies `sources` into a temporary file beside `data_path`, hashes it, and has `install` put
+/// it in place (rename it over the data file and write the state) while it is still locked.
+fn build(
+    data_path: &Path,
+    file_mode: u32,
+    durable: bool,
+    sources: &[Source],
+    metadata: Metadata,
+    algorithms: Algorithms,
+    install: impl FnOnce(&mut UploadState, &File, &Path) -> Result<(), UploadError>,
+) -> Result<Built, UploadError> {
+    let total = sources
+        .iter()
+        .try_fold(0u64, |sum, s| sum.checked_add(s.len))
+        .filter(|&n| n <= MAX_OFFSET)
+        .ok_or(UploadError::LengthTooLarge {
+            requested: u64::MAX,
+        })?;
+    let (temp_path, temp) = create_temporary(data_path, file_mode)?;
+    let result = (|| {
+        // Known to nobody yet; once renamed into place, whoever opens it waits for its state.
+        let lock = FileLock::exclusive(&temp)?;
+        // Keeps the sweep off it while it is being built (and the hand-off, after).
+        if !ofd_lock(&temp, 0, 0)? {
+            return Err(io::Error::other("temporary file locked by another process").into());
+        }
+        let mut report = CopyReport {
+            bytes: total,
+            ..CopyReport::default()
+        };
+        let mut at = 0;
+        let mut reflink = true;
+        for source in sources {
+            copy_part(
+                &source.file,
+                source.len,
+                &temp,
+                at,
+                &mut reflink,
+                &mut report,
+            )?;
+            at += source.len;
+        }
+        temp.set_len(total)?;
+        crash_point("assemble-copied");
+        let mut state = UploadState {
+            length: Some(total),
+            metadata,
+            ..UploadState::default()
+        };
+        if total > 0 {
+            state.received.insert(0, total);
+        }
+        let mut digests = None;
+        let mut hashed_from_file = 0;
+        if algorithms != Algorithms::NONE {
+            let first_hash = sources.first().and_then(|s| s.hash.as_deref());
+            let mut progress = HashProgress::resume(first_hash, algorithms);
+            if progress.hashed_upto() > sources.first().map_or(0, |s| s.len) {
+                progress = HashProgress::new(algorithms);
+            }
+            hashed_from_file = total - progress.hashed_upto();
+            progress.catch_up(&temp, total)?;
+            state.hash = Some(progress.encode());
+            digests = progress.finish(total);
+        }
+        if durable {
+            temp.sync_all()?;
+        }
+        install(&mut state, &temp, &temp_path)?;
+        drop(lock);
+        // Keep the hand-off (the byte at the length and past it); free the bytes.
+        if total > 0 {
+            disk::ofd_unlock(&temp, 0, total)?;
+        }
+        Ok((state, report, digests, hashed_from_file))
+    })();
+    match result {
+        Ok((state, report, digests, hashed_from_file)) => {
+            Ok((state, report, digests, hashed_from_file, temp))
+        }
+        Err(e) => {
+            // Renamed into place already or not, the temporary name is not needed.
+            let _ = remove_if_present(&temp_path);
+            Err(e)
+        }
+    }
+}
+
 /// A part, opened.
 struct Source {
     file: File,
@@ -273,6 +432,22 @@ struct Source {
     hash: Option<String>,
     /// Held while the part is copied.
     _claim: Option<crate::upload::Claim>,
+}
+
+/// Takes an open-file-description write lock on the whole of `file`, waiting while another
+/// open file description holds one (the kernel drops it when its holder dies).
+fn ofd_lock_waiting(file: &File) -> io::Result<()> {
+    let mut lock = disk::flock_range(libc::F_WRLCK, 0, 0);
+    loop {
+        // SAFETY: F_OFD_SETLKW with a valid flock struct on an open descriptor.
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLKW, &mut lock) } == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
 }
 
 /// Creates the temporary file of an assembly next to `data_path` (its directories too).

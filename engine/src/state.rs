@@ -47,9 +47,20 @@
 //!
 //! While the length is deferred, ranges may lie anywhere below
 //! [`crate::content_range::MAX_OFFSET`].
+//!
+//! A part of a final upload created before the part was complete (tus
+//! concatenation-unfinished) names that final upload, one line per final, appended when the
+//! final is created:
+//! ```text
+//! awaited-by 6cUqWmOdfZ0yW3NbvSLTsOq7Lm3Y8Kpt
+//! ```
+//! The request that completes the part reads these lines (with the state its commit recorded)
+//! and assembles a final whose parts are now all complete
+//! ([`crate::upload::UploadStore::assemble_awaiting`]). Older versions skip the line.
 
 use crate::content_range::MAX_OFFSET;
 use crate::range_set::RangeSet;
+use crate::session_id::SessionId;
 use core::fmt;
 use std::collections::BTreeMap;
 
@@ -240,6 +251,8 @@ pub struct UploadState {
     /// The encoded hash progress ([`crate::hash_state::HashProgress::encode`]), if any.
     pub hash: Option<String>,
     pub metadata: Metadata,
+    /// The final uploads created while this (partial) upload was incomplete, which await it.
+    pub awaited_by: Vec<SessionId>,
 }
 
 impl UploadState {
@@ -315,10 +328,28 @@ impl UploadState {
         for (key, value) in &self.metadata {
             out.push_str(&Self::metadata_line(key, value));
         }
+        for id in &self.awaited_by {
+            out.push_str(&Self::awaited_by_line(id));
+        }
         if let Some(hash) = &self.hash {
             out.push_str(&SessionState::append_hash(hash));
         }
         out.into_bytes()
+    }
+
+    /// The line appended to record that final upload `id` awaits this one.
+    pub fn awaited_by_line(id: &SessionId) -> String {
+        format!("{AWAITED_BY_KEY} {id}\n")
+    }
+
+    /// Records that final upload `id` awaits this one; the line to append, empty if it was
+    /// recorded already.
+    pub fn add_awaited_by(&mut self, id: &SessionId) -> String {
+        if self.awaited_by.contains(id) {
+            return String::new();
+        }
+        self.awaited_by.push(id.clone());
+        Self::awaited_by_line(id)
     }
 
     /// The `meta` line of one pair.
@@ -355,6 +386,7 @@ impl UploadState {
         let mut hash = None;
         let mut file = None;
         let mut metadata = Metadata::new();
+        let mut awaited_by: Vec<SessionId> = Vec::new();
         for line in lines {
             let (key, value) = split_key(line);
             match key {
@@ -415,6 +447,15 @@ impl UploadState {
                         .ok_or_else(|| bad("bad metadata value"))?;
                     metadata.insert(name.to_string(), bytes);
                 }
+                // A line that names no upload is skipped, as a session's state skips it: a
+                // state either reads both ways or neither.
+                AWAITED_BY_KEY => {
+                    if let Ok(id) = SessionId::parse(value.as_bytes()) {
+                        if !awaited_by.contains(&id) {
+                            awaited_by.push(id);
+                        }
+                    }
+                }
                 _ => {}
             }
         }
@@ -433,6 +474,7 @@ impl UploadState {
             file,
             hash,
             metadata,
+            awaited_by,
         };
         if state.held_end() > state.limit() {
             return Err(bad("state file claims bytes beyond the length"));
@@ -452,6 +494,7 @@ impl From<SessionState> for UploadState {
             file: s.file,
             hash: s.hash,
             metadata: Metadata::new(),
+            awaited_by: Vec::new(),
         }
     }
 }
@@ -462,6 +505,8 @@ const LENGTH_KEY: &str = "length";
 const DEFERRED: &str = "deferred";
 /// The key of a metadata pair.
 const META_KEY: &str = "meta";
+/// The key of a final upload awaiting this one.
+const AWAITED_BY_KEY: &str = "awaited-by";
 
 /// A decimal number of digits only (no sign), fitting in `u64`.
 fn parse_decimal(s: &str) -> Option<u64> {
@@ -569,6 +614,36 @@ mod tests {
         assert_eq!(SessionState::decode(damaged.as_bytes()).unwrap(), s);
         let beyond = format!("{text}+ 60-100\n");
         assert_eq!(SessionState::decode(beyond.as_bytes()).unwrap(), s);
+    }
+
+    #[test]
+    fn awaited_by_lines_name_the_finals_once_each_and_sessions_skip_them() {
+        let a = SessionId::parse(b"finalAAAA").unwrap();
+        let b = SessionId::parse(b"finalBBBB").unwrap();
+        let mut state = UploadState::new(Some(10));
+        let mut text = String::from_utf8(state.encode()).unwrap();
+        text.push_str(&state.add_awaited_by(&a));
+        text.push_str(&state.add_awaited_by(&b));
+        assert_eq!(state.add_awaited_by(&a), "", "recorded once");
+        assert!(
+            text.ends_with("awaited-by finalAAAA\nawaited-by finalBBBB\n"),
+            "{text}"
+        );
+        let decoded = UploadState::decode(text.as_bytes()).unwrap();
+        assert_eq!(decoded.awaited_by, [a.clone(), b.clone()]);
+        assert_eq!(decoded, state);
+        // A rewritten (compacted) state keeps them.
+        assert_eq!(UploadState::decode(&state.encode()).unwrap(), state);
+        // The same line twice (two appends) is one final.
+        let twice = format!("{text}awaited-by finalAAAA\n");
+        assert_eq!(
+            UploadState::decode(twice.as_bytes()).unwrap().awaited_by,
+            [a, b]
+        );
+        assert_eq!(SessionState::decode(text.as_bytes()).unwrap().total, 10);
+        // One that names no upload is skipped.
+        let bad = format!("{text}awaited-by not/an/id\n");
+        assert_eq!(UploadState::decode(bad.as_bytes()).unwrap(), state);
     }
 
     #[test]

@@ -858,6 +858,38 @@ impl Upload {
         self.handle.terminate()
     }
 
+    /// Records that final upload `final_id` awaits this (partial) upload, and returns the state
+    /// after, read under the same lock as every commit: a commit that completes this upload
+    /// came either before (the state returned says complete, so the final's creator assembles
+    /// it) or after (and its request finds the line in the state it recorded, and assembles).
+    pub fn add_awaited_by(&self, final_id: &SessionId) -> Result<UploadState, UploadError> {
+        self.handle
+            .update(|state| Ok(state.add_awaited_by(final_id)))
+    }
+
+    /// For an assembly into this upload (a final upload that awaited its parts): if it is
+    /// still the upload this handle opened, renames `replacement` (at `path`, locked by the
+    /// caller) over its data file and records `state`, naming the replacement. Else
+    /// [`UploadError::Gone`], nothing changed. Handles on the old data file see it gone.
+    pub(crate) fn replace_data(
+        &self,
+        state: &mut UploadState,
+        replacement: &File,
+        path: &Path,
+    ) -> Result<(), UploadError> {
+        let lock = self.handle.lock()?;
+        self.handle.current(&lock)?;
+        std::fs::rename(path, &self.handle.place.data_path)?;
+        crate::assemble::crash_point("assemble-renamed");
+        if self.handle.place.durable {
+            disk::sync_parent(&self.handle.place.data_path)?;
+        }
+        state.file = Some(file_identity(replacement)?);
+        self.handle.place.write_state(state)?;
+        drop(lock);
+        Ok(())
+    }
+
     /// Removes the state only: the upload was handed off and its data file belongs to the
     /// backend now. Then the upload is no more ([`UploadError::NotFound`]).
     pub fn forget_state(&self) -> Result<(), UploadError> {

@@ -95,11 +95,17 @@ pub enum Plan {
     /// ([`Create::partial`]); a missing one is a [`crate::Problem::NotFound`], one that is not
     /// partial a [`crate::Problem::BadRequest`], a sum over `max_size` a
     /// [`crate::Problem::TooLarge`]. When every part is complete the glue assembles the file
-    /// now (copy_file_range) and hands it off in this request; otherwise, if `unfinished_ok`,
-    /// it keeps the new upload waiting and assembles it when a later [`Plan::Inspect`] with
-    /// `retry_hand_off` finds the parts complete (else it refuses with
-    /// [`crate::Problem::BadRequest`]). The new upload takes no bytes of its own
-    /// ([`crate::Problem::Forbidden`] for an append). Answered with [`Outcome::Created`].
+    /// now (copy_file_range) and hands it off in this request. Otherwise, if `unfinished_ok`
+    /// (else it refuses with [`crate::Problem::BadRequest`]), it creates the new upload empty
+    /// (its length the sum of the parts' once all are known), links each unfinished part to
+    /// it, and answers it as not complete; the request that then completes its last part (a
+    /// [`Plan::Append`], or a [`Plan::Create`] writing it) assembles it and hands it off,
+    /// reporting its own part ([`Outcome::Appended`] with `hands_off`). A [`Plan::Inspect`]
+    /// with `retry_hand_off` that finds the parts complete but the file not assembled or not
+    /// taken assembles it and hands it off. A part terminated or expired meanwhile means the
+    /// file can never be whole: the new upload is removed, [`crate::Problem::Gone`]. The new
+    /// upload takes no bytes of its own ([`crate::Problem::Forbidden`] for an append).
+    /// Answered with [`Outcome::Created`].
     Concatenate(Box<Concatenate>),
 }
 
@@ -205,7 +211,8 @@ pub enum Outcome<'a> {
     /// body (if it was to be written) put in it.
     Created { upload: Held<'a>, hands_off: bool },
     /// [`Plan::Append`]: the body is recorded (all of it, or, for a body the client cut short,
-    /// what arrived, when a protocol still answers).
+    /// what arrived, when a protocol still answers). When it completed the last part of a
+    /// final upload, `upload` is still the part, and `hands_off` hands off the final upload.
     Appended { upload: Held<'a>, hands_off: bool },
     /// [`Plan::Inspect`]: what the upload holds; `hands_off` when `retry_hand_off` found it
     /// complete and never accepted.

@@ -1,14 +1,14 @@
 //! tus 1.0.0 (<https://tus.io/protocols/resumable-upload>) with every extension: creation,
 //! creation-with-upload, creation-defer-length, expiration, checksum, termination,
-//! concatenation (concatenation-unfinished and checksum-trailer aside).
+//! concatenation, concatenation-unfinished (checksum-trailer aside).
 //!
 //! | request | plan | answer |
 //! | --- | --- | --- |
 //! | `OPTIONS` anywhere | answered at once | 200, `Tus-Version`, `Tus-Extension`, `Tus-Max-Size`, `Tus-Checksum-Algorithm` (no `Tus-Resumable`); a CORS preflight too |
 //! | `POST` prefix, `Upload-Length` or `Upload-Defer-Length: 1` | [`Plan::Create`] (body written when `Content-Type: application/offset+octet-stream`) | 201, `Location`, `Upload-Offset`, `Upload-Expires`; a complete upload (length 0, or the body completed it) is handed off, its answer getting `Location` and `Upload-Offset` if 2xx |
-//! | `POST` prefix, `Upload-Concat: final;URL…` | [`Plan::Concatenate`] | hand-off (`Location` if 2xx), or 201 + `Location` while parts are unfinished |
-//! | `HEAD` upload | [`Plan::Inspect`] (retrying a failed hand-off) | 200, `Upload-Offset`, `Upload-Length` or `Upload-Defer-Length: 1`, `Upload-Metadata`, `Upload-Concat`, `Upload-Expires`, `Cache-Control: no-store` |
-//! | `PATCH` upload, `Content-Type: application/offset+octet-stream`, `Upload-Offset` | [`Plan::Append`] | 204 + `Upload-Offset` (+ `Upload-Expires`); the completing one is handed off (`Upload-Offset` if 2xx) |
+//! | `POST` prefix, `Upload-Concat: final;URL…` | [`Plan::Concatenate`] | parts all complete: hand-off (`Location` if 2xx); else 201 + `Location` (+ `Upload-Expires`), and the request completing the last part hands the final upload off |
+//! | `HEAD` upload | [`Plan::Inspect`] (retrying a failed hand-off; assembling a final upload whose parts are complete) | 200, `Upload-Offset` (not for a final upload awaiting parts), `Upload-Length` (a final's once every part's is known) or `Upload-Defer-Length: 1`, `Upload-Metadata`, `Upload-Concat`, `Upload-Expires`, `Cache-Control: no-store`; 410 for a final upload whose part was terminated or expired |
+//! | `PATCH` upload, `Content-Type: application/offset+octet-stream`, `Upload-Offset` | [`Plan::Append`] | 204 + `Upload-Offset` (+ `Upload-Expires`); the completing one is handed off (`Upload-Offset` if 2xx), and the one completing the last part of a final upload hands that off |
 //! | `DELETE` upload | [`Plan::Terminate`] | 204 |
 //!
 //! Every answer but OPTIONS's has `Tus-Resumable: 1.0.0`; a request without it (or with
@@ -84,9 +84,9 @@ impl Tus<'_> {
         if !self.settings.checksums.is_empty() {
             list.push("checksum");
         }
-        // Not concatenation-unfinished: a final upload is assembled when it is created, from
-        // complete parts (a final upload over unfinished parts is refused with 400).
-        list.extend(["termination", "concatenation"]);
+        // A final upload may name parts still being written: it is assembled (and handed off)
+        // by the request that completes its last part.
+        list.extend(["termination", "concatenation", "concatenation-unfinished"]);
         list.join(",")
     }
 
@@ -1244,7 +1244,7 @@ mod tests {
                 value(&a, "tus-extension"),
                 Some(
                     "creation,creation-with-upload,creation-defer-length,expiration,checksum,\
-                     termination,concatenation"
+                     termination,concatenation,concatenation-unfinished"
                 )
             );
             assert_eq!(value(&a, "tus-max-size"), Some("1000"));
@@ -1267,7 +1267,10 @@ mod tests {
         };
         assert_eq!(
             value(&a, "tus-extension"),
-            Some("creation,creation-with-upload,creation-defer-length,termination,concatenation")
+            Some(
+                "creation,creation-with-upload,creation-defer-length,termination,concatenation,\
+                 concatenation-unfinished"
+            )
         );
         assert_eq!(value(&a, "tus-max-size"), None);
         assert_eq!(value(&a, "tus-checksum-algorithm"), None);
@@ -1839,6 +1842,106 @@ mod tests {
             (value(&a, "upload-offset"), value(&a, "upload-length")),
             (Some("11"), Some("11"))
         );
+    }
+
+    /// concatenation-unfinished: the final upload's answers while its parts are written, and
+    /// the PATCH that completes its last part.
+    #[test]
+    fn decision_table_of_a_final_upload_awaiting_its_parts() {
+        let s = Settings {
+            expire_after: Some(60),
+            ..settings()
+        };
+        let tus = Tus { settings: &s };
+        let (fin_id, part_id) = (id("fin"), id("part"));
+        let parts = [id("a"), part_id.clone()];
+        let expires = Some(Expiry {
+            at: 1_000_000,
+            now: 999_940,
+        });
+        let awaiting = Held {
+            concat: Concat::Final(&parts),
+            expires,
+            ..held(&fin_id, 0, None, Stage::Receiving)
+        };
+        // The final POST: 201, Location, Upload-Expires, no offset, no hand-off.
+        let a = answer(tus.reply(&Outcome::Created {
+            upload: awaiting,
+            hands_off: false,
+        }));
+        assert_eq!(a.status, 201);
+        assert_eq!(value(&a, "location"), Some("/files/fin"));
+        assert_eq!(value(&a, "upload-offset"), None);
+        assert!(value(&a, "upload-expires").is_some());
+        assert_eq!(value(&a, "tus-resumable"), Some("1.0.0"));
+        // HEAD while awaiting: Upload-Concat as sent, a length only once computable, never an
+        // offset, not cached.
+        #[rustfmt::skip]
+        let rows: &[(Option<u64>, Option<&str>)] = &[
+            (None, None),
+            (Some(30), Some("30")),
+        ];
+        for (length, said) in rows {
+            let a = answer(tus.reply(&Outcome::Inspected {
+                upload: Held {
+                    length: *length,
+                    ..awaiting
+                },
+                hands_off: false,
+            }));
+            assert_eq!(a.status, 200);
+            assert_eq!(
+                value(&a, "upload-concat"),
+                Some("final;/files/a /files/part")
+            );
+            assert_eq!(value(&a, "upload-length"), *said);
+            assert_eq!(value(&a, "upload-offset"), None);
+            assert_eq!(value(&a, "upload-defer-length"), None);
+            assert_eq!(value(&a, "cache-control"), Some("no-store"));
+        }
+        // The PATCH completing the last part hands the final off: the part's offset on the
+        // backend's 2xx only.
+        let part = Held {
+            concat: Concat::Partial,
+            ..held(&part_id, 20, Some(20), Stage::Stored)
+        };
+        let Reply::HandOffWith {
+            headers,
+            on_success,
+        } = tus.reply(&Outcome::Appended {
+            upload: part,
+            hands_off: true,
+        })
+        else {
+            panic!("not a hand-off")
+        };
+        assert!(headers.contains(&("Tus-Resumable", b"1.0.0".to_vec())));
+        assert_eq!(on_success, vec![("Upload-Offset", b"20".to_vec())]);
+        // A PATCH completing a part no final is ready for: 204 with its offset.
+        let a = answer(tus.reply(&Outcome::Appended {
+            upload: part,
+            hands_off: false,
+        }));
+        assert_eq!((a.status, value(&a, "upload-offset")), (204, Some("20")));
+        // A HEAD that assembled the final and hands it off: its offset and length on a 2xx.
+        let Reply::HandOffWith { on_success, .. } = tus.reply(&Outcome::Inspected {
+            upload: Held {
+                offset: 30,
+                length: Some(30),
+                stage: Stage::Stored,
+                ..awaiting
+            },
+            hands_off: true,
+        }) else {
+            panic!("not a hand-off")
+        };
+        assert!(on_success.contains(&("Upload-Offset", b"30".to_vec())));
+        assert!(on_success.contains(&("Upload-Length", b"30".to_vec())));
+        // A final whose part is gone can never complete: 410, with why.
+        let f = Failure::new(Problem::Gone, "part 2 was terminated");
+        let a = tus.refuse(&f);
+        assert_eq!(a.status, 410);
+        assert!(String::from_utf8_lossy(a.body.as_deref().unwrap()).contains("part 2"));
     }
 
     #[test]

@@ -579,3 +579,206 @@ fn a_locked_temporary_file_is_not_swept() {
     assert!(!temp_path.exists());
     fs::remove_dir_all(&tmp).unwrap();
 }
+
+/// A final upload created over parts not complete yet (tus concatenation-unfinished): empty,
+/// its length the sum of the parts'.
+fn awaiting_final(st: &UploadStore, sid: &str, length: Option<u64>, parts: &[&str]) {
+    st.create(&id(sid), length, meta(&[("filename", b"whole.bin")]))
+        .unwrap();
+    for part in parts {
+        let state = st
+            .open(&id(part))
+            .unwrap()
+            .add_awaited_by(&id(sid))
+            .unwrap();
+        assert!(state.awaited_by.contains(&id(sid)));
+    }
+}
+
+fn ids(parts: &[&str]) -> Vec<SessionId> {
+    parts.iter().map(|p| id(p)).collect()
+}
+
+#[test]
+fn a_final_awaiting_its_parts_is_assembled_once_they_are_all_complete() {
+    let tmp = crate::store::tests::tempdir();
+    let st = store(&tmp, &[1]);
+    let (a, b) = (content(70_000, 3), content(50_000, 5));
+    uploaded(&st, "pa", &a, Algorithms::NONE);
+    st.create(&id("pb"), Some(b.len() as u64), Metadata::new())
+        .unwrap();
+    awaiting_final(&st, "fin1", Some(120_000), &["pb"]);
+    let parts = ids(&["pa", "pb", "pa"]);
+    match st.assemble_awaiting(&id("fin1"), &parts, u64::MAX, Algorithms::NONE) {
+        Ok(Settled::Awaiting {
+            length: Some(190_000),
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(!st.open(&id("fin1")).unwrap().state().is_complete());
+
+    // The commit that completes the part reports the final that awaits it.
+    let part = st.open(&id("pb")).unwrap();
+    let claim = part.claim_append(0, None).unwrap();
+    let recorded = put(&claim, 0, &b).unwrap();
+    assert!(recorded.state.is_complete());
+    assert_eq!(recorded.state.awaited_by, [id("fin1")]);
+    // Even with its claim still held, the part is read for the assembly.
+    let algorithms = Algorithms::MD5;
+    let done = match st.assemble_awaiting(&id("fin1"), &parts, u64::MAX, algorithms) {
+        Ok(Settled::Assembled(done)) => done,
+        other => panic!("{other:?}"),
+    };
+    drop(claim);
+    let whole = [&a[..], &b[..], &a[..]].concat();
+    assert_eq!(done.report.bytes, whole.len() as u64);
+    assert_eq!(done.digests, Some(digests_of(&whole, algorithms)));
+    let state = done.upload.state();
+    assert!(state.is_complete());
+    assert_eq!(state.length, Some(whole.len() as u64));
+    assert_eq!(state.metadata, meta(&[("filename", b"whole.bin")]));
+    assert_eq!(fs::read(done.upload.data_path()).unwrap(), whole);
+    // Its handle holds the hand-off; nobody assembles it again.
+    let again = st.open(&id("fin1")).unwrap();
+    assert_eq!(again.state(), state);
+    assert!(!again.finish(Algorithms::NONE).unwrap().hand_off);
+    assert!(matches!(
+        st.assemble_awaiting(&id("fin1"), &parts, u64::MAX, Algorithms::NONE),
+        Ok(Settled::Elsewhere)
+    ));
+    assert!(temporaries(&tmp).is_empty());
+    fs::remove_dir_all(&tmp).unwrap();
+}
+
+#[test]
+fn a_deferred_part_leaves_the_length_unknown_until_declared() {
+    let tmp = crate::store::tests::tempdir();
+    let st = store(&tmp, &[]);
+    uploaded(&st, "da", b"12345", Algorithms::NONE);
+    st.create(&id("db"), None, Metadata::new()).unwrap();
+    awaiting_final(&st, "dfin", None, &["db"]);
+    let parts = ids(&["da", "db"]);
+    let settle = || st.assemble_awaiting(&id("dfin"), &parts, 100, Algorithms::NONE);
+    assert!(matches!(settle(), Ok(Settled::Awaiting { length: None })));
+    let part = st.open(&id("db")).unwrap();
+    part.declare_length(3).unwrap();
+    assert!(matches!(
+        settle(),
+        Ok(Settled::Awaiting { length: Some(8) })
+    ));
+    put(&part.claim_append(0, None).unwrap(), 0, b"678").unwrap();
+    let Ok(Settled::Assembled(done)) = settle() else {
+        panic!("not assembled");
+    };
+    assert_eq!(fs::read(done.upload.data_path()).unwrap(), b"12345678");
+    fs::remove_dir_all(&tmp).unwrap();
+}
+
+#[test]
+fn a_final_over_a_terminated_or_too_large_part_is_never_assembled() {
+    let tmp = crate::store::tests::tempdir();
+    let st = store(&tmp, &[]);
+    uploaded(&st, "ta", b"abc", Algorithms::NONE);
+    st.create(&id("tb"), Some(4), Metadata::new()).unwrap();
+    awaiting_final(&st, "tfin", Some(7), &["tb"]);
+    let parts = ids(&["ta", "tb"]);
+    assert!(matches!(
+        st.assemble_awaiting(&id("tfin"), &parts, 6, Algorithms::NONE),
+        Ok(Settled::TooLarge { known: 7 })
+    ));
+    st.terminate(&id("tb")).unwrap();
+    match st.assemble_awaiting(&id("tfin"), &parts, u64::MAX, Algorithms::NONE) {
+        Ok(Settled::PartGone {
+            index: 1,
+            error: UploadError::NotFound,
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    // Left as it was: empty, waiting.
+    let fin = st.open(&id("tfin")).unwrap();
+    assert!(!fin.state().is_complete());
+    assert_eq!(fs::metadata(fin.data_path()).unwrap().len(), 0);
+    fs::remove_dir_all(&tmp).unwrap();
+}
+
+#[test]
+fn racing_assemblers_of_an_awaiting_final_make_one() {
+    let tmp = crate::store::tests::tempdir();
+    let st = store(&tmp, &[1]);
+    let (a, b) = (content(400_000, 7), content(300_000, 11));
+    uploaded(&st, "ra", &a, Algorithms::NONE);
+    uploaded(&st, "rb", &b, Algorithms::NONE);
+    awaiting_final(&st, "rfin", Some(700_000), &[]);
+    let parts = ids(&["ra", "rb"]);
+    let barrier = Arc::new(Barrier::new(6));
+    let threads: Vec<_> = (0..6)
+        .map(|_| {
+            let (st, barrier, parts) = (st.clone(), barrier.clone(), parts.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                match st.assemble_awaiting(&id("rfin"), &parts, u64::MAX, Algorithms::NONE) {
+                    // The winner keeps its handle (and the hand-off) until all have tried.
+                    Ok(Settled::Assembled(done)) => Ok(Some(done.upload)),
+                    Ok(Settled::Elsewhere) => Ok(None),
+                    other => Err(format!("{other:?}")),
+                }
+            })
+        })
+        .collect();
+    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let made = results.iter().filter(|r| matches!(r, Ok(Some(_)))).count();
+    assert_eq!(made, 1, "{results:?}");
+    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    let up = st.open(&id("rfin")).unwrap();
+    assert_eq!(fs::read(up.data_path()).unwrap(), [a, b].concat());
+    assert!(temporaries(&tmp).is_empty());
+    fs::remove_dir_all(&tmp).unwrap();
+}
+
+/// Two writers complete the last two parts at once, each then asking for the assembly: one
+/// always assembles (the one that looks second sees both parts complete), never two.
+#[test]
+fn completing_the_last_two_parts_at_once_assembles_exactly_once() {
+    let tmp = crate::store::tests::tempdir();
+    let st = store(&tmp, &[1]);
+    for round in 0..40 {
+        let (a, b, fin) = (
+            format!("la{round}"),
+            format!("lb{round}"),
+            format!("lf{round}"),
+        );
+        for part in [&a, &b] {
+            st.create(&id(part), Some(1000), Metadata::new()).unwrap();
+        }
+        awaiting_final(&st, &fin, Some(2000), &[&a, &b]);
+        let parts = ids(&[&a, &b]);
+        let barrier = Arc::new(Barrier::new(2));
+        let threads: Vec<_> = [(a.clone(), 1u8), (b.clone(), 2u8)]
+            .into_iter()
+            .map(|(part, byte)| {
+                let (st, barrier, parts, fin) =
+                    (st.clone(), barrier.clone(), parts.clone(), fin.clone());
+                std::thread::spawn(move || {
+                    let up = st.open(&id(&part)).unwrap();
+                    let claim = up.claim_append(0, None).unwrap();
+                    barrier.wait();
+                    let recorded = put(&claim, 0, &[byte; 1000]).unwrap();
+                    assert!(recorded.state.awaited_by.contains(&id(&fin)));
+                    match st.assemble_awaiting(&id(&fin), &parts, u64::MAX, Algorithms::NONE) {
+                        Ok(Settled::Assembled(done)) => Some(done.upload),
+                        Ok(Settled::Awaiting { .. } | Settled::Elsewhere) => None,
+                        other => panic!("{other:?}"),
+                    }
+                })
+            })
+            .collect();
+        let made: Vec<_> = threads
+            .into_iter()
+            .filter_map(|t| t.join().unwrap())
+            .collect();
+        assert_eq!(made.len(), 1, "round {round}");
+        let whole = [[1u8; 1000], [2u8; 1000]].concat();
+        assert_eq!(fs::read(made[0].data_path()).unwrap(), whole);
+    }
+    fs::remove_dir_all(&tmp).unwrap();
+}
