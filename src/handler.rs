@@ -445,6 +445,7 @@ fn answer_committed(
     if !state.is_complete() {
         // The other files of a form carrying a segment go with it: nothing is handed off.
         ctx.discard_unfinished();
+        ctx.target.borrow_mut().release_claim();
         let reply = ctx.protocol.reply(&Outcome::Progress(&state));
         return Ok(send_reply(request, ctx.conf, reply));
     }

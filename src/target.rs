@@ -267,11 +267,24 @@ impl Target {
         Some((session, commit))
     }
 
-    /// Gives up the claim on the bytes this request was writing (an upload by id).
+    /// Gives up the claim on the bytes this request was writing, once they are recorded and
+    /// before it answers: a resend on another connection must not find them claimed by a
+    /// request nginx has not freed yet. A claim of the hand-off stays.
     pub fn release_claim(&mut self) {
-        if let Target::Upload(up) = self {
-            up.claim = None;
-        }
+        let session = match self {
+            Target::Upload(up) => {
+                up.claim = None;
+                return;
+            }
+            Target::Segment(seg) => &seg.session,
+            Target::Form(form) => match &form.segment {
+                Some(seg) => &seg.session,
+                None => return,
+            },
+            Target::Whole(_) | Target::Assembly(_) | Target::Refused(_) => return,
+        };
+        // Failing, the claim lasts until the request is freed, as it did before.
+        let _ = session.release_claim();
     }
 
     /// Files this request stored on its own (not an upload's), for `upload_cleanup`.

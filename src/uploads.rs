@@ -817,6 +817,9 @@ fn answer(
     };
     let reply = ctx.protocol.reply(&outcome);
     if !hands_off {
+        // Recorded: a client that resends (or goes on) at once, on another connection, must
+        // not find the bytes still claimed by this request, which nginx frees later.
+        ctx.target.borrow_mut().release_claim();
         return Ok(send_reply(request, ctx, reply));
     }
     let (state, digests) = match handed {
@@ -868,7 +871,9 @@ fn answer(
             on_success,
         } => handoff::hand_off(request, ctx, headers, on_success),
         Reply::Answer(answer) => {
-            // The protocol answers instead of handing off: the claim goes with this request.
+            // The protocol answers instead of handing off: the hand-off's claim goes with this
+            // request, the claim of the bytes now.
+            ctx.target.borrow_mut().release_claim();
             request.add_configured_headers(ctx.conf);
             Ok(request.send_answer(&answer))
         }

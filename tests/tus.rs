@@ -2199,3 +2199,60 @@ fn a_stalled_patch_yields_to_a_newer_request() {
     );
     drop(stalled);
 }
+
+/// With `lingering_close always` nginx keeps an answered request until its client closes. A
+/// client that goes on at once on a new connection (to either worker) finds the upload at its
+/// new offset: a retry of the same bytes gets 409 with it, a HEAD 200 with it, the next PATCH
+/// 204, while every earlier request is still kept.
+#[test]
+fn an_answered_patch_claims_nothing_while_nginx_keeps_its_request() {
+    let env = UploadEnv::start_server(
+        tus_builder().worker_processes(2),
+        &tus_server("6h", "lingering_close always;"),
+    );
+    let chunk = 4096usize;
+    let chunks = 8;
+    let data = test_data(chunk * chunks, 61);
+    let path = create(&env, Some(data.len() as u64), &[]);
+    // Every answered PATCH's connection stays open to the end: the next PATCH goes on while
+    // nginx still keeps the requests before it.
+    let mut held_open = Vec::new();
+    for k in 0..chunks - 1 {
+        let offset = k * chunk;
+        let request = build_request(
+            "PATCH",
+            &path,
+            &[TUS, STREAM, ("Upload-Offset", &offset.to_string())],
+            Some(&data[offset..offset + chunk]),
+        );
+        // Answered, and the connection left open: nginx lingers on it, request and all.
+        let mut held = std::net::TcpStream::connect(("127.0.0.1", env.port())).unwrap();
+        use std::io::{Read as _, Write as _};
+        held.write_all(&request).unwrap();
+        let mut answer = Vec::new();
+        held.read_to_end(&mut answer).unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 204"), "chunk {k}: {answer}");
+        let next = offset + chunk;
+        // A retry of the same bytes: 409 with the offset, not 423.
+        let x = patch(&env, &path, offset as u64, &data[offset..next], &[]);
+        assert_eq!(x.status, 409, "chunk {k} again:\n{x}");
+        assert_eq!(x.header("Upload-Offset"), Some(next.to_string().as_str()));
+        // The HEAD a client sends to resume: the offset, not 423.
+        let x = head(&env, &path);
+        assert_eq!(x.status, 200, "HEAD after chunk {k}:\n{x}");
+        assert_eq!(x.header("Upload-Offset"), Some(next.to_string().as_str()));
+        held_open.push(held);
+    }
+    let last = (chunks - 1) * chunk;
+    let x = patch(&env, &path, last as u64, &data[last..], &[]);
+    assert!(matches!(x.status, 200 | 204), "{x}");
+    drop(held_open);
+    assert_one_handoff(
+        &env.backend,
+        &env.nginx.path("store"),
+        &id_of(&path),
+        &data,
+        None,
+    );
+}

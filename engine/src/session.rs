@@ -135,6 +135,8 @@ pub struct Session {
     file_id: String,
     /// The state as this request found it.
     opened: SessionState,
+    /// The bytes this request claims: `(first, len)`.
+    claimed: (u64, u64),
 }
 
 /// What a request that wrote bytes of a session has the state record.
@@ -236,6 +238,7 @@ impl SessionStore {
             max_ranges: self.max_ranges,
             durable: self.durable,
             opened: SessionState::new(range.total),
+            claimed: (range.first, range.len()),
         };
         let expired = self.is_expired(&session.state_path);
         session.opened = session.start(created, expired, range)?;
@@ -455,7 +458,17 @@ impl Session {
             durable: self.durable,
             file_id: self.file_id.clone(),
             opened: self.opened.clone(),
+            claimed: self.claimed,
         })
+    }
+
+    /// Gives up this request's claim on the bytes it wrote, once they are recorded and before
+    /// it answers: a client that resends at once (on another connection, to another worker)
+    /// must not find them still claimed because nginx has not freed this request yet. The
+    /// claim of the hand-off, if this request holds it, stays.
+    pub fn release_claim(&self) -> io::Result<()> {
+        let (first, len) = self.claimed;
+        disk::ofd_unlock(&self.file, first, len)
     }
 
     /// Records that `[commit.start, commit.end)` is written, with the hash progress, and
@@ -976,6 +989,50 @@ mod tests {
             assert!(done.state.is_complete() && done.hand_off);
             assert_eq!(done.digests.unwrap(), reference_digests(&content, algs));
         }
+        fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    /// A request that released its claim (its bytes recorded, about to answer) no longer
+    /// blocks a resend of the same bytes, while it keeps the claim of the hand-off it won.
+    #[test]
+    fn a_released_claim_lets_a_resend_in_and_keeps_the_hand_off() {
+        let tmp = crate::store::tests::tempdir();
+        let st = store(&tmp, &[]);
+        let first = st.open(&id("rel1"), &range("bytes 0-9/20")).unwrap();
+        record(&first, 0, 10);
+        assert!(matches!(
+            st.open(&id("rel1"), &range("bytes 0-9/20")),
+            Err(SessionError::InFlight { .. })
+        ));
+        first.release_claim().unwrap();
+        let again = st.open(&id("rel1"), &range("bytes 0-9/20")).unwrap();
+        drop(again);
+        let last = st.open(&id("rel1"), &range("bytes 10-19/20")).unwrap();
+        let committed = last
+            .commit(Commit {
+                start: 10,
+                end: 20,
+                hashes: None,
+                algorithms: Algorithms::NONE,
+                finishing: true,
+            })
+            .unwrap();
+        assert!(committed.hand_off);
+        last.release_claim().unwrap();
+        let resend = st.open(&id("rel1"), &range("bytes 10-19/20")).unwrap();
+        let committed = resend
+            .commit(Commit {
+                start: 10,
+                end: 20,
+                hashes: None,
+                algorithms: Algorithms::NONE,
+                finishing: true,
+            })
+            .unwrap();
+        assert!(
+            !committed.hand_off,
+            "the hand-off stays with the first request"
+        );
         fs::remove_dir_all(&tmp).unwrap();
     }
 
