@@ -870,11 +870,5 @@ fn ietf_over_h2c() {
     );
     assert_eq!(x.status, 200, "{x}\n{}", env.nginx.error_log());
     assert_eq!(x.header("upload-complete"), Some("?1"));
-    assert_one_handoff(
-        &env.backend,
-        &env.nginx.path("store"),
-        &id_of(&path),
-        &data,
-        None,
-    );
+    assert_handed_off_once(&env, &path, &data);
 }

@@ -106,6 +106,21 @@ fn head(env: &UploadEnv, path: &str) -> Exchange {
     tus(env, "HEAD", path, &[TUS], None)
 }
 
+/// A final upload over the parts `Upload-Concat` names (`final;…`), created with 201 (its
+/// parts may be unfinished): its path.
+#[track_caller]
+fn create_final(env: &UploadEnv, concat: &str) -> String {
+    let x = tus(
+        env,
+        "POST",
+        "/files/",
+        &[TUS, ("Upload-Concat", concat)],
+        Some(b""),
+    );
+    assert_eq!(x.status, 201, "{x}\n{}", env.nginx.error_log());
+    path_of(x.header("Location").expect("a Location"))
+}
+
 /// A 204 to a PATCH, at offset `offset` now.
 #[track_caller]
 fn assert_patched(x: &Exchange, offset: u64) {
@@ -1525,9 +1540,7 @@ fn a_final_upload_over_a_deferred_length_part() {
     let a = create(&env, None, &partial);
     let b = create(&env, Some(3), &partial);
     let concat = final_post(&[&b, &a]);
-    let x = tus(&env, "POST", "/files/", &[TUS, ("Upload-Concat", &concat)], Some(b""));
-    assert_eq!(x.status, 201, "{x}\n{}", env.nginx.error_log());
-    let fin = path_of(x.header("Location").expect("a Location"));
+    let fin = create_final(&env, &concat);
     assert_awaiting(&env, &fin, &concat, None);
     assert_patched(&patch(&env, &b, 0, b"abc", &partial), 3);
     assert_patched(&patch(&env, &a, 0, b"12", &[("Upload-Length", "5"), partial[0]]), 2);
@@ -1536,7 +1549,7 @@ fn a_final_upload_over_a_deferred_length_part() {
     let x = patch(&env, &a, 2, b"345", &partial);
     assert_eq!(x.status, 200, "{x}\n{}", env.nginx.error_log());
     assert_eq!(x.header("Upload-Offset"), Some("5"), "{x}");
-    assert_one_handoff(&env.backend, &env.nginx.path("store"), &id_of(&fin), b"abc12345", None);
+    assert_handed_off_once(&env, &fin, b"abc12345");
     assert_forgotten(&env, &fin);
     assert_eq!(env.backend.requests().len(), 1);
 }
@@ -1583,13 +1596,7 @@ fn completing_the_last_two_parts_at_once_hands_off_once() {
         let mut statuses: Vec<u16> = answers.iter().map(|x| x.status).collect();
         statuses.sort();
         assert_eq!(statuses, [200, 204], "round {round}: {answers:?}");
-        assert_one_handoff(
-            &env.backend,
-            &env.nginx.path("store"),
-            &id_of(&fin),
-            &[one, two].concat(),
-            None,
-        );
+        assert_handed_off_once(&env, &fin, &[one, two].concat());
         assert_forgotten(&env, &fin);
     }
     assert_eq!(env.backend.requests().len(), 4);
@@ -1608,9 +1615,7 @@ fn a_final_upload_whose_eager_hand_off_failed_is_retried_by_head() {
     let b = create(&env, Some(4), &partial);
     assert_patched(&patch(&env, &a, 0, b"1234", &partial), 4);
     let concat = final_post(&[&a, &b]);
-    let x = tus(&env, "POST", "/files/", &[TUS, ("Upload-Concat", &concat)], Some(b""));
-    assert_eq!(x.status, 201, "{x}\n{}", env.nginx.error_log());
-    let fin = path_of(x.header("Location").expect("a Location"));
+    let fin = create_final(&env, &concat);
     let x = patch(&env, &b, 0, b"5678", &partial);
     assert_eq!(x.status, 502, "{x}\n{}", env.nginx.error_log());
     assert_eq!(x.header("Upload-Offset"), None, "a failed hand-off says no offset: {x}");
@@ -1670,13 +1675,7 @@ fn a_final_post_racing_the_last_patch_hands_off_once() {
             (200, 204) | (201, 200) => {}
             other => panic!("round {round}: {other:?}\n{post}\n{patched}"),
         }
-        assert_one_handoff(
-            &env.backend,
-            &env.nginx.path("store"),
-            &id_of(&fin),
-            &[one, two].concat(),
-            None,
-        );
+        assert_handed_off_once(&env, &fin, &[one, two].concat());
         assert_forgotten(&env, &fin);
     }
     assert_eq!(env.backend.requests().len(), 10);
@@ -1694,9 +1693,7 @@ fn head_assembles_a_final_upload_whose_parts_are_all_complete() {
     let b = create(&env, Some(3), &partial);
     assert_patched(&patch(&env, &a, 0, b"abc", &partial), 3);
     let concat = final_post(&[&a, &b, &a]);
-    let x = tus(&env, "POST", "/files/", &[TUS, ("Upload-Concat", &concat)], Some(b""));
-    assert_eq!(x.status, 201, "{x}\n{}", env.nginx.error_log());
-    let fin = path_of(x.header("Location").expect("a Location"));
+    let fin = create_final(&env, &concat);
     let states: Vec<_> = files_under(&env.nginx.path("state"))
         .into_iter()
         .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().contains(&id_of(&b))))
@@ -1711,7 +1708,7 @@ fn head_assembles_a_final_upload_whose_parts_are_all_complete() {
     let x = head(&env, &fin);
     assert_eq!(x.status, 200, "{x}\n{}", env.nginx.error_log());
     assert_eq!((x.header("Upload-Offset"), x.header("Upload-Length")), (Some("9"), Some("9")), "{x}");
-    assert_one_handoff(&env.backend, &env.nginx.path("store"), &id_of(&fin), b"abcdefabc", None);
+    assert_handed_off_once(&env, &fin, b"abcdefabc");
     assert_forgotten(&env, &fin);
     assert_eq!(env.backend.requests().len(), 1);
 }
@@ -1727,9 +1724,7 @@ fn a_terminated_part_makes_its_final_upload_gone() {
     let a = create(&env, Some(3), &partial);
     let b = create(&env, Some(3), &partial);
     let concat = final_post(&[&a, &b]);
-    let x = tus(&env, "POST", "/files/", &[TUS, ("Upload-Concat", &concat)], Some(b""));
-    assert_eq!(x.status, 201, "{x}\n{}", env.nginx.error_log());
-    let fin = path_of(x.header("Location").expect("a Location"));
+    let fin = create_final(&env, &concat);
     let x = tus(&env, "DELETE", &b, &[TUS], None);
     assert_eq!(x.status, 204, "{x}");
     refused(&env, "HEAD", &fin, &[TUS], None, 410, &["part 2", "gone"]);
@@ -1741,9 +1736,7 @@ fn a_terminated_part_makes_its_final_upload_gone() {
     // Found by the PATCH that completes the other part instead: removed just the same.
     let c = create(&env, Some(3), &partial);
     let concat = final_post(&[&a, &c]);
-    let x = tus(&env, "POST", "/files/", &[TUS, ("Upload-Concat", &concat)], Some(b""));
-    assert_eq!(x.status, 201, "{x}\n{}", env.nginx.error_log());
-    let fin = path_of(x.header("Location").expect("a Location"));
+    let fin = create_final(&env, &concat);
     assert_eq!(tus(&env, "DELETE", &c, &[TUS], None).status, 204);
     assert_patched(&patch(&env, &a, 0, b"abc", &partial), 3);
     let x = head(&env, &fin);
@@ -1776,13 +1769,7 @@ fn concatenation_of_finished_parts() {
         x.header("Location")
             .expect("Location on the hand-off's answer"),
     );
-    let req = assert_one_handoff(
-        &env.backend,
-        &env.nginx.path("store"),
-        &id_of(&fin),
-        b"abcdeabc",
-        None,
-    );
+    let req = assert_handed_off_once(&env, &fin, b"abcdeabc");
     assert_eq!(x.text(), backend::echo_body(&req));
 
     let single = create(&env, Some(1), &[]);
@@ -2141,13 +2128,7 @@ fn tus_over_h2c() {
     );
     assert_eq!(x.status, 200, "{x}\n{}", env.nginx.error_log());
     assert_eq!(x.header("upload-offset"), Some("120000"));
-    let req = assert_one_handoff(
-        &env.backend,
-        &env.nginx.path("store"),
-        &id_of(&path),
-        &data,
-        None,
-    );
+    let req = assert_handed_off_once(&env, &path, &data);
     assert_eq!(x.text(), backend::echo_body(&req));
     assert_eq!(req.method, "POST");
 }
@@ -2190,13 +2171,7 @@ fn a_stalled_patch_yields_to_a_newer_request() {
     );
     let x = patch(&env, &path, sent as u64, &data[sent..], &[]);
     assert_eq!(x.status, 200, "{x}\n{}", env.nginx.error_log());
-    assert_one_handoff(
-        &env.backend,
-        &env.nginx.path("store"),
-        &id_of(&path),
-        &data,
-        None,
-    );
+    assert_handed_off_once(&env, &path, &data);
     drop(stalled);
 }
 
@@ -2248,11 +2223,5 @@ fn an_answered_patch_claims_nothing_while_nginx_keeps_its_request() {
     let x = patch(&env, &path, last as u64, &data[last..], &[]);
     assert!(matches!(x.status, 200 | 204), "{x}");
     drop(held_open);
-    assert_one_handoff(
-        &env.backend,
-        &env.nginx.path("store"),
-        &id_of(&path),
-        &data,
-        None,
-    );
+    assert_handed_off_once(&env, &path, &data);
 }

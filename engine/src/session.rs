@@ -706,7 +706,7 @@ mod tests {
     }
 
     /// Commits `[start, end)` as a request whose body is complete, without hashes.
-    fn record(s: &Session, start: u64, end: u64) -> SessionState {
+    fn finish(s: &Session, start: u64, end: u64) -> Committed {
         s.commit(Commit {
             start,
             end,
@@ -715,7 +715,11 @@ mod tests {
             finishing: true,
         })
         .unwrap()
-        .state
+    }
+
+    /// [`finish`], keeping the state after.
+    fn record(s: &Session, start: u64, end: u64) -> SessionState {
+        finish(s, start, end).state
     }
 
     fn range(s: &str) -> ContentRange {
@@ -1008,31 +1012,11 @@ mod tests {
         let again = st.open(&id("rel1"), &range("bytes 0-9/20")).unwrap();
         drop(again);
         let last = st.open(&id("rel1"), &range("bytes 10-19/20")).unwrap();
-        let committed = last
-            .commit(Commit {
-                start: 10,
-                end: 20,
-                hashes: None,
-                algorithms: Algorithms::NONE,
-                finishing: true,
-            })
-            .unwrap();
-        assert!(committed.hand_off);
+        assert!(finish(&last, 10, 20).hand_off);
         last.release_claim().unwrap();
         let resend = st.open(&id("rel1"), &range("bytes 10-19/20")).unwrap();
-        let committed = resend
-            .commit(Commit {
-                start: 10,
-                end: 20,
-                hashes: None,
-                algorithms: Algorithms::NONE,
-                finishing: true,
-            })
-            .unwrap();
-        assert!(
-            !committed.hand_off,
-            "the hand-off stays with the first request"
-        );
+        let again = finish(&resend, 10, 20);
+        assert!(!again.hand_off, "the hand-off stays with the first request");
         fs::remove_dir_all(&tmp).unwrap();
     }
 

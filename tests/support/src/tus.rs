@@ -300,6 +300,19 @@ pub fn handoffs_of(backend: &Backend, id: &str) -> Vec<ReceivedRequest> {
         .collect()
 }
 
+/// [`assert_one_handoff`] for the upload at `location` (its path or URL) of the usual server:
+/// `env`'s backend, files under its `store`, any name.
+#[track_caller]
+pub fn assert_handed_off_once(env: &UploadEnv, location: &str, data: &[u8]) -> ReceivedRequest {
+    assert_one_handoff(
+        &env.backend,
+        &env.nginx.path("store"),
+        &id_of(location),
+        data,
+        None,
+    )
+}
+
 /// Asserts that the backend received exactly one hand-off for upload `id`: a `POST` of a
 /// `multipart/form-data` form whose `file.path` is an absolute path under `store` naming a
 /// file that holds `data` byte for byte, `file.size` its size and, when given, `file.name`
