@@ -142,75 +142,21 @@ impl SessionState {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, StateError> {
-        let bad = |why: &str| StateError(why.to_string());
-        if bytes.len() > MAX_STATE_LEN {
-            return Err(bad("state file is too large"));
-        }
-        // An append cut short by a crash leaves a last line without its newline: not part of
-        // the state.
-        let complete = match bytes.iter().rposition(|&b| b == b'\n') {
-            Some(i) => &bytes[..=i],
-            None => bytes,
-        };
-        let text = core::str::from_utf8(complete).map_err(|_| bad("state file is not text"))?;
-        let mut lines = state_lines(text);
-        if lines.next() != Some(MAGIC) {
-            return Err(bad("state file has no ngx-upload-state 1 header"));
-        }
-        let mut total: Option<u64> = None;
-        let mut received: Option<RangeSet> = None;
-        // The `+` lines, merged in once: one sort instead of an insert per line.
-        let mut appended: Vec<(u64, u64)> = Vec::new();
-        let mut hash = None;
-        let mut file = None;
-        for line in lines {
-            let (key, value) = split_key(line);
-            match key {
-                "+" => {
-                    let (Some(_), Some(total)) = (received.as_ref(), total) else {
-                        return Err(bad("range appended before the received line"));
-                    };
-                    match parse_span(value) {
-                        Some((a, b)) if b < total => appended.push((a, b + 1)),
-                        // A damaged append: what follows it is not trusted either.
-                        _ => break,
-                    }
-                }
-                "total" => {
-                    let n: u64 = value.parse().map_err(|_| bad("bad total"))?;
-                    if n == 0 || n > crate::content_range::MAX_OFFSET {
-                        return Err(bad("bad total"));
-                    }
-                    total = Some(n);
-                }
-                "received" => {
-                    let mut spans = Vec::new();
-                    for span in value.split(',').filter(|s| !s.is_empty()) {
-                        let (a, b) = parse_span(span).ok_or_else(|| bad("bad range"))?;
-                        spans.push((a, b + 1));
-                    }
-                    let mut set = RangeSet::new();
-                    set.extend_unsorted(spans);
-                    received = Some(set);
-                    // Ranges appended before a later received line belong to an older state.
-                    appended.clear();
-                }
-                crate::hash_state::STATE_KEY => hash = Some(value.to_string()),
-                "file" => file = Some(value.to_string()),
-                _ => {}
-            }
-        }
-        let total = total.ok_or_else(|| bad("state file has no total"))?;
-        let mut received = received.ok_or_else(|| bad("state file has no received line"))?;
-        received.extend_unsorted(appended);
-        if received.iter().last().is_some_and(|(_, end)| end > total) {
+        let fields = Fields::read(bytes, Keys::Session)?;
+        let total = fields.total.ok_or_else(|| bad("state file has no total"))?;
+        if fields
+            .received
+            .iter()
+            .last()
+            .is_some_and(|(_, end)| end > total)
+        {
             return Err(bad("state file claims bytes beyond total"));
         }
         Ok(Self {
             total,
-            received,
-            file,
-            hash,
+            received: fields.received,
+            file: fields.file,
+            hash: fields.hash,
         })
     }
 }
@@ -364,101 +310,15 @@ impl UploadState {
     /// Reads an upload's state file, or a session's (whose `total` is the length). The rules
     /// of [`SessionState::decode`] apply, see the module documentation.
     pub fn decode(bytes: &[u8]) -> Result<Self, StateError> {
-        let bad = |why: &str| StateError(why.to_string());
-        if bytes.len() > MAX_STATE_LEN {
-            return Err(bad("state file is too large"));
-        }
-        let complete = match bytes.iter().rposition(|&b| b == b'\n') {
-            Some(i) => &bytes[..=i],
-            None => bytes,
-        };
-        let text = core::str::from_utf8(complete).map_err(|_| bad("state file is not text"))?;
-        let mut lines = state_lines(text);
-        if lines.next() != Some(MAGIC) {
-            return Err(bad("state file has no ngx-upload-state 1 header"));
-        }
-        let mut total: Option<u64> = None;
-        // `Some(None)`: `length deferred`.
-        let mut length: Option<Option<u64>> = None;
-        let mut received: Option<RangeSet> = None;
-        // The `+` lines, merged in once: one sort instead of an insert per line.
-        let mut appended: Vec<(u64, u64)> = Vec::new();
-        let mut hash = None;
-        let mut file = None;
-        let mut metadata = Metadata::new();
-        let mut awaited_by: Vec<SessionId> = Vec::new();
-        for line in lines {
-            let (key, value) = split_key(line);
-            match key {
-                "+" => {
-                    let limit = match (total, length) {
-                        (Some(n), _) | (None, Some(Some(n))) => n,
-                        (None, Some(None)) => MAX_OFFSET,
-                        (None, None) => return Err(bad("range appended before the length")),
-                    };
-                    if received.is_none() {
-                        return Err(bad("range appended before the received line"));
-                    }
-                    match parse_span(value) {
-                        Some((a, b)) if b < limit => appended.push((a, b + 1)),
-                        // A damaged append: what follows it is not trusted either.
-                        _ => break,
-                    }
-                }
-                "total" => {
-                    let n: u64 = value.parse().map_err(|_| bad("bad total"))?;
-                    if n == 0 || n > MAX_OFFSET {
-                        return Err(bad("bad total"));
-                    }
-                    total = Some(n);
-                }
-                LENGTH_KEY => {
-                    length = Some(if value == DEFERRED {
-                        None
-                    } else {
-                        Some(
-                            parse_decimal(value)
-                                .filter(|&n| n <= MAX_OFFSET)
-                                .ok_or_else(|| bad("bad length"))?,
-                        )
-                    });
-                }
-                "received" => {
-                    let mut spans = Vec::new();
-                    for span in value.split(',').filter(|s| !s.is_empty()) {
-                        let (a, b) = parse_span(span).ok_or_else(|| bad("bad range"))?;
-                        spans.push((a, b + 1));
-                    }
-                    let mut set = RangeSet::new();
-                    set.extend_unsorted(spans);
-                    received = Some(set);
-                    // Ranges appended before a later received line belong to an older state.
-                    appended.clear();
-                }
-                crate::hash_state::STATE_KEY => hash = Some(value.to_string()),
-                "file" => file = Some(value.to_string()),
-                META_KEY => {
-                    let (name, coded) = value.split_once(' ').unwrap_or((value, ""));
-                    if !is_metadata_key(name) {
-                        return Err(bad("bad metadata key"));
-                    }
-                    let bytes = crate::base64::decode(coded)
-                        .filter(|v| !v.is_empty() || coded.is_empty())
-                        .ok_or_else(|| bad("bad metadata value"))?;
-                    metadata.insert(name.to_string(), bytes);
-                }
-                // A line that names no upload is skipped, as a session's state skips it: a
-                // state either reads both ways or neither.
-                AWAITED_BY_KEY => {
-                    if let Ok(id) = SessionId::parse(value.as_bytes()) {
-                        if !awaited_by.contains(&id) {
-                            awaited_by.push(id);
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
+        let Fields {
+            total,
+            length,
+            received,
+            hash,
+            file,
+            metadata,
+            awaited_by,
+        } = Fields::read(bytes, Keys::Upload)?;
         let length = match (total, length) {
             (Some(n), None) => Some(n),
             (None, Some(length)) => length,
@@ -466,8 +326,6 @@ impl UploadState {
             (Some(_), Some(_)) => return Err(bad("total and length disagree")),
             (None, None) => return Err(bad("state file has no total")),
         };
-        let mut received = received.ok_or_else(|| bad("state file has no received line"))?;
-        received.extend_unsorted(appended);
         let state = Self {
             length,
             received,
@@ -496,6 +354,144 @@ impl From<SessionState> for UploadState {
             metadata: Metadata::new(),
             awaited_by: Vec::new(),
         }
+    }
+}
+
+/// A damaged state, saying why.
+fn bad(why: &str) -> StateError {
+    StateError(why.to_string())
+}
+
+/// Which reader reads a state file: a session's skips the keys only uploads have (as an older
+/// version skips them), an upload's takes them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keys {
+    Session,
+    Upload,
+}
+
+/// What a state file's lines say, by the rules both readers share (see the module
+/// documentation); what each reader requires of them is its own.
+struct Fields {
+    total: Option<u64>,
+    /// `Some(None)`: `length deferred`.
+    length: Option<Option<u64>>,
+    received: RangeSet,
+    hash: Option<String>,
+    file: Option<String>,
+    metadata: Metadata,
+    awaited_by: Vec<SessionId>,
+}
+
+impl Fields {
+    fn read(bytes: &[u8], keys: Keys) -> Result<Fields, StateError> {
+        if bytes.len() > MAX_STATE_LEN {
+            return Err(bad("state file is too large"));
+        }
+        // An append cut short by a crash leaves a last line without its newline: not part of
+        // the state.
+        let complete = match bytes.iter().rposition(|&b| b == b'\n') {
+            Some(i) => &bytes[..=i],
+            None => bytes,
+        };
+        let text = core::str::from_utf8(complete).map_err(|_| bad("state file is not text"))?;
+        let mut lines = state_lines(text);
+        if lines.next() != Some(MAGIC) {
+            return Err(bad("state file has no ngx-upload-state 1 header"));
+        }
+        let upload = keys == Keys::Upload;
+        let mut total: Option<u64> = None;
+        let mut length: Option<Option<u64>> = None;
+        let mut received: Option<RangeSet> = None;
+        // The `+` lines, merged in once: one sort instead of an insert per line.
+        let mut appended: Vec<(u64, u64)> = Vec::new();
+        let mut hash = None;
+        let mut file = None;
+        let mut metadata = Metadata::new();
+        let mut awaited_by: Vec<SessionId> = Vec::new();
+        for line in lines {
+            let (key, value) = split_key(line);
+            match key {
+                "+" => {
+                    if received.is_none() {
+                        return Err(bad("range appended before the received line"));
+                    }
+                    let limit = match (total, length) {
+                        (Some(n), _) | (None, Some(Some(n))) => n,
+                        (None, Some(None)) => MAX_OFFSET,
+                        (None, None) => return Err(bad("range appended before the length")),
+                    };
+                    match parse_span(value) {
+                        Some((a, b)) if b < limit => appended.push((a, b + 1)),
+                        // A damaged append: what follows it is not trusted either.
+                        _ => break,
+                    }
+                }
+                "total" => {
+                    let n: u64 = value.parse().map_err(|_| bad("bad total"))?;
+                    if n == 0 || n > MAX_OFFSET {
+                        return Err(bad("bad total"));
+                    }
+                    total = Some(n);
+                }
+                "received" => {
+                    let mut spans = Vec::new();
+                    for span in value.split(',').filter(|s| !s.is_empty()) {
+                        let (a, b) = parse_span(span).ok_or_else(|| bad("bad range"))?;
+                        spans.push((a, b + 1));
+                    }
+                    let mut set = RangeSet::new();
+                    set.extend_unsorted(spans);
+                    received = Some(set);
+                    // Ranges appended before a later received line belong to an older state.
+                    appended.clear();
+                }
+                crate::hash_state::STATE_KEY => hash = Some(value.to_string()),
+                "file" => file = Some(value.to_string()),
+                LENGTH_KEY if upload => {
+                    length = Some(if value == DEFERRED {
+                        None
+                    } else {
+                        Some(
+                            parse_decimal(value)
+                                .filter(|&n| n <= MAX_OFFSET)
+                                .ok_or_else(|| bad("bad length"))?,
+                        )
+                    });
+                }
+                META_KEY if upload => {
+                    let (name, coded) = value.split_once(' ').unwrap_or((value, ""));
+                    if !is_metadata_key(name) {
+                        return Err(bad("bad metadata key"));
+                    }
+                    let bytes = crate::base64::decode(coded)
+                        .filter(|v| !v.is_empty() || coded.is_empty())
+                        .ok_or_else(|| bad("bad metadata value"))?;
+                    metadata.insert(name.to_string(), bytes);
+                }
+                // A line that names no upload is skipped, as a session's state skips it: a
+                // state either reads both ways or neither.
+                AWAITED_BY_KEY if upload => {
+                    if let Ok(id) = SessionId::parse(value.as_bytes()) {
+                        if !awaited_by.contains(&id) {
+                            awaited_by.push(id);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut received = received.ok_or_else(|| bad("state file has no received line"))?;
+        received.extend_unsorted(appended);
+        Ok(Fields {
+            total,
+            length,
+            received,
+            hash,
+            file,
+            metadata,
+            awaited_by,
+        })
     }
 }
 
