@@ -152,6 +152,41 @@ impl From<SessionError> for Failure {
     }
 }
 
+impl From<ngx_upload_engine::upload::UploadError> for Failure {
+    fn from(e: ngx_upload_engine::upload::UploadError) -> Self {
+        use ngx_upload_engine::content_range::MAX_OFFSET;
+        use ngx_upload_engine::upload::UploadError as E;
+        if let E::Part { index, error } = e {
+            // The part's own error says what is wrong with it.
+            let inner = Failure::from(*error);
+            return Failure::new(inner.problem, format!("part {index}: {}", inner.message));
+        }
+        let problem = match &e {
+            E::IdTooShort { .. } | E::BadMetadataKey { .. } | E::Incomplete { .. } => {
+                Problem::BadRequest
+            }
+            E::AlreadyExists => Problem::Exists,
+            E::NotFound => Problem::NotFound,
+            E::Expired | E::Gone => Problem::Gone,
+            E::OffsetMismatch { held, requested } => Problem::OffsetMismatch {
+                held: *held,
+                sent: *requested,
+            },
+            E::LengthAlreadyDeclared { .. } | E::LengthBelowHeld { .. } => Problem::TotalMismatch,
+            E::LengthTooLarge { .. } | E::MetadataTooLarge { .. } => Problem::TooLarge,
+            E::BeyondLength { length, .. } => Problem::PastLength {
+                length: length.unwrap_or(MAX_OFFSET),
+            },
+            E::OutsideClaim { .. } | E::DamagedState(_) => Problem::Internal,
+            E::InFlight { .. } => Problem::InFlight,
+            E::TooManyRanges { .. } => Problem::TooManyRanges,
+            E::Part { .. } => unreachable!("taken above"),
+            E::Io(io) => return Failure::io("upload files", io),
+        };
+        Failure::new(problem, e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,40 +249,5 @@ mod tests {
         for (problem, status) in cases {
             assert_eq!(problem.plain_status(), status, "{problem:?}");
         }
-    }
-}
-
-impl From<ngx_upload_engine::upload::UploadError> for Failure {
-    fn from(e: ngx_upload_engine::upload::UploadError) -> Self {
-        use ngx_upload_engine::content_range::MAX_OFFSET;
-        use ngx_upload_engine::upload::UploadError as E;
-        if let E::Part { index, error } = e {
-            // The part's own error says what is wrong with it.
-            let inner = Failure::from(*error);
-            return Failure::new(inner.problem, format!("part {index}: {}", inner.message));
-        }
-        let problem = match &e {
-            E::IdTooShort { .. } | E::BadMetadataKey { .. } | E::Incomplete { .. } => {
-                Problem::BadRequest
-            }
-            E::AlreadyExists => Problem::Exists,
-            E::NotFound => Problem::NotFound,
-            E::Expired | E::Gone => Problem::Gone,
-            E::OffsetMismatch { held, requested } => Problem::OffsetMismatch {
-                held: *held,
-                sent: *requested,
-            },
-            E::LengthAlreadyDeclared { .. } | E::LengthBelowHeld { .. } => Problem::TotalMismatch,
-            E::LengthTooLarge { .. } | E::MetadataTooLarge { .. } => Problem::TooLarge,
-            E::BeyondLength { length, .. } => Problem::PastLength {
-                length: length.unwrap_or(MAX_OFFSET),
-            },
-            E::OutsideClaim { .. } | E::DamagedState(_) => Problem::Internal,
-            E::InFlight { .. } => Problem::InFlight,
-            E::TooManyRanges { .. } => Problem::TooManyRanges,
-            E::Part { .. } => unreachable!("taken above"),
-            E::Io(io) => return Failure::io("upload files", io),
-        };
-        Failure::new(problem, e.to_string())
     }
 }

@@ -700,7 +700,8 @@ impl Protocol for Ietf<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{Concat, Expiry, Stage};
+    use crate::plan::{Expiry, Stage};
+    use crate::test_kit::*;
     use InteropVersion::*;
 
     fn settings() -> Settings {
@@ -711,53 +712,11 @@ mod tests {
         }
     }
 
-    fn head<'a>(method: Method, uri: &'a str, headers: &[(&'a str, &'a str)]) -> RequestHead<'a> {
-        let mut h = RequestHead::new(method, uri.as_bytes());
-        for (n, v) in headers {
-            if n.eq_ignore_ascii_case("content-length") {
-                h.content_length = v.parse().ok();
-            }
-            if n.eq_ignore_ascii_case("transfer-encoding") {
-                h.chunked = true;
-            }
-            h.headers.push((n.as_bytes(), v.as_bytes()));
-        }
-        h
-    }
-
     fn ietf(s: &Settings, v: InteropVersion) -> Ietf<'_> {
         Ietf {
             settings: s,
             version: Some(v),
         }
-    }
-
-    fn id(s: &str) -> SessionId {
-        SessionId::parse(s.as_bytes()).unwrap()
-    }
-
-    fn held<'a>(id: &'a SessionId, offset: u64, length: Option<u64>, stage: Stage) -> Held<'a> {
-        Held {
-            id,
-            offset,
-            length,
-            stage,
-            metadata: &[],
-            concat: Concat::Single,
-            expires: None,
-        }
-    }
-
-    fn answer(reply: Reply) -> Answer {
-        match reply {
-            Reply::Answer(a) => a,
-            other => panic!("not an answer: {other:?}"),
-        }
-    }
-
-    fn value<'a>(a: &'a Answer, name: &str) -> Option<&'a str> {
-        a.header_value(name)
-            .map(|v| std::str::from_utf8(v).unwrap())
     }
 
     /// The completion field of `v` saying `complete`.

@@ -29,6 +29,8 @@ pub mod nginx_upload;
 pub mod plan;
 pub mod resumable;
 pub mod sf;
+#[cfg(test)]
+mod test_kit;
 pub mod tus;
 
 pub use answer::Answer;

@@ -260,10 +260,13 @@ mod tests {
 
     const DISP: (&str, &str) = ("Content-Disposition", "attachment; filename=\"a.bin\"");
 
+    /// A row of the decision table: the location, the request, what it is refused for.
+    type Row<'a> = (NginxUpload, Method, &'a [(&'a str, &'a str)], Problem);
+
     #[test]
     fn decision_table() {
         use Problem::*;
-        let rows: &[(NginxUpload, Method, &[(&str, &str)], Problem)] = &[
+        let rows: &[Row<'_>] = &[
             // Method and status queries.
             (RESUMABLE, Method::Get, &[], MethodNotAllowed),
             (

@@ -429,11 +429,8 @@ impl crate::Protocol for Resumable<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_kit::id;
     use crate::Protocol;
-
-    fn id(s: &str) -> SessionId {
-        SessionId::parse(s.as_bytes()).unwrap()
-    }
 
     #[test]
     fn targets() {

@@ -612,6 +612,7 @@ impl Protocol for Tus<'_> {
 mod tests {
     use super::*;
     use crate::plan::{Expiry, Stage};
+    use crate::test_kit::*;
     use ngx_upload_engine::hashing::{Algorithm, Algorithms};
 
     fn settings() -> Settings {
@@ -619,20 +620,6 @@ mod tests {
             max_size: Some(1000),
             ..Settings::new("/files/")
         }
-    }
-
-    fn head<'a>(method: Method, uri: &'a str, headers: &[(&'a str, &'a str)]) -> RequestHead<'a> {
-        let mut h = RequestHead::new(method, uri.as_bytes());
-        for (n, v) in headers {
-            if n.eq_ignore_ascii_case("content-length") {
-                h.content_length = v.parse().ok();
-            }
-            if n.eq_ignore_ascii_case("transfer-encoding") {
-                h.chunked = true;
-            }
-            h.headers.push((n.as_bytes(), v.as_bytes()));
-        }
-        h
     }
 
     const TUS: (&str, &str) = ("Tus-Resumable", "1.0.0");
@@ -644,34 +631,6 @@ mod tests {
             Err(f) => (f.problem, tus.refuse(&f), f.message),
             Ok(plan) => panic!("planned {plan:?}"),
         }
-    }
-
-    fn id(s: &str) -> SessionId {
-        SessionId::parse(s.as_bytes()).unwrap()
-    }
-
-    fn held<'a>(id: &'a SessionId, offset: u64, length: Option<u64>, stage: Stage) -> Held<'a> {
-        Held {
-            id,
-            offset,
-            length,
-            stage,
-            metadata: &[],
-            concat: Concat::Single,
-            expires: None,
-        }
-    }
-
-    fn answer(reply: Reply) -> Answer {
-        match reply {
-            Reply::Answer(a) => a,
-            other => panic!("not an answer: {other:?}"),
-        }
-    }
-
-    fn value<'a>(a: &'a Answer, name: &str) -> Option<&'a str> {
-        a.header_value(name)
-            .map(|v| std::str::from_utf8(v).unwrap())
     }
 
     /// Every refusal: the problem, the status, a message, and the headers every tus answer has.
