@@ -592,16 +592,11 @@ impl Session {
         }
         match stored_len {
             Some(len) if len + appended.len() <= COMPACT_AT => {
-                let written = self.append_state(&appended)?;
-                SESSION_STATES.remember(&self.state_path, written.as_ref(), &state);
+                SESSION_STATES.append(&self.state_path, &appended, self.durable, &state)?;
             }
             _ => self.write_state(&state)?,
         }
         Ok(state)
-    }
-
-    fn append_state(&self, lines: &str) -> io::Result<Option<fs::Metadata>> {
-        disk::append_state_file(&self.state_path, lines, self.durable)
     }
 
     fn read_state(&self) -> Result<Option<SessionState>, SessionError> {
@@ -619,17 +614,13 @@ impl Session {
     /// Replaces the state file atomically: a reader sees the old state or the new, never a
     /// torn one. Called with the lock held, so one temporary name is enough.
     fn write_state(&self, state: &SessionState) -> io::Result<()> {
-        let written = disk::replace_state_file(
+        SESSION_STATES.replace(
             &self.state_path,
+            state,
             &state.encode(),
             self.file_mode,
             self.durable,
-        );
-        match &written {
-            Ok(meta) => SESSION_STATES.remember(&self.state_path, meta.as_ref(), state),
-            Err(_) => SESSION_STATES.forget(&self.state_path),
-        }
-        written.map(drop)
+        )
     }
 }
 

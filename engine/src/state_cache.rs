@@ -17,6 +17,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use crate::disk;
 use crate::state::MAX_STATE_LEN;
 
 /// States remembered at most; past it the memory starts over (a worker rarely has more
@@ -120,10 +121,50 @@ impl<T: Clone> StateCache<T> {
         Ok(Some(Ok(read)))
     }
 
+    /// Replaces the state file at `path` with `bytes`, the encoding of `state`
+    /// ([`disk::replace_state_file`]), and remembers `state` as what it says.
+    pub fn replace(
+        &self,
+        path: &Path,
+        state: &T,
+        bytes: &[u8],
+        file_mode: u32,
+        durable: bool,
+    ) -> io::Result<()> {
+        let written = disk::replace_state_file(path, bytes, file_mode, durable);
+        self.after_write(path, written, state)
+    }
+
+    /// Appends `lines` to the state file at `path` ([`disk::append_state_file`]), after which
+    /// it says `state`, and remembers that.
+    pub fn append(&self, path: &Path, lines: &str, durable: bool, state: &T) -> io::Result<()> {
+        let written = disk::append_state_file(path, lines, durable);
+        self.after_write(path, written, state)
+    }
+
+    /// What a write leaves remembered: `state`, or nothing if the write failed.
+    fn after_write(
+        &self,
+        path: &Path,
+        written: io::Result<Option<fs::Metadata>>,
+        state: &T,
+    ) -> io::Result<()> {
+        match written {
+            Ok(meta) => {
+                self.remember(path, meta.as_ref(), state);
+                Ok(())
+            }
+            Err(e) => {
+                self.forget(path);
+                Err(e)
+            }
+        }
+    }
+
     /// Remembers `state` as what the file at `path` now says, right after this process wrote
     /// it (under the lock that keeps other writers out, so nothing else changed it since);
     /// `written` is the metadata of the file as written, by its descriptor.
-    pub fn remember(&self, path: &Path, written: Option<&fs::Metadata>, state: &T) {
+    fn remember(&self, path: &Path, written: Option<&fs::Metadata>, state: &T) {
         let stamp = written.and_then(Stamp::of);
         match stamp {
             Some(stamp) => self.store(
@@ -249,9 +290,10 @@ mod tests {
         fs::remove_file(&path).unwrap();
         assert!(cache.read(&path, decode_lines).unwrap().is_none());
         // What this process wrote is remembered as it said, without decoding the file.
-        fs::write(&path, b"e\n").unwrap();
-        let written = fs::metadata(&path).unwrap();
-        cache.remember(&path, Some(&written), &vec!["remembered".to_string()]);
+        let remembered = vec!["remembered".to_string()];
+        cache
+            .replace(&path, &remembered, b"e\n", 0o600, false)
+            .unwrap();
         let read = cache.read(&path, decode_lines).unwrap().unwrap().unwrap();
         if has_birth_time(&dir) {
             assert_eq!(read.state, ["remembered"]);

@@ -503,17 +503,13 @@ impl Place {
     }
 
     fn write_state(&self, state: &UploadState) -> io::Result<()> {
-        let written = disk::replace_state_file(
+        UPLOAD_STATES.replace(
             &self.state_path,
+            state,
             &state.encode(),
             self.file_mode,
             self.durable,
-        );
-        match &written {
-            Ok(meta) => UPLOAD_STATES.remember(&self.state_path, meta.as_ref(), state),
-            Err(_) => UPLOAD_STATES.forget(&self.state_path),
-        }
-        written.map(drop)
+        )
     }
 
     /// Puts a new upload in place, for [`UploadStore::create`] and assembly, and records
@@ -625,9 +621,8 @@ impl Handle {
             return Ok(state);
         }
         if stored_len.saturating_add(appended.len()) <= COMPACT_AT {
-            let written =
-                disk::append_state_file(&self.place.state_path, &appended, self.place.durable)?;
-            UPLOAD_STATES.remember(&self.place.state_path, written.as_ref(), &state);
+            let place = &self.place;
+            UPLOAD_STATES.append(&place.state_path, &appended, place.durable, &state)?;
         } else {
             self.place.write_state(&state)?;
         }
