@@ -103,19 +103,8 @@ impl SessionState {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = format!("{MAGIC}\ntotal {}\nreceived ", self.total);
-        for (i, (start, end)) in self.received.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            crate::range_set::push_decimal(&mut out, start);
-            out.push('-');
-            crate::range_set::push_decimal(&mut out, end - 1);
-        }
-        out.push('\n');
-        if let Some(file) = &self.file {
-            out.push_str(&format!("file {file}\n"));
-        }
+        let mut out = format!("{MAGIC}\ntotal {}\n", self.total);
+        push_received_and_file(&mut out, &self.received, self.file.as_deref());
         if let Some(hash) = &self.hash {
             out.push_str(crate::hash_state::STATE_KEY);
             out.push(' ');
@@ -258,19 +247,7 @@ impl UploadState {
             Some(n) => out.push_str(&format!("{LENGTH_KEY} {n}\n")),
             None => out.push_str(&format!("{LENGTH_KEY} {DEFERRED}\n")),
         }
-        out.push_str("received ");
-        for (i, (start, end)) in self.received.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            crate::range_set::push_decimal(&mut out, start);
-            out.push('-');
-            crate::range_set::push_decimal(&mut out, end - 1);
-        }
-        out.push('\n');
-        if let Some(file) = &self.file {
-            out.push_str(&format!("file {file}\n"));
-        }
+        push_received_and_file(&mut out, &self.received, self.file.as_deref());
         for (key, value) in &self.metadata {
             out.push_str(&Self::metadata_line(key, value));
         }
@@ -354,6 +331,26 @@ impl From<SessionState> for UploadState {
             metadata: Metadata::new(),
             awaited_by: Vec::new(),
         }
+    }
+}
+
+/// The `received` line (inclusive ranges, as the protocol writes them) and the `file` line,
+/// which sessions' and uploads' states share.
+fn push_received_and_file(out: &mut String, received: &RangeSet, file: Option<&str>) {
+    out.push_str("received ");
+    for (i, (start, end)) in received.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        crate::range_set::push_decimal(out, start);
+        out.push('-');
+        crate::range_set::push_decimal(out, end - 1);
+    }
+    out.push('\n');
+    if let Some(file) = file {
+        out.push_str("file ");
+        out.push_str(file);
+        out.push('\n');
     }
 }
 
