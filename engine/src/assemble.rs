@@ -36,10 +36,10 @@ use crate::hashing::{Algorithms, Digests};
 use crate::session_id::SessionId;
 use crate::state::{Metadata, UploadState};
 use crate::upload::{check_metadata, Upload, UploadError, UploadStore};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
@@ -466,22 +466,7 @@ fn create_temporary(data_path: &Path, file_mode: u32) -> io::Result<(PathBuf, Fi
             "{name}.{}-{seed:x}-{n}{TEMPORARY_SUFFIX}",
             std::process::id()
         ));
-        let create = || {
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .mode(file_mode)
-                .open(&path)
-        };
-        let file = match create() {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                crate::store::create_parents(&path, file_mode)?;
-                create()
-            }
-            other => other,
-        };
-        match file {
+        match crate::store::create_new(&path, file_mode) {
             Ok(file) => return Ok((path, file)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),

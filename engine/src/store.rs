@@ -86,6 +86,26 @@ pub fn open_rw(path: &Path, file_mode: u32) -> io::Result<File> {
     }
 }
 
+/// Creates the file at `path`, which must not exist yet (`O_EXCL`), readable and writable,
+/// and the directories it lies in if they are missing.
+pub(crate) fn create_new(path: &Path, file_mode: u32) -> io::Result<File> {
+    let create = || {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(file_mode)
+            .open(path)
+    };
+    match create() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            create_parents(path, file_mode)?;
+            create()
+        }
+        other => other,
+    }
+}
+
 /// Creates a new file with a unique 10-digit name in `dir`, as nginx names its temporary files
 /// (`0000000042`), hashed into the levels from the end of the name.
 pub fn create_numbered(dir: &HashedDir, file_mode: u32) -> io::Result<(PathBuf, File)> {
@@ -99,22 +119,7 @@ pub fn create_numbered(dir: &HashedDir, file_mode: u32) -> io::Result<(PathBuf, 
         let n = seed.wrapping_add(COUNTER.fetch_add(7919, Ordering::Relaxed));
         let name = format!("{:010}", n);
         let path = dir.path_of(&name).expect("10 digits cover 3 levels of 2");
-        let create = || {
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .mode(file_mode)
-                .open(&path)
-        };
-        let file = match create() {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                create_parents(&path, file_mode)?;
-                create()
-            }
-            other => other,
-        };
-        match file {
+        match create_new(&path, file_mode) {
             Ok(file) => return Ok((path, file)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
