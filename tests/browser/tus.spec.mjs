@@ -11,103 +11,16 @@
 // demo.spec.mjs's): the screenshots tus.png (the end), tus-progress.png, tus-paused.png and
 // tus-reloaded.png (mid-way), tus-demo.log (the demo's output: the backend logs each hand-off
 // there), tus-prefix/ (nginx's prefix: tus-access.log, error.log, tus-store/).
-import { chromium } from 'playwright-core';
-import { spawn } from 'node:child_process';
-import { randomBytes, createHash } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { MiB, assert, out, runChecks, sha256, sleep, startDemo, waitFor } from './harness.mjs';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const out = path.join(root, 'target/browser-test');
 const prefix = path.join(out, 'tus-prefix');
 const demoLog = path.join(out, 'tus-demo.log');
-const MiB = 1024 * 1024;
 // Chromium's upload bandwidth while files are in flight (DevTools network emulation), so that
 // pauses and the reload land mid-upload.
 const THROTTLE = 2 * MiB;
-
-// ---- small helpers ---------------------------------------------------------------------------
-
-function assert(cond, message) {
-  if (!cond) throw new Error(`assertion failed: ${message}`);
-}
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function waitFor(what, probe, timeoutMs = 60000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(50);
-  }
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-const sha256 = (buf) => createHash('sha256').update(buf).digest('hex').slice(0, 16);
-
-// ---- the demo server -------------------------------------------------------------------------
-
-async function startDemo() {
-  const listen = `127.0.0.1:${await freePort()}`;
-  const backend = `127.0.0.1:${await freePort()}`;
-  const log = fs.openSync(demoLog, 'w');
-  const child = spawn('bash', ['scripts/demo.sh'], {
-    cwd: root,
-    env: {
-      ...process.env,
-      DEMO_PROFILE: process.env.DEMO_PROFILE || 'debug',
-      DEMO_LISTEN: listen,
-      DEMO_BACKEND: backend,
-      DEMO_PREFIX: prefix,
-    },
-    detached: true, // its own process group: stopping it stops nginx and the backend too
-    stdio: ['ignore', log, log],
-  });
-  let exited = false;
-  child.on('exit', () => { exited = true; });
-  const stop = async () => {
-    if (exited) return;
-    try { process.kill(-child.pid, 'SIGTERM'); } catch (_) { return; }
-    const deadline = Date.now() + 10000;
-    while (!exited && Date.now() < deadline) await sleep(50);
-    if (!exited) try { process.kill(-child.pid, 'SIGKILL'); } catch (_) { /* gone */ }
-  };
-  const base = `http://${listen}`;
-  try {
-    // demo.sh runs `cargo build` first: a no-op after the test build, minutes from scratch.
-    await waitFor('the demo to answer on ' + base, async () => {
-      if (exited) throw new Error(`scripts/demo.sh exited early; see ${demoLog}`);
-      try {
-        const res = await fetch(base + '/tus.html');
-        return res.ok && (await res.text()).includes('tus.js');
-      } catch (_) {
-        return false;
-      }
-    }, 600000);
-    const bundle = await fetch(base + '/uppy/uppy.min.js');
-    assert(bundle.ok && (await bundle.text()).includes('globalThis.Uppy'),
-      `Uppy's bundle is served on /uppy/uppy.min.js (${bundle.status}; npm ci in demo/?)`);
-  } catch (e) {
-    await stop();
-    throw e;
-  }
-  return { base, stop };
-}
 
 // One entry per request to the tus location (log format `tus` of nginx-conf/demo.conf).
 function tusLog() {
@@ -394,46 +307,33 @@ async function main() {
   fs.writeFileSync(paths.third, randomBytes(3 * MiB + 1));
   fs.writeFileSync(paths.reload, randomBytes(8 * MiB + 777));
 
-  const demo = await startDemo();
-  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ngx-upload-chromium-'));
-  let context;
-  let passed = 0;
-  let failed = 0;
+  const demo = await startDemo({
+    prefix,
+    log: demoLog,
+    ready: async (base) => {
+      const res = await fetch(base + '/tus.html');
+      return res.ok && (await res.text()).includes('tus.js');
+    },
+  });
   try {
-    context = await chromium.launchPersistentContext(userDataDir, {
-      executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-      headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-      viewport: { width: 900, height: 900 },
-    });
-    const page = context.pages()[0] || await context.newPage();
-    page.on('pageerror', (e) => console.log(`  page error: ${e.message}`));
-    page.on('console', (m) => { if (m.type() === 'error') console.log(`  console: ${m.text()}`); });
-    for (const [name, check] of [
+    const bundle = await fetch(demo.base + '/uppy/uppy.min.js');
+    assert(bundle.ok && (await bundle.text()).includes('globalThis.Uppy'),
+      `Uppy's bundle is served on /uppy/uppy.min.js (${bundle.status}; npm ci in demo/?)`);
+  } catch (e) {
+    await demo.stop();
+    throw e;
+  }
+  return runChecks({
+    demo,
+    files: paths,
+    viewport: { width: 900, height: 900 },
+    checks: [
       ['three files at once, one paused and resumed', severalFilesPauseResume],
       ['reload mid-upload and resume', reloadAndResume],
-    ]) {
-      try {
-        await check(page, demo.base, paths);
-        console.log(`ok: ${name}`);
-        passed++;
-      } catch (e) {
-        console.log(`FAILED: ${name}: ${e.stack || e}`);
-        failed++;
-      }
-    }
-    const shot = path.join(out, 'tus.png');
-    await page.screenshot({ path: shot, fullPage: true });
-    console.log(`screenshots: ${shot}, and ${['progress', 'paused', 'reloaded']
-      .map((s) => path.join(out, `tus-${s}.png`)).join(', ')} mid-way`);
-  } finally {
-    if (context) await context.close();
-    fs.rmSync(userDataDir, { recursive: true, force: true });
-    await demo.stop();
-  }
-  console.log(`browser: ${passed} passed, ${failed} failed`);
-  return failed === 0 ? 0 : 1;
+    ],
+    shot: path.join(out, 'tus.png'),
+    midway: ['progress', 'paused', 'reloaded'].map((s) => path.join(out, `tus-${s}.png`)),
+  });
 }
 
 main().then((code) => process.exit(code), (e) => {
