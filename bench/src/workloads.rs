@@ -497,6 +497,18 @@ impl Bench {
         Ok(ep.is_module() && r.status == 200)
     }
 
+    /// With `--latency-probe`, the probe of the worker a first connection lands on (with several
+    /// workers: one of them).
+    fn start_probe(&self, port: u16) -> Result<Option<Probe>, String> {
+        if !self.latency_probe {
+            return Ok(None);
+        }
+        let worker = Conn::connect(port)
+            .and_then(|mut c| c.ping())
+            .map_err(|e| format!("ping: {e}"))?;
+        Probe::start(port, worker).map(Some)
+    }
+
     fn single(&self, ep: Endpoint, nginx: &Nginx, tag: &str) -> Result<Run, String> {
         let n = self.sizes.single;
         let mut conn = Conn::connect(nginx.port).map_err(|e| format!("connect: {e}"))?;
@@ -573,64 +585,31 @@ impl Bench {
         }
         let next = AtomicUsize::new(0);
         let handoffs = AtomicUsize::new(0);
-        let conns = self.sizes.conns;
-        let barrier = Barrier::new(conns + 1);
         let port = nginx.port;
-        // With several workers the probe watches one of them, whichever its first
-        // connection lands on.
-        let probe = if self.latency_probe {
-            let worker = Conn::connect(port)
-                .and_then(|mut c| c.ping())
-                .map_err(|e| format!("ping: {e}"))?;
-            Some(Probe::start(port, worker)?)
-        } else {
-            None
-        };
-        let (wall, results) = thread::scope(|scope| {
-            let handles: Vec<_> = (0..conns)
-                .map(|_| {
-                    scope.spawn(|| -> Result<(), String> {
-                        let conn = Conn::connect(port).map_err(|e| format!("connect: {e}"));
-                        barrier.wait();
-                        let mut conn = conn?;
-                        loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            let Some(&(s, k)) = work.get(i) else { break };
-                            let first = k * seg_size;
-                            let name = match ep {
-                                Endpoint::Dav => format!("{}-{k}", ids[s]),
-                                _ => ids[s].clone(),
-                            };
-                            let (method, uri, headers) =
-                                self.request_for(ep, &name, first, seg_size, size);
-                            let body = FileRange {
-                                file: &self.payload.file,
-                                offset: s as u64 * size + first,
-                                len: seg_size,
-                            };
-                            let r = conn
-                                .request(method, &uri, &headers, Some(body))
-                                .map_err(|e| format!("{} segment {k} of {name}: {e}", ep.name()))?;
-                            if Self::check_answer(ep, &r)? {
-                                handoffs.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                        conn.ping()
-                            .map_err(|e| format!("ping after the uploads: {e}"))?;
-                        Ok(())
-                    })
-                })
-                .collect();
-            barrier.wait();
-            let start = Instant::now();
-            let results: Vec<Result<(), String>> = handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err("client thread panicked".into()))
-                })
-                .collect();
-            (start.elapsed(), results)
+        let probe = self.start_probe(port)?;
+        let (wall, results) = on_connections(port, self.sizes.conns, |conn| {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&(s, k)) = work.get(i) else { break };
+                let first = k * seg_size;
+                let name = match ep {
+                    Endpoint::Dav => format!("{}-{k}", ids[s]),
+                    _ => ids[s].clone(),
+                };
+                let (method, uri, headers) = self.request_for(ep, &name, first, seg_size, size);
+                let body = FileRange {
+                    file: &self.payload.file,
+                    offset: s as u64 * size + first,
+                    len: seg_size,
+                };
+                let r = conn
+                    .request(method, &uri, &headers, Some(body))
+                    .map_err(|e| format!("{} segment {k} of {name}: {e}", ep.name()))?;
+                if Self::check_answer(ep, &r)? {
+                    handoffs.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok(())
         });
         let latency = probe.map(Probe::stop).transpose()?;
         for r in results {
@@ -689,57 +668,21 @@ impl Bench {
         let next = AtomicUsize::new(0);
         let done: Mutex<Vec<(String, u64, u64)>> = Mutex::new(Vec::new());
         let requests = AtomicUsize::new(0);
-        let conns = self.sizes.conns;
-        let barrier = Barrier::new(conns + 1);
         let port = nginx.port;
-        let probe = if self.latency_probe {
-            let worker = Conn::connect(port)
-                .and_then(|mut c| c.ping())
-                .map_err(|e| format!("ping: {e}"))?;
-            Some(Probe::start(port, worker)?)
-        } else {
-            None
-        };
-        let (wall, results) = thread::scope(|scope| {
-            let handles: Vec<_> = (0..conns)
-                .map(|_| {
-                    scope.spawn(|| -> Result<(), String> {
-                        let conn = Conn::connect(port).map_err(|e| format!("connect: {e}"));
-                        barrier.wait();
-                        let mut conn = conn?;
-                        loop {
-                            let s = next.fetch_add(1, Ordering::Relaxed);
-                            if s >= sessions {
-                                break;
-                            }
-                            let offset = s as u64 * size;
-                            let (id, n) = self.protocol_session(
-                                ep,
-                                &mut conn,
-                                offset,
-                                size,
-                                seg_size,
-                                Concat::None,
-                            )?;
-                            requests.fetch_add(n, Ordering::Relaxed);
-                            done.lock().unwrap().push((id, offset, size));
-                        }
-                        conn.ping()
-                            .map_err(|e| format!("ping after the uploads: {e}"))?;
-                        Ok(())
-                    })
-                })
-                .collect();
-            barrier.wait();
-            let start = Instant::now();
-            let results: Vec<Result<(), String>> = handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err("client thread panicked".into()))
-                })
-                .collect();
-            (start.elapsed(), results)
+        let probe = self.start_probe(port)?;
+        let (wall, results) = on_connections(port, self.sizes.conns, |conn| {
+            loop {
+                let s = next.fetch_add(1, Ordering::Relaxed);
+                if s >= sessions {
+                    break;
+                }
+                let offset = s as u64 * size;
+                let (id, n) =
+                    self.protocol_session(ep, conn, offset, size, seg_size, Concat::None)?;
+                requests.fetch_add(n, Ordering::Relaxed);
+                done.lock().unwrap().push((id, offset, size));
+            }
+            Ok(())
         });
         let latency = probe.map(Probe::stop).transpose()?;
         for r in results {
@@ -1388,4 +1331,40 @@ impl Probe {
             realtime,
         })
     }
+}
+
+/// Runs `upload` on `conns` keep-alive connections at once, each in its own thread, from a
+/// common start; every connection then proves nginx still answers it (`GET /ping`). The wall
+/// time from the start to the last thread's end, and each thread's result.
+fn on_connections(
+    port: u16,
+    conns: usize,
+    upload: impl Fn(&mut Conn) -> Result<(), String> + Sync,
+) -> (Duration, Vec<Result<(), String>>) {
+    let barrier = Barrier::new(conns + 1);
+    thread::scope(|scope| {
+        let handles: Vec<_> = (0..conns)
+            .map(|_| {
+                scope.spawn(|| -> Result<(), String> {
+                    let conn = Conn::connect(port).map_err(|e| format!("connect: {e}"));
+                    barrier.wait();
+                    let mut conn = conn?;
+                    upload(&mut conn)?;
+                    conn.ping()
+                        .map(drop)
+                        .map_err(|e| format!("ping after the uploads: {e}"))
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        let results: Vec<Result<(), String>> = handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("client thread panicked".into()))
+            })
+            .collect();
+        (start.elapsed(), results)
+    })
 }
