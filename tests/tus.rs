@@ -372,6 +372,22 @@ fn tuspy_bad_checksum_is_460_and_keeps_the_offset() {
 // tus-js-client 4.3.1
 // ---------------------------------------------------------------------------------------------
 
+/// tus-js-client's `scenario` (tests/clients/tus-js/upload.mjs) on `file` in 64 KiB chunks,
+/// with `extra` arguments; it must exit 0.
+#[track_caller]
+fn tus_js_in_chunks(
+    env: &UploadEnv,
+    file: &std::path::Path,
+    scenario: &str,
+    extra: &[&str],
+) -> ClientOutput {
+    let mut args = vec!["--scenario", scenario, "--chunk-size", "65536"];
+    args.extend_from_slice(extra);
+    let out = tus_js(&endpoint(env), file, &args);
+    assert_eq!(out.code, Some(0), "{scenario} {extra:?}: {out}");
+    out
+}
+
 /// Checks a tus-js-client upload run: it succeeded, its URL's upload was handed off once with
 /// the file, named by the metadata tus-js-client sends (`filename`, `filetype`).
 #[track_caller]
@@ -403,12 +419,7 @@ fn tus_js_simple_and_chunked() {
     let env = start_tus();
     let (file, data) = test_file("js-chunked.bin", 500_001, 5);
     for scenario in ["simple", "chunked"] {
-        let out = tus_js(
-            &endpoint(&env),
-            &file,
-            &["--scenario", scenario, "--chunk-size", "65536"],
-        );
-        assert_eq!(out.code, Some(0), "{out}");
+        let out = tus_js_in_chunks(&env, &file, scenario, &[]);
         let run = out.run(scenario, Some("tus-v1"));
         check_js_upload(&env, run, &data, "js-chunked.bin");
         let patches = run
@@ -430,12 +441,7 @@ fn tus_js_simple_and_chunked() {
 fn tus_js_parallel_uploads_are_concatenated() {
     let env = start_tus();
     let (file, data) = test_file("js-parallel.bin", 700_001, 6);
-    let out = tus_js(
-        &endpoint(&env),
-        &file,
-        &["--scenario", "parallel", "--chunk-size", "65536"],
-    );
-    assert_eq!(out.code, Some(0), "{out}");
+    let out = tus_js_in_chunks(&env, &file, "parallel", &[]);
     let run = out.run("parallel", Some("tus-v1"));
     check_js_upload(&env, run, &data, "js-parallel.bin");
     let requests = run.get("requests").unwrap().as_array();
@@ -463,12 +469,7 @@ fn tus_js_parallel_uploads_are_concatenated() {
 fn tus_js_deferred_length() {
     let env = start_tus();
     let (file, data) = test_file("js-deferred.bin", 300_000, 7);
-    let out = tus_js(
-        &endpoint(&env),
-        &file,
-        &["--scenario", "deferred", "--chunk-size", "65536"],
-    );
-    assert_eq!(out.code, Some(0), "{out}");
+    let out = tus_js_in_chunks(&env, &file, "deferred", &[]);
     let run = out.run("deferred", Some("tus-v1"));
     check_js_upload(&env, run, &data, "js-deferred.bin");
     let requests = run.get("requests").unwrap().as_array();
@@ -485,12 +486,7 @@ fn tus_js_deferred_length() {
 fn tus_js_abort_resume_and_terminate() {
     let env = start_tus();
     let (file, data) = test_file("js-abort.bin", 400_000, 8);
-    let out = tus_js(
-        &endpoint(&env),
-        &file,
-        &["--scenario", "abort-resume", "--chunk-size", "65536"],
-    );
-    assert_eq!(out.code, Some(0), "{out}");
+    let out = tus_js_in_chunks(&env, &file, "abort-resume", &[]);
     let run = out.run("abort-resume", Some("tus-v1"));
     check_js_upload(&env, run, &data, "js-abort.bin");
     let aborted = run.get("abortedAt").and_then(Json::as_u64).unwrap();
@@ -498,12 +494,7 @@ fn tus_js_abort_resume_and_terminate() {
     assert_eq!(run.get("resumedAt").and_then(Json::as_u64), Some(aborted));
     assert_eq!(run.str("firstUrl"), run.str("url"));
 
-    let out = tus_js(
-        &endpoint(&env),
-        &file,
-        &["--scenario", "terminate", "--chunk-size", "65536"],
-    );
-    assert_eq!(out.code, Some(0), "{out}");
+    let out = tus_js_in_chunks(&env, &file, "terminate", &[]);
     let run = out.run("terminate", Some("tus-v1"));
     assert!(run.ok(), "{run}");
     let status = run.get("headAfterDelete").and_then(Json::as_u64);
@@ -525,12 +516,7 @@ fn tus_js_method_override_and_upload_during_creation() {
     let env = start_tus();
     let (file, data) = test_file("js-override.bin", 200_000, 9);
     for flag in ["--override-patch", "--upload-during-creation"] {
-        let out = tus_js(
-            &endpoint(&env),
-            &file,
-            &["--scenario", "chunked", "--chunk-size", "65536", flag],
-        );
-        assert_eq!(out.code, Some(0), "{flag}: {out}");
+        let out = tus_js_in_chunks(&env, &file, "chunked", &[flag]);
         let run = out.run("chunked", Some("tus-v1"));
         check_js_upload(&env, run, &data, "js-override.bin");
         let requests = run.get("requests").unwrap().as_array();
