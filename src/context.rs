@@ -7,15 +7,16 @@ use core::cell::{Cell, RefCell};
 use std::path::PathBuf;
 use std::rc::Rc;
 
-use ngx::ffi::{ngx_http_request_t, ngx_msec_t};
+use ngx::ffi::{ngx_http_request_t, ngx_int_t, ngx_msec_t};
 use ngx::http::{HttpModule, Request};
 
 use ngx_upload_engine::hashing::Digests;
-use ngx_upload_protocol::FileFacts;
+use ngx_upload_protocol::{FileFacts, Reply};
 
 use crate::conf::protocol::LocationProtocol;
 use crate::conf::UploadConf;
 use crate::offload;
+use crate::request::RequestExt;
 use crate::target::{remove_quietly, Target};
 use crate::Module;
 
@@ -158,6 +159,15 @@ impl UploadCtx {
 
     pub fn received(&self) -> u64 {
         self.progress.received.get()
+    }
+
+    /// Answers with the protocol's own `reply` once the bytes this request wrote are recorded
+    /// and nothing is handed off: the claim on them goes first, so a client that resends or
+    /// goes on at once, on another connection, does not find them claimed by this request,
+    /// which nginx may keep for a while after its answer (lingering close, HTTP/2).
+    pub fn answer_recorded(&self, request: &mut Request, reply: Reply) -> ngx_int_t {
+        self.target.borrow_mut().release_claim();
+        request.send_reply(self.conf, reply)
     }
 
     /// Removes what a failed request stored that no upload keeps.

@@ -2,10 +2,7 @@
 //! carries it out (opens where the body goes, then lets the body sink stream it there), and
 //! answers with the protocol's reply to the outcome, or hands the finished file off.
 
-use ngx::ffi::{
-    ngx_http_finalize_request, ngx_http_request_t, ngx_int_t, NGX_ERROR,
-    NGX_HTTP_INTERNAL_SERVER_ERROR,
-};
+use ngx::ffi::{ngx_http_finalize_request, ngx_http_request_t, ngx_int_t, NGX_ERROR};
 use ngx::http::{HttpModuleLocationConf, Request};
 
 use ngx_upload_engine::content_range::ContentRange;
@@ -184,25 +181,12 @@ fn report(
     match conf.sessions().progress(id)? {
         Some(state) => {
             let reply = protocol.reply(&Outcome::Report(&state));
-            Ok(send_reply(request, conf, reply))
+            Ok(request.send_reply(conf, reply))
         }
         None => Err(Failure::new(
             Problem::NotFound,
             format!("status query for unknown session \"{id}\""),
         )),
-    }
-}
-
-/// The module's own answer to an outcome; a hand-off reply is not expected here.
-fn send_reply(request: &mut Request, conf: &UploadConf, reply: Reply) -> ngx_int_t {
-    match reply {
-        Reply::Answer(answer) => {
-            request.add_configured_headers(conf);
-            request.send_answer(&answer)
-        }
-        Reply::HandOff { .. } | Reply::HandOffWith { .. } => {
-            NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t
-        }
     }
 }
 
@@ -445,9 +429,8 @@ fn answer_committed(
     if !state.is_complete() {
         // The other files of a form carrying a segment go with it: nothing is handed off.
         ctx.discard_unfinished();
-        ctx.target.borrow_mut().release_claim();
         let reply = ctx.protocol.reply(&Outcome::Progress(&state));
-        return Ok(send_reply(request, ctx.conf, reply));
+        return Ok(ctx.answer_recorded(request, reply));
     }
     if !committed.hand_off {
         return Err(Failure::new(

@@ -12,7 +12,7 @@ use ngx::ffi::{
 };
 use ngx::http::Request;
 
-use ngx_upload_protocol::{Answer, Method, RequestHead};
+use ngx_upload_protocol::{Answer, Method, Reply, RequestHead};
 
 use crate::conf::{Compiled, UploadConf};
 
@@ -34,6 +34,9 @@ pub trait RequestExt {
     fn send_answer(&mut self, answer: &Answer) -> ngx_int_t;
     /// `upload_add_header`: evaluated now, added when name and value are non-empty.
     fn add_configured_headers(&mut self, conf: &UploadConf);
+    /// Sends the protocol's own answer with the location's `upload_add_header`s; a hand-off
+    /// reply is not expected here (500).
+    fn send_reply(&mut self, conf: &UploadConf, reply: Reply) -> ngx_int_t;
     /// Sends an interim (1xx) answer before the body is read: on HTTP/1.1 only (nginx has no
     /// way to send one on HTTP/2 before 1.29's early hints; the final answer says it all).
     fn send_interim(&mut self, answer: &Answer);
@@ -172,6 +175,18 @@ impl RequestExt for Request {
             out.content_type_len = value.len;
         }
         send_body(self, body)
+    }
+
+    fn send_reply(&mut self, conf: &UploadConf, reply: Reply) -> ngx_int_t {
+        match reply {
+            Reply::Answer(answer) => {
+                self.add_configured_headers(conf);
+                self.send_answer(&answer)
+            }
+            Reply::HandOff { .. } | Reply::HandOffWith { .. } => {
+                ngx::ffi::NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t
+            }
+        }
     }
 
     fn add_configured_headers(&mut self, conf: &UploadConf) {

@@ -742,7 +742,7 @@ fn answer_without_body(request: &mut Request, ctx: &UploadCtx, after: After) {
         let rc = body::flatten(result).and_then(|recorded| match recorded {
             None => {
                 let reply = ctx.protocol.reply(&Outcome::Terminated);
-                Ok(send_reply(request, ctx, reply))
+                Ok(request.send_reply(ctx.conf, reply))
             }
             Some((recorded, handed)) => answer(request, ctx, after, &recorded, handed),
         });
@@ -817,10 +817,7 @@ fn answer(
     };
     let reply = ctx.protocol.reply(&outcome);
     if !hands_off {
-        // Recorded: a client that resends (or goes on) at once, on another connection, must
-        // not find the bytes still claimed by this request, which nginx frees later.
-        ctx.target.borrow_mut().release_claim();
-        return Ok(send_reply(request, ctx, reply));
+        return Ok(ctx.answer_recorded(request, reply));
     }
     let (state, digests) = match handed {
         None => (state.clone(), recorded.digests.clone()),
@@ -870,13 +867,9 @@ fn answer(
             headers,
             on_success,
         } => handoff::hand_off(request, ctx, headers, on_success),
-        Reply::Answer(answer) => {
-            // The protocol answers instead of handing off: the hand-off's claim goes with this
-            // request, the claim of the bytes now.
-            ctx.target.borrow_mut().release_claim();
-            request.add_configured_headers(ctx.conf);
-            Ok(request.send_answer(&answer))
-        }
+        // The protocol answers instead of handing off: the hand-off's claim goes with this
+        // request, the claim of the bytes now.
+        reply @ Reply::Answer(_) => Ok(ctx.answer_recorded(request, reply)),
     }
 }
 
@@ -1043,18 +1036,6 @@ fn settle_awaiting_final(
                 digests: recorded.digests.clone(),
             };
             Ok((recorded, Some(handed)))
-        }
-    }
-}
-
-fn send_reply(request: &mut Request, ctx: &UploadCtx, reply: Reply) -> ngx_int_t {
-    match reply {
-        Reply::Answer(answer) => {
-            request.add_configured_headers(ctx.conf);
-            request.send_answer(&answer)
-        }
-        Reply::HandOff { .. } | Reply::HandOffWith { .. } => {
-            ngx::ffi::NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t
         }
     }
 }
