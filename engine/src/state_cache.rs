@@ -197,16 +197,19 @@ impl<T: Clone> StateCache<T> {
     fn store(&self, path: &Path, stamp: Stamp, read: &StateRead<T>) {
         let mut entries = self.lock();
         let map = entries.get_or_insert_with(HashMap::new);
-        if map.len() >= CAPACITY && !map.contains_key(path) {
+        let entry = Entry {
+            stamp,
+            read: read.clone(),
+        };
+        // Every commit of a segment stores its state again: the path is copied only once.
+        if let Some(known) = map.get_mut(path) {
+            *known = entry;
+            return;
+        }
+        if map.len() >= CAPACITY {
             map.clear();
         }
-        map.insert(
-            path.to_path_buf(),
-            Entry {
-                stamp,
-                read: read.clone(),
-            },
-        );
+        map.insert(path.to_path_buf(), entry);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<HashMap<PathBuf, Entry<T>>>> {
