@@ -8,6 +8,7 @@
 
 pub mod assemble;
 pub mod base64;
+pub mod blocks;
 pub mod content_range;
 mod disk;
 pub mod disposition;
