@@ -18,13 +18,14 @@ use ngx::ffi::{
 use ngx::http::Request;
 use ngx::ngx_log_error;
 
+use ngx_upload_engine::blocks;
 use ngx_upload_engine::hashing::Algorithms;
 use ngx_upload_protocol::Failure;
 
 use crate::context::{now_msec, upload_ctx, UploadCtx};
 use crate::offload;
 use crate::request::{refuse, RequestExt};
-use crate::target::{CommitJob, Record};
+use crate::target::{CommitJob, Placement, Record};
 
 /// A long segment records its progress every this many bytes, so an interrupted one keeps
 /// what arrived (the C module loses the whole segment).
@@ -320,28 +321,37 @@ fn finish_paced(request: &mut Request, ctx: &UploadCtx) {
 /// Writes the body buffers nginx holds to the target and marks them consumed, once there is
 /// enough to write: the body is complete, nginx's body buffer is full, `upload_buffer_size`
 /// bytes wait, or `force`. Until then the bytes stay in nginx's buffer, which nginx keeps
-/// filling, so a fast upload costs one `pwritev` per buffer, not one per read. Returns the
-/// bytes written, or `None` if the request was finalized because of a failure.
+/// filling, so a fast upload costs one `pwritev` per buffer, not one per read. A full buffer
+/// that can grow is not written but moved into the larger one ([`move_to_larger_buffer`]).
+/// Returns the bytes taken from nginx's buffers, or `None` if the request was finalized
+/// because of a failure or its last bytes are being written on the thread pool.
 fn take_body_buffers(request: &mut Request, ctx: &UploadCtx, force: bool) -> Option<u64> {
     let r = request.raw();
     // SAFETY: request_body exists once ngx_http_read_client_request_body ran.
     let rb = unsafe { &mut *(*r).request_body };
-    let pending: usize = unread_body(rb).map(<[u8]>::len).sum();
+    let carried = ctx.progress.carried.get();
+    let pending: usize = carried + unread_body(rb).map(<[u8]>::len).sum::<usize>();
     let req = request.as_ref();
     // SAFETY: rb.buf, when set, is nginx's body buffer.
+    let buffer_full = !rb.buf.is_null() && unsafe { (*rb.buf).last == (*rb.buf).end };
     let write_now = force
         || req.reading_body() == 0
         || pending >= ctx.conf.buffer_size
         || rb.buf.is_null()
-        || unsafe { (*rb.buf).last == (*rb.buf).end }
+        || buffer_full
         || !req.stream.is_null();
     if !write_now || pending == 0 {
         return Some(0);
     }
-    // SAFETY: as above.
-    let buffer_was_full = !rb.buf.is_null() && unsafe { (*rb.buf).last == (*rb.buf).end };
+    if buffer_full && !force && move_to_larger_buffer(request, ctx, rb, pending) {
+        return Some((pending - carried) as u64);
+    }
     let mut slices: Vec<IoSlice<'_>> = Vec::new();
-    for data in unread_body(rb) {
+    // SAFETY: the carried bytes lie at the start of nginx's live body buffer, which nginx
+    // reads into only past them.
+    let carried_bytes =
+        (carried > 0).then(|| unsafe { core::slice::from_raw_parts((*rb.buf).start, carried) });
+    for data in carried_bytes.into_iter().chain(unread_body(rb)) {
         // Successive reads into nginx's buffer are adjacent: one iovec for them.
         match slices.last_mut() {
             Some(prev) if prev.as_ptr_range().end == data.as_ptr() => {
@@ -354,30 +364,17 @@ fn take_body_buffers(request: &mut Request, ctx: &UploadCtx, force: bool) -> Opt
         }
     }
     let before = ctx.received();
+    if !force && write_last_off_loop(request, ctx, before, &slices) {
+        return None;
+    }
     let written = ctx.target.borrow_mut().write(before, &slices);
     if written.is_ok() {
         ctx.progress.received.set(before + pending as u64);
     }
     drop(slices);
-    // SAFETY: r is live; its pool holds the chain links.
-    let pool = unsafe { (*r).pool };
-    let mut cl = rb.bufs;
-    while !cl.is_null() {
-        // SAFETY: as above; consuming lets nginx reuse the buffer for the next read. The links
-        // of rb.bufs were allocated from the request pool by nginx's save filter and are ours
-        // alone: back to the pool's free list (ngx_free_chain), or a long request would
-        // allocate one per read for its whole life.
-        unsafe {
-            let b = &mut *(*cl).buf;
-            b.pos = b.last;
-            let next = (*cl).next;
-            (*cl).next = (*pool).chain;
-            (*pool).chain = cl;
-            cl = next;
-        }
-    }
-    rb.bufs = ptr::null_mut();
-    if buffer_was_full {
+    consume_body_chain(request, rb);
+    ctx.progress.carried.set(0);
+    if buffer_full {
         grow_body_buffer(request, ctx, rb);
     }
     if written.is_err() {
@@ -389,7 +386,131 @@ fn take_body_buffers(request: &mut Request, ctx: &UploadCtx, force: bool) -> Opt
         abort(request, ctx, rc);
         return None;
     }
-    Some(ctx.received() - before)
+    Some((pending - carried) as u64)
+}
+
+/// The last bytes of a body are written on the thread pool when there are at least this many
+/// and nothing but writing them is to be done: the event loop receives other requests' bytes
+/// meanwhile. Fewer are written at once, cheaper than the round trip.
+const OFF_LOOP_AT: usize = 32 << 10;
+
+/// Writes the last `slices` of a body (nginx has read it all) on the thread pool while the
+/// request waits, then goes on as [`take_body_buffers`] would have. Returns whether it did;
+/// if not, the caller writes them here.
+fn write_last_off_loop(
+    request: &mut Request,
+    ctx: &UploadCtx,
+    before: u64,
+    slices: &[IoSlice<'_>],
+) -> bool {
+    let req = request.as_ref();
+    let len: usize = slices.iter().map(|s| s.len()).sum();
+    if req.reading_body() != 0
+        || !req.stream.is_null()
+        || len < OFF_LOOP_AT
+        || ctx.conf.thread_pool.is_null()
+    {
+        return false;
+    }
+    let Some(place) = ctx.target.borrow().plain_placement(before, len as u64) else {
+        return false;
+    };
+    let Ok(place) = place else {
+        return false; // the write here says what is wrong
+    };
+    let bytes = BodyBytes(
+        slices
+            .iter()
+            .map(|s| (s.as_ptr() as usize, s.len()))
+            .collect(),
+    );
+    let commit = commit_after_last_write(ctx, before + len as u64);
+    let work = move || {
+        let written = bytes.write_at(&place);
+        let record = written.is_ok().then(|| commit.map(|job| job())).flatten();
+        (written, record)
+    };
+    run_blocking(request, ctx, work, move |request, ctx, result| {
+        // SAFETY: request_body exists once ngx_http_read_client_request_body ran.
+        let rb = unsafe { &mut *request.as_ref().request_body };
+        consume_body_chain(request, rb);
+        ctx.progress.carried.set(0);
+        let (written, record) = match result {
+            Some((written, record)) => (written, record),
+            None => (flatten(None), None),
+        };
+        if written.is_ok() {
+            ctx.progress.received.set(before + len as u64);
+        }
+        *ctx.progress.recorded_with_write.borrow_mut() = record;
+        let written = written.and_then(|()| (ctx.body_written)(request, ctx));
+        match written {
+            Ok(()) => finish_paced(request, ctx),
+            Err(failure) => {
+                keep_what_arrived(request, ctx);
+                let rc = refuse(request, &ctx.protocol, &failure);
+                abort(request, ctx, rc);
+            }
+        }
+    });
+    true
+}
+
+/// The final commit of a body whose length was known in advance, to run right after its last
+/// write, in the same job: the context's `body_done` would start it next, and
+/// [`run_commit`] takes its record instead. A body of unknown length is checked first.
+fn commit_after_last_write(ctx: &UploadCtx, received: u64) -> Option<CommitJob> {
+    ctx.progress.expected.filter(|n| *n == received)?;
+    ctx.target
+        .borrow_mut()
+        .commit_job(received, true, ctx.conf.hash_algorithms())?
+        .ok()
+}
+
+/// The last bytes of a body, in nginx's buffers, as addresses and lengths for the thread pool.
+struct BodyBytes(Vec<(usize, usize)>);
+
+impl BodyBytes {
+    fn write_at(&self, place: &Placement) -> Result<(), Failure> {
+        // SAFETY: the buffers are nginx's body buffers of a request that run_blocking keeps
+        // alive until this job is back; nginx has read the whole body, so nothing writes into
+        // them, and they are consumed only by the job's continuation.
+        let slices: Vec<IoSlice<'_>> = self
+            .0
+            .iter()
+            .map(|&(at, len)| {
+                IoSlice::new(unsafe { core::slice::from_raw_parts(at as *const u8, len) })
+            })
+            .collect();
+        // SAFETY: the descriptor is the target's open data file, which lives in the request's
+        // context, kept alive with the request; ManuallyDrop leaves it open.
+        let file = core::mem::ManuallyDrop::new(unsafe {
+            <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(place.fd)
+        });
+        ngx_upload_engine::session::write_all_at(&file, place.offset, &slices)
+            .map_err(|e| Failure::io(format!("writing \"{}\" failed", place.path.display()), &e))
+    }
+}
+
+/// Marks every body buffer nginx holds as consumed, so nginx reuses its buffer for the next
+/// read, and gives their chain links back.
+fn consume_body_chain(request: &Request, rb: &mut ngx_http_request_body_t) {
+    let pool = request.as_ref().pool;
+    let mut cl = rb.bufs;
+    while !cl.is_null() {
+        // SAFETY: the links of rb.bufs were allocated from the request pool by nginx's save
+        // filter and are ours alone: back to the pool's free list (ngx_free_chain), or a long
+        // request would allocate one per read for its whole life.
+        unsafe {
+            let b = &mut *(*cl).buf;
+            b.pos = b.last;
+            let next = (*cl).next;
+            (*cl).next = (*pool).chain;
+            (*pool).chain = cl;
+            cl = next;
+        }
+    }
+    rb.bufs = ptr::null_mut();
 }
 
 /// A client that fills nginx's body buffer faster than it is written gets a buffer of
@@ -397,10 +518,33 @@ fn take_body_buffers(request: &mut Request, ctx: &UploadCtx, force: bool) -> Opt
 /// request starts with nginx's `client_body_buffer_size`, so a slow client (a phone on a bad
 /// network) holds no more memory than nginx's own body reading would.
 fn grow_body_buffer(request: &Request, ctx: &UploadCtx, rb: &mut ngx_http_request_body_t) {
+    let Some(size) = larger_buffer_size(request, ctx, rb, 0) else {
+        return;
+    };
+    // SAFETY: the request pool outlives the request body. Every byte of the old buffer was
+    // consumed by the caller, so nginx, which reads into `rb.buf` from `last` and frees its
+    // consumed links on its next filter pass, goes on in the new one as if the old one had
+    // been reset.
+    let b = new_body_buffer(request, ctx, size);
+    if !b.is_null() {
+        // SAFETY: the old buffer's bytes are consumed.
+        release_body_buffer(request, ctx, unsafe { &*rb.buf });
+        rb.buf = b;
+    }
+}
+
+/// The size of the larger body buffer a client that filled its buffer gets, with `pending`
+/// bytes of the body still unwritten; `None` if it keeps the one it has.
+fn larger_buffer_size(
+    request: &Request,
+    ctx: &UploadCtx,
+    rb: &ngx_http_request_body_t,
+    pending: usize,
+) -> Option<usize> {
     let req = request.as_ref();
     // HTTP/2 streams fill their buffer from the connection's frames, sized by nginx.
     if !req.stream.is_null() || req.reading_body() == 0 || rb.buf.is_null() {
-        return;
+        return None;
     }
     // SAFETY: the connection's read event and nginx's body buffer of a live request.
     let (ready, current) = unsafe {
@@ -412,78 +556,93 @@ fn grow_body_buffer(request: &Request, ctx: &UploadCtx, rb: &mut ngx_http_reques
     };
     let mut size = ctx.conf.buffer_size;
     if req.headers_in.chunked() == 0 {
-        size = size.min(usize::try_from(rb.rest).unwrap_or(usize::MAX));
+        let rest = usize::try_from(rb.rest).unwrap_or(usize::MAX);
+        size = size.min(pending.saturating_add(rest));
     }
     // `ready`: the last read stopped because the buffer was full, not because the socket was
     // empty.
-    if !ready || size <= current {
-        return;
-    }
-    // SAFETY: the request pool outlives the request body. Every byte of the old buffer was
-    // consumed above, so nginx, which reads into `rb.buf` from `last` and frees its consumed
-    // links on its next filter pass, goes on in the new one as if the old one had been reset.
-    let b = new_body_buffer(request, ctx, size);
-    if !b.is_null() {
-        // SAFETY: the old buffer's bytes are consumed.
-        release_body_buffer(request, ctx, unsafe { &*rb.buf });
-        rb.buf = b;
-    }
+    (ready && size > current && size > pending).then_some(size)
 }
 
-/// Body buffers this large are mapped on their own, so that giving one back returns its memory
-/// to the system at once (malloc keeps freed blocks of this size for the process, and the
-/// resident memory of a thousand stalled uploads with them).
-const MAP_AT: usize = 128 << 10;
+/// A client filled nginx's body buffer and has more ready: rather than written, its `pending`
+/// bytes move to the start of a larger buffer, and nginx reads on after them. A small segment
+/// (the first read fills `client_body_buffer_size`) is then one write instead of two, for the
+/// cost of copying a few KiB. Returns whether they moved.
+fn move_to_larger_buffer(
+    request: &Request,
+    ctx: &UploadCtx,
+    rb: &mut ngx_http_request_body_t,
+    pending: usize,
+) -> bool {
+    let Some(size) = larger_buffer_size(request, ctx, rb, pending) else {
+        return false;
+    };
+    let b = new_body_buffer(request, ctx, size);
+    if b.is_null() {
+        return false;
+    }
+    let carried = ctx.progress.carried.get();
+    // SAFETY: the new buffer holds `size` > `pending` bytes; the carried bytes and nginx's
+    // unread buffers are live and lie outside it. nginx reads on from the new buffer's `last`
+    // and, with `pos` there too, counts what it still expects as before.
+    unsafe {
+        let mut at = (*b).start;
+        core::ptr::copy_nonoverlapping((*rb.buf).start, at, carried);
+        at = at.add(carried);
+        for data in unread_body(rb) {
+            core::ptr::copy_nonoverlapping(data.as_ptr(), at, data.len());
+            at = at.add(data.len());
+        }
+        (*b).pos = at;
+        (*b).last = at;
+    }
+    consume_body_chain(request, rb);
+    // SAFETY: the old buffer's bytes were copied, and its links consumed.
+    release_body_buffer(request, ctx, unsafe { &*rb.buf });
+    rb.buf = b;
+    ctx.progress.carried.set(pending);
+    true
+}
 
-/// A body buffer of `size` bytes for the request.
+/// A body buffer of `size` bytes for the request: a block of its own ([`blocks`]), or from
+/// the request pool when the request holds one already (while it moves to the new buffer).
 fn new_body_buffer(request: &Request, ctx: &UploadCtx, size: usize) -> *mut ngx::ffi::ngx_buf_t {
     let pool = request.as_ref().pool;
-    if size < MAP_AT || ctx.progress.mapped.get().is_some() {
+    let block = match ctx.progress.block.get() {
+        None => blocks::take(size),
+        Some(_) => None,
+    };
+    let Some(block) = block else {
         // SAFETY: the request pool outlives the request body.
         return unsafe { ngx::ffi::ngx_create_temp_buf(pool, size) };
-    }
-    // SAFETY: an anonymous private mapping of its own; unmapped by release_body_buffer or when
-    // the context is dropped.
-    let mem = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            size,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
     };
-    if mem == libc::MAP_FAILED {
-        // SAFETY: as above.
-        return unsafe { ngx::ffi::ngx_create_temp_buf(pool, size) };
-    }
-    // SAFETY: a zeroed ngx_buf_t from the request pool (ngx_calloc_buf), over the mapping.
+    // SAFETY: a zeroed ngx_buf_t from the request pool (ngx_calloc_buf), over the block, which
+    // holds at least `size` bytes and is given back by release_body_buffer or when the
+    // context is dropped.
     unsafe {
         let b = ngx::ffi::ngx_pcalloc(pool, core::mem::size_of::<ngx::ffi::ngx_buf_t>())
             .cast::<ngx::ffi::ngx_buf_t>();
         if b.is_null() {
-            libc::munmap(mem, size);
+            blocks::give(block);
             return b;
         }
-        let start = mem.cast::<u8>();
+        let start = block.start as *mut u8;
         (*b).start = start;
         (*b).pos = start;
         (*b).last = start;
         (*b).end = start.add(size);
         (*b).set_temporary(1);
-        ctx.progress.mapped.set(Some((start as usize, size)));
+        ctx.progress.block.set(Some(block));
         b
     }
 }
 
 /// Gives back a body buffer whose bytes were all consumed.
 fn release_body_buffer(request: &Request, ctx: &UploadCtx, old: &ngx::ffi::ngx_buf_t) {
-    match ctx.progress.mapped.get() {
-        Some((start, len)) if start == old.start as usize => {
-            ctx.progress.mapped.set(None);
-            // SAFETY: the mapping new_body_buffer made; nothing refers to its bytes any more.
-            unsafe { libc::munmap(start as *mut libc::c_void, len) };
+    match ctx.progress.block.get() {
+        Some(block) if block.start == old.start as usize => {
+            ctx.progress.block.set(None);
+            blocks::give(block);
         }
         // SAFETY: ngx_pfree frees a large allocation of the request pool and leaves anything
         // else (the header buffer nginx may read a small body into) alone.
@@ -567,7 +726,10 @@ fn shrink_body_buffer(request: &Request, ctx: &UploadCtx) {
         let Some(old) = rb.buf.as_ref() else {
             return;
         };
-        if (old.end.offset_from(old.start) as usize) <= small || !rb.bufs.is_null() {
+        if (old.end.offset_from(old.start) as usize) <= small
+            || !rb.bufs.is_null()
+            || ctx.progress.carried.get() > 0
+        {
             return;
         }
         let b = ngx::ffi::ngx_create_temp_buf(req.pool, small);
@@ -732,7 +894,8 @@ fn commit_off_loop(
     Ok(())
 }
 
-/// Runs a request's final commit, then `then` with its result. Here on the event loop when the
+/// Runs a request's final commit, then `then` with its result. If it already ran with the
+/// body's last write on the thread pool, `then` gets that record. Here on the event loop when the
 /// commit is only a state-file append under a lock (no fsync, no hash to catch up by reading
 /// the file back): nginx writes a body's temp file there too, and for a small segment the
 /// round trip through the thread pool costs more than the append. Otherwise on the thread
@@ -743,6 +906,11 @@ pub fn run_commit(
     job: CommitJob,
     then: impl FnOnce(&mut Request, &UploadCtx, Option<Result<Record, Failure>>) + 'static,
 ) {
+    if let Some(record) = ctx.progress.recorded_with_write.take() {
+        // Already run, with the body's last write (commit_after_last_write).
+        drop(job);
+        return then(request, ctx, Some(record));
+    }
     if ctx.conf.sessions().durable || ctx.conf.hash_algorithms() != Algorithms::NONE {
         return run_blocking(request, ctx, job, then);
     }

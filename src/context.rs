@@ -77,8 +77,15 @@ pub struct Progress {
     pub checkpointing: Rc<Cell<bool>>,
     /// What to do once that work is back.
     pub job_done: RefCell<Option<Continuation>>,
-    /// The body buffer mapped on its own (`body::new_body_buffer`): address and length.
-    pub mapped: Cell<Option<(usize, usize)>>,
+    /// The final commit's record, when it ran right after the body's last write on the thread
+    /// pool (`body::commit_after_last_write`); `body::run_commit` takes it.
+    pub recorded_with_write:
+        RefCell<Option<Result<crate::target::Record, ngx_upload_protocol::Failure>>>,
+    /// The block the body buffer lies in, when it is one of its own (`body::new_body_buffer`).
+    pub block: Cell<Option<ngx_upload_engine::blocks::Block>>,
+    /// Body bytes at the start of nginx's body buffer that are not written yet: moved there
+    /// from a smaller buffer that filled (`body::grow_body_buffer`), not in nginx's chain.
+    pub carried: Cell<usize>,
     /// When the body was last read from (nginx's clock), for [`Progress::idle_timer`].
     pub last_read_msec: Cell<ngx_msec_t>,
     /// Fires when a client holding a large body buffer goes quiet: what waits in the buffer is
@@ -141,8 +148,10 @@ impl UploadCtx {
                 job_in_flight: Cell::new(false),
                 checkpointing: Rc::default(),
                 job_done: RefCell::new(None),
+                recorded_with_write: RefCell::new(None),
                 last_read_msec: Cell::new(now_msec()),
-                mapped: Cell::new(None),
+                block: Cell::new(None),
+                carried: Cell::new(0),
                 // SAFETY: ngx_event_t is plain C data, all-zero before use as nginx's own
                 // events are.
                 idle_timer: core::cell::UnsafeCell::new(unsafe { core::mem::zeroed() }),
@@ -203,10 +212,10 @@ pub fn now_msec() -> ngx_msec_t {
 
 impl Drop for UploadCtx {
     fn drop(&mut self) {
-        if let Some((start, len)) = self.progress.mapped.take() {
-            // SAFETY: the request is ending (this runs in its pool's cleanup); nginx reads no
-            // more body into the buffer over this mapping.
-            unsafe { libc::munmap(start as *mut libc::c_void, len) };
+        if let Some(block) = self.progress.block.take() {
+            // The request is ending (this runs in its pool's cleanup): nginx reads no more body
+            // into the buffer over this block, and no disk work is writing from it.
+            ngx_upload_engine::blocks::give(block);
         }
         for timer in [
             self.progress.idle_timer.get_mut(),

@@ -92,6 +92,14 @@ pub enum Record {
     Upload(Recorded),
 }
 
+/// Where body bytes that are only written go (see [`Target::plain_placement`]).
+pub struct Placement {
+    /// The upload's open data file, which lives as long as the request's target.
+    pub fd: std::os::fd::RawFd,
+    pub offset: u64,
+    pub path: PathBuf,
+}
+
 /// Recording work to run on the thread pool.
 pub type CommitJob = Box<dyn FnOnce() -> Result<Record, Failure> + Send>;
 
@@ -105,10 +113,50 @@ impl Target {
             Target::Assembly(_) => Err(Failure::bad_request(
                 "a concatenation takes no body of its own",
             )),
+            Target::Upload(_) | Target::Segment(_) | Target::Whole(_) => {
+                // None: the plan writes no body (a creation of another media type): discarded.
+                if let Some((file, offset, path)) = self.place(received, len)? {
+                    write_at(file, offset, bufs, path)?;
+                    self.hash_written(offset, bufs);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Where `len` body bytes go when nothing but writing them is done with them (no hash or
+    /// checksum carried on, no form to parse), after the checks [`Target::write`] makes: so
+    /// that they can be written off the event loop. `None` when the bytes are needed here.
+    pub fn plain_placement(&self, received: u64, len: u64) -> Option<Result<Placement, Failure>> {
+        let plain = match self {
+            Target::Segment(seg) => seg.stream_hash.is_none(),
+            Target::Upload(up) => {
+                up.claim.is_some() && up.checksum.is_none() && up.stream_hash.is_none()
+            }
+            Target::Whole(whole) => whole.hasher.is_none(),
+            Target::Form(_) | Target::Refused(_) | Target::Assembly(_) => false,
+        };
+        if !plain {
+            return None;
+        }
+        Some(self.place(received, len).and_then(|place| {
+            let (file, offset, path) =
+                place.ok_or_else(|| Failure::internal("this request writes no bytes"))?;
+            Ok(Placement {
+                fd: std::os::fd::AsRawFd::as_raw_fd(file),
+                offset,
+                path: path.to_path_buf(),
+            })
+        }))
+    }
+
+    /// The file, offset and path `len` bytes go to, `received` bytes into the body, once they
+    /// are known to fit; `None` for an upload request that writes no body.
+    fn place(&self, received: u64, len: u64) -> Result<Option<(&File, u64, &Path)>, Failure> {
+        match self {
             Target::Upload(up) => {
                 let Some(claim) = &up.claim else {
-                    // The plan writes no body (a creation of another media type): discarded.
-                    return Ok(());
+                    return Ok(None);
                 };
                 let offset = claim.start() + received;
                 if offset + len > up.limit {
@@ -128,18 +176,7 @@ impl Target {
                         format!("body goes past byte {} the upload may have", claim.end()),
                     ));
                 }
-                write_at(claim.file(), offset, bufs, claim.data_path())?;
-                if let Some((_, hasher)) = &mut up.checksum {
-                    bufs.iter().for_each(|b| hasher.update(b));
-                }
-                if let Some(progress) = &mut up.stream_hash {
-                    let mut at = offset;
-                    for b in bufs {
-                        progress.advance(at, b);
-                        at += b.len() as u64;
-                    }
-                }
-                Ok(())
+                Ok(Some((claim.file(), offset, claim.data_path())))
             }
             Target::Segment(seg) => {
                 let limit = seg.range.len();
@@ -150,15 +187,7 @@ impl Target {
                     ));
                 }
                 let offset = seg.range.first + received;
-                write_at(seg.session.file(), offset, bufs, seg.session.data_path())?;
-                if let Some(progress) = &mut seg.stream_hash {
-                    let mut at = offset;
-                    for b in bufs {
-                        progress.advance(at, b);
-                        at += b.len() as u64;
-                    }
-                }
-                Ok(())
+                Ok(Some((seg.session.file(), offset, seg.session.data_path())))
             }
             Target::Whole(whole) => {
                 if received + len > whole.max_size {
@@ -170,11 +199,31 @@ impl Target {
                         ),
                     ));
                 }
-                write_at(&whole.file, received, bufs, &whole.path)?;
-                if let Some(hasher) = &mut whole.hasher {
-                    bufs.iter().for_each(|b| hasher.update(b));
-                }
-                Ok(())
+                Ok(Some((&whole.file, received, &whole.path)))
+            }
+            Target::Form(_) | Target::Refused(_) | Target::Assembly(_) => Ok(None),
+        }
+    }
+
+    /// Carries the hashes and checksum of the upload on over bytes written at `offset`.
+    fn hash_written(&mut self, offset: u64, bufs: &[IoSlice<'_>]) {
+        let (hasher, progress) = match self {
+            Target::Upload(up) => (
+                up.checksum.as_mut().map(|(_, h)| h),
+                up.stream_hash.as_mut(),
+            ),
+            Target::Segment(seg) => (None, seg.stream_hash.as_mut()),
+            Target::Whole(whole) => (whole.hasher.as_mut(), None),
+            Target::Form(_) | Target::Refused(_) | Target::Assembly(_) => return,
+        };
+        if let Some(hasher) = hasher {
+            bufs.iter().for_each(|b| hasher.update(b));
+        }
+        if let Some(progress) = progress {
+            let mut at = offset;
+            for b in bufs {
+                progress.advance(at, b);
+                at += b.len() as u64;
             }
         }
     }

@@ -82,3 +82,52 @@ fn a_full_disk_answers_507_and_the_upload_resumes_when_space_returns() {
     env.assert_handed_off(&r, "f", "big.TXT", Some(&env.stored_path(id)), &data);
     drop(disk);
 }
+
+/// The last write of a segment runs on the thread pool, with the segment's record after it in
+/// the same job: when that write finds the disk full, the answer is the same 507, and nothing
+/// of the segment is recorded.
+#[test]
+fn a_small_segment_that_finds_the_disk_full_records_nothing() {
+    let env = UploadEnv::start_server(
+        Nginx::builder().http("client_max_body_size 0;"),
+        &upload_server(""),
+    );
+    let Some(disk) = SmallDisk::mount(&env.nginx.path("store"), "1m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root); disk-full not tested");
+        return;
+    };
+    const PIECE: usize = 64 << 10;
+    let data = test_data(32 * PIECE, 122);
+    let id = "diskfull2";
+    let mut stored = 0;
+    let (refused, log_offset) = loop {
+        let log_offset = env.nginx.log_len();
+        let r = env.post(&Segment::piece(id, &data, stored, stored + PIECE - 1));
+        if r.status != 201 {
+            break (r, log_offset);
+        }
+        stored += PIECE;
+        assert!(stored < data.len(), "a megabyte of tmpfs took 2 MiB");
+    };
+    assert_eq!(refused.status, 507, "{refused}");
+    env.nginx
+        .assert_logged(log_offset, &["No space left on device"]);
+    env.nginx.wait_idle();
+    let report = env.report(id);
+    let (first, held) = single_range(&report);
+    assert_eq!((first, held + 1), (0, stored), "{report}");
+    let file = std::fs::read(env.stored_path(id)).unwrap();
+    assert_bytes_eq(&file[..stored], &data[..stored], "bytes the state claims");
+
+    disk.grow("32m");
+    for at in (stored..data.len()).step_by(PIECE) {
+        let r = env.post(&Segment::piece(id, &data, at, at + PIECE - 1));
+        let done = at + PIECE == data.len();
+        if done {
+            env.assert_handed_off(&r, "f", "big.TXT", Some(&env.stored_path(id)), &data);
+        } else {
+            assert_eq!(r.status, 201, "{r}");
+        }
+    }
+    drop(disk);
+}

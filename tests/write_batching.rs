@@ -1,59 +1,94 @@
 //! Body bytes reach the file in `upload_buffer_size` pieces, one `pwritev` each, however small
-//! the pieces the client sends: checked by tracing the worker's system calls with strace.
+//! the pieces the client sends, and a small segment that arrives at once is one `pwritev`:
+//! checked by tracing the worker's system calls (its thread pool's too) with strace.
 
 use ngx_upload_test_support::*;
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+
+/// strace attached to every thread of an nginx worker, tracing its writes.
+struct WriteTrace {
+    strace: Child,
+    path: std::path::PathBuf,
+}
+
+impl WriteTrace {
+    /// `None` (the test says it is skipped) without strace.
+    fn attach(env: &UploadEnv) -> Option<Self> {
+        if Command::new("strace").arg("-V").output().is_err() {
+            eprintln!("SKIPPED: strace is not installed (scripts/setup.sh installs it)");
+            return None;
+        }
+        let worker = env.nginx.worker_pids()[0];
+        let path = env.nginx.path("strace.out");
+        let strace = Command::new("strace")
+            .args([
+                "-f",
+                "-qq",
+                "-e",
+                "trace=pwritev,pwrite64,write,writev",
+                "-o",
+            ])
+            .arg(&path)
+            .args(["-p", &worker.to_string()])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // strace is attached once it traces every thread of the worker, and the worker answers
+        // a request it traced.
+        wait_for("strace to attach to the worker", WAIT_TIMEOUT, || {
+            let tracers = tracers(worker);
+            if !tracers.is_empty() && tracers.iter().all(|&t| t == strace.id()) {
+                Ok(())
+            } else {
+                Err(format!("tracers of the worker's threads: {tracers:?}"))
+            }
+        });
+        wait_for(
+            "strace to trace an answer of the worker",
+            WAIT_TIMEOUT,
+            || {
+                get(env.port(), "/");
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                if text.contains("HTTP/1.1 ") {
+                    Ok(())
+                } else {
+                    Err(format!("the trace so far:\n{text}"))
+                }
+            },
+        );
+        Some(WriteTrace { strace, path })
+    }
+
+    /// Stops tracing; the sizes of the `pwritev` calls (data writes) and the whole trace.
+    fn data_writes(mut self) -> (Vec<u64>, String) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.strace.id() as i32, libc::SIGINT) };
+        let _ = self.strace.wait();
+        let _ = self
+            .strace
+            .stderr
+            .take()
+            .map(|e| BufReader::new(e).lines().count());
+        let text = std::fs::read_to_string(&self.path).unwrap();
+        let writes = text
+            .lines()
+            .filter(|l| l.contains("pwritev("))
+            .filter_map(|l| l.rsplit("= ").next()?.trim().parse().ok())
+            .collect();
+        (writes, text)
+    }
+}
 
 #[test]
 fn a_segment_is_written_once_per_upload_buffer_size() {
-    if Command::new("strace").arg("-V").output().is_err() {
-        eprintln!("SKIPPED: strace is not installed (scripts/setup.sh installs it)");
-        return;
-    }
     let env = UploadEnv::start_server(
         Nginx::builder().http("client_max_body_size 0;"),
         &upload_server("upload_buffer_size 256k;"),
     );
-    let worker = env.nginx.worker_pids()[0];
-    let trace = env.nginx.path("strace.out");
-    let mut strace = Command::new("strace")
-        .args([
-            "-f",
-            "-qq",
-            "-e",
-            "trace=pwritev,pwrite64,write,writev",
-            "-o",
-        ])
-        .arg(&trace)
-        .args(["-p", &worker.to_string()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // strace is attached once it traces every thread of the worker, and the worker answers a
-    // request it traced.
-    wait_for("strace to attach to the worker", WAIT_TIMEOUT, || {
-        let tracers = tracers(worker);
-        if !tracers.is_empty() && tracers.iter().all(|&t| t == strace.id()) {
-            Ok(())
-        } else {
-            Err(format!("tracers of the worker's threads: {tracers:?}"))
-        }
-    });
-    wait_for(
-        "strace to trace an answer of the worker",
-        WAIT_TIMEOUT,
-        || {
-            get(env.port(), "/");
-            let text = std::fs::read_to_string(&trace).unwrap_or_default();
-            if text.contains("HTTP/1.1 ") {
-                Ok(())
-            } else {
-                Err(format!("the trace so far:\n{text}"))
-            }
-        },
-    );
-
+    let Some(trace) = WriteTrace::attach(&env) else {
+        return;
+    };
     let data = test_data(8 << 20, 141);
     let id = "batched1";
     let mut conn = env.start_segment(&Segment::piece(id, &data, 0, data.len() - 1), 0);
@@ -65,19 +100,7 @@ fn a_segment_is_written_once_per_upload_buffer_size() {
     assert_eq!(r.status, 200, "{r}");
     assert_bytes_eq(&std::fs::read(env.stored_path(id)).unwrap(), &data, "file");
 
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(strace.id() as i32, libc::SIGINT) };
-    let _ = strace.wait();
-    let _ = strace
-        .stderr
-        .take()
-        .map(|e| BufReader::new(e).lines().count());
-    let text = std::fs::read_to_string(&trace).unwrap();
-    let data_writes: Vec<u64> = text
-        .lines()
-        .filter(|l| l.contains("pwritev("))
-        .filter_map(|l| l.rsplit("= ").next()?.trim().parse().ok())
-        .collect();
+    let (data_writes, text) = trace.data_writes();
     let written: u64 = data_writes.iter().sum();
     eprintln!(
         "{} pwritev calls for {} bytes sent in 4 KiB pieces",
@@ -91,5 +114,42 @@ fn a_segment_is_written_once_per_upload_buffer_size() {
         "{} writes for {} buffers of 256 KiB:\n{data_writes:?}",
         data_writes.len(),
         full_buffers
+    );
+}
+
+/// nginx reads the first `client_body_buffer_size` (8 KiB here) of a body on its own; the
+/// module moves those bytes into the larger buffer rather than writing them, so a segment that
+/// arrives whole is one write, of all its bytes, and lands intact. Each segment's head and body
+/// are one send that fits a loopback packet, so all of it is there when nginx reads.
+#[test]
+fn a_small_segment_that_arrives_at_once_is_one_write() {
+    let env = UploadEnv::start_server(
+        Nginx::builder().http("client_max_body_size 0; client_body_buffer_size 8k;"),
+        &upload_server("upload_buffer_size 256k;"),
+    );
+    let Some(trace) = WriteTrace::attach(&env) else {
+        return;
+    };
+    const PIECE: usize = 60 << 10;
+    let data = test_data(4 * PIECE, 142);
+    let id = "small1";
+    // Out of order; the last one completes the file.
+    for (n, first) in [2, 0, 3, 1].map(|k| k * PIECE).into_iter().enumerate() {
+        let segment = Segment::piece(id, &data, first, first + PIECE - 1);
+        let mut conn = env.start_segment(&segment, segment.body.len());
+        let r = read_response(&mut conn).unwrap();
+        assert_eq!(
+            r.status,
+            if n == 3 { 200 } else { 201 },
+            "segment at {first}: {r}"
+        );
+    }
+    assert_bytes_eq(&std::fs::read(env.stored_path(id)).unwrap(), &data, "file");
+
+    let (data_writes, text) = trace.data_writes();
+    assert_eq!(
+        data_writes,
+        vec![PIECE as u64; 4],
+        "one pwritev of the whole body per segment:\n{text}"
     );
 }
