@@ -22,7 +22,7 @@ use ngx_upload_engine::blocks;
 use ngx_upload_engine::hashing::Algorithms;
 use ngx_upload_protocol::Failure;
 
-use crate::context::{now_msec, upload_ctx, UploadCtx};
+use crate::context::{now_msec, upload_ctx, BlockBuffer, UploadCtx};
 use crate::offload;
 use crate::request::{refuse, RequestExt};
 use crate::target::{CommitJob, Placement, Record};
@@ -99,7 +99,7 @@ unsafe extern "C" fn watch(ev: *mut ngx::ffi::ngx_event_t) {
         return;
     };
     let asked = ctx.yield_to.is_some_and(|asked| asked(ctx));
-    if !asked || ctx.progress.job_in_flight.get() {
+    if !asked || ctx.progress.job_in_flight.get() || ctx.progress.writing.get().is_some() {
         // SAFETY: re-arming the timer that just fired.
         unsafe { ngx_add_timer(ev, WATCH_MSEC) };
         return;
@@ -148,6 +148,12 @@ unsafe extern "C" fn body_started(r: *mut ngx_http_request_t) {
         return;
     };
     request.as_mut().read_event_handler = Some(body_readable);
+    go_on(request, ctx);
+}
+
+/// Writes what waits in nginx's buffers if there is enough, then finishes the body or reads
+/// on.
+fn go_on(request: &mut Request, ctx: &UploadCtx) {
     if take_body_buffers(request, ctx, false).is_none() {
         return;
     }
@@ -231,10 +237,12 @@ fn read_body(request: &mut Request, ctx: &UploadCtx) {
             return;
         };
         if request.as_ref().reading_body() == 0 {
-            finish_paced(request, ctx);
+            if ctx.progress.writing.get().is_none() {
+                finish_paced(request, ctx);
+            } // else the write's continuation finishes the body
             return;
         }
-        if checkpoint_due(ctx) {
+        if checkpoint_due(ctx) && ctx.progress.writing.get().is_none() {
             if let Err(failure) = checkpoint(request, ctx) {
                 let rc = refuse(request, &ctx.protocol, &failure);
                 abort(request, ctx, rc);
@@ -263,6 +271,10 @@ fn read_body(request: &mut Request, ctx: &UploadCtx) {
 /// The client went away, timed out or sent a malformed body. Bytes of a segment that arrived
 /// are real: write what waits in nginx's buffer and record them, so a resuming client is told.
 fn body_cut_short(request: &mut Request, ctx: &UploadCtx, rc: ngx_int_t) {
+    if ctx.progress.writing.get().is_some() {
+        ctx.progress.cut_short.set(Some(rc)); // once the write is back (write_behind_done)
+        return;
+    }
     if rc == NGX_HTTP_REQUEST_TIME_OUT as ngx_int_t {
         // nginx says nothing when a body stalls: say which upload it was.
         let received = ctx.received();
@@ -326,6 +338,9 @@ fn finish_paced(request: &mut Request, ctx: &UploadCtx) {
 /// Returns the bytes taken from nginx's buffers, or `None` if the request was finalized
 /// because of a failure or its last bytes are being written on the thread pool.
 fn take_body_buffers(request: &mut Request, ctx: &UploadCtx, force: bool) -> Option<u64> {
+    if ctx.progress.writing.get().is_some() {
+        return Some(0); // bytes are written in order: the write's continuation takes these
+    }
     let r = request.raw();
     // SAFETY: request_body exists once ngx_http_read_client_request_body ran.
     let rb = unsafe { &mut *(*r).request_body };
@@ -366,6 +381,9 @@ fn take_body_buffers(request: &mut Request, ctx: &UploadCtx, force: bool) -> Opt
     let before = ctx.received();
     if !force && write_last_off_loop(request, ctx, before, &slices) {
         return None;
+    }
+    if !force && write_behind(request, ctx, before, &slices) {
+        return Some((pending - carried) as u64);
     }
     let written = ctx.target.borrow_mut().write(before, &slices);
     if written.is_ok() {
@@ -454,6 +472,180 @@ fn write_last_off_loop(
         }
     });
     true
+}
+
+/// Writes a full body buffer on the thread pool while nginx reads on into another one (the
+/// spare from the previous write, or a new block), so that receiving and writing overlap and
+/// a read event of a fast upload costs the event loop one `recv`, not a `recv` and a
+/// `pwritev`. Only a buffer of our own (a client that filled nginx's), whose bytes are only
+/// written; over HTTP/1.x. Returns whether the write was started.
+fn write_behind(
+    request: &mut Request,
+    ctx: &UploadCtx,
+    before: u64,
+    slices: &[IoSlice<'_>],
+) -> bool {
+    let req = request.as_ref();
+    if req.reading_body() == 0 || !req.stream.is_null() || ctx.conf.thread_pool.is_null() {
+        return false;
+    }
+    let Some(block) = ctx.progress.block.get() else {
+        return false;
+    };
+    // SAFETY: request_body exists once ngx_http_read_client_request_body ran.
+    let rb = unsafe { &mut *req.request_body };
+    let full = rb.buf;
+    // SAFETY: rb.buf, when set, is nginx's body buffer.
+    if full.is_null() || unsafe { (*full).start } as usize != block.start {
+        return false;
+    }
+    let in_block = |s: &IoSlice<'_>| {
+        let at = s.as_ptr() as usize;
+        at >= block.start && at + s.len() <= block.start + block.cap
+    };
+    if !slices.iter().all(in_block) {
+        return false;
+    }
+    let len: usize = slices.iter().map(|s| s.len()).sum();
+    let Some(Ok(place)) = ctx.target.borrow().plain_placement(before, len as u64) else {
+        return false;
+    };
+    // SAFETY: as above.
+    let size = unsafe { (*full).end.offset_from((*full).start) as usize };
+    let Some(next) = next_buffer(request, ctx, size) else {
+        return false;
+    };
+    let bytes = BodyBytes(
+        slices
+            .iter()
+            .map(|s| (s.as_ptr() as usize, s.len()))
+            .collect(),
+    );
+    consume_body_chain(request, rb);
+    ctx.progress.carried.set(0);
+    rb.buf = next.buf;
+    ctx.progress.block.set(Some(next.block));
+    ctx.progress
+        .writing
+        .set(Some(BlockBuffer { buf: full, block }));
+    let r = request.raw();
+    // SAFETY: r is live; blocking the main request keeps nginx from freeing it (and the
+    // buffer being written) until write_behind_done unblocks it, as nginx's own thread tasks
+    // do; nginx replaces the write event handler if it terminates the request meanwhile.
+    unsafe {
+        let main = (*r).main;
+        (*main).set_blocked((*main).blocked() + 1);
+        (*r).write_event_handler = Some(write_behind_continuation);
+    }
+    offload::run(
+        offload::Pool(ctx.conf.thread_pool),
+        request.log(),
+        move || bytes.write_at(&place),
+        move |result| write_behind_done(r, before, len as u64, flatten(result)),
+    );
+    true
+}
+
+/// The write event handler while a buffer is written behind: goes on once the write is back.
+unsafe extern "C" fn write_behind_continuation(r: *mut ngx_http_request_t) {
+    // SAFETY: nginx (or the write's completion) calls it with the live request, which has our
+    // context; both are used within this callback only.
+    let (request, ctx) = unsafe { (Request::from_ngx_http_request(r), upload_ctx(r)) };
+    let Some(ctx) = ctx else {
+        return;
+    };
+    let Some((before, len, written)) = ctx.progress.written_behind.borrow_mut().take() else {
+        return; // a write event before the write is back: nothing to do yet
+    };
+    request.as_mut().write_event_handler = Some(ngx::ffi::ngx_http_request_empty_handler);
+    ctx.progress.spare.set(ctx.progress.writing.take());
+    if written.is_ok() {
+        ctx.progress.received.set(before + len);
+    }
+    if let Err(failure) = written.and_then(|()| (ctx.body_written)(request, ctx)) {
+        ctx.progress.cut_short.set(None);
+        keep_what_arrived(request, ctx);
+        let rc = refuse(request, &ctx.protocol, &failure);
+        abort(request, ctx, rc);
+        return;
+    }
+    if let Some(rc) = ctx.progress.cut_short.take() {
+        return body_cut_short(request, ctx, rc);
+    }
+    // While buffers are written behind, reading never sees a checkpoint due: here it does.
+    // Once nginx has read the whole body, the final commit records it all.
+    if request.as_ref().reading_body() != 0 && checkpoint_due(ctx) {
+        if let Err(failure) = checkpoint(request, ctx) {
+            let rc = refuse(request, &ctx.protocol, &failure);
+            return abort(request, ctx, rc);
+        }
+        if ctx.progress.job_in_flight.get() {
+            return; // the checkpoint's continuation reads on
+        }
+    }
+    go_on(request, ctx);
+}
+
+/// The buffer nginx reads into while the full one is written: the spare, or a new block.
+fn next_buffer(request: &Request, ctx: &UploadCtx, size: usize) -> Option<BlockBuffer> {
+    if let Some(spare) = ctx.progress.spare.take() {
+        if spare.block.cap >= size {
+            // SAFETY: the spare's buffer header is ours, over its block, which nothing uses.
+            unsafe {
+                let b = &mut *spare.buf;
+                b.pos = b.start;
+                b.last = b.start;
+                b.end = b.start.add(size);
+            }
+            return Some(spare);
+        }
+        blocks::give(spare.block);
+    }
+    let block = blocks::take(size)?;
+    // SAFETY: a zeroed ngx_buf_t from the request pool (ngx_calloc_buf), over the block.
+    unsafe {
+        let b = ngx::ffi::ngx_pcalloc(
+            request.as_ref().pool,
+            core::mem::size_of::<ngx::ffi::ngx_buf_t>(),
+        )
+        .cast::<ngx::ffi::ngx_buf_t>();
+        if b.is_null() {
+            blocks::give(block);
+            return None;
+        }
+        let start = block.start as *mut u8;
+        (*b).start = start;
+        (*b).pos = start;
+        (*b).last = start;
+        (*b).end = start.add(size);
+        (*b).set_temporary(1);
+        Some(BlockBuffer { buf: b, block })
+    }
+}
+
+/// A buffer written behind is back: the request's write event handler goes on, which is
+/// [`write_behind_continuation`], or nginx's finalizer if it terminated the request meanwhile.
+fn write_behind_done(
+    r: *mut ngx_http_request_t,
+    before: u64,
+    len: u64,
+    written: Result<(), Failure>,
+) {
+    // SAFETY: the request, and with it its context, was kept alive by the block write_behind
+    // took; the reference is dropped before the handler runs.
+    if let Some(ctx) = unsafe { upload_ctx(r) } {
+        *ctx.progress.written_behind.borrow_mut() = Some((before, len, written));
+    }
+    // SAFETY: as above; this undoes the block.
+    unsafe {
+        let main = (*r).main;
+        (*main).set_blocked((*main).blocked() - 1);
+        let c = (*r).connection;
+        if let Some(handler) = (*r).write_event_handler {
+            handler(r);
+        }
+        ngx::ffi::ngx_http_run_posted_requests(c);
+    }
 }
 
 /// The final commit of a body whose length was known in advance, to run right after its last
@@ -564,10 +756,12 @@ fn larger_buffer_size(
     (ready && size > current && size > pending).then_some(size)
 }
 
-/// A client filled nginx's body buffer and has more ready: rather than written, its `pending`
-/// bytes move to the start of a larger buffer, and nginx reads on after them. A small segment
-/// (the first read fills `client_body_buffer_size`) is then one write instead of two, for the
-/// cost of copying a few KiB. Returns whether they moved.
+/// A client filled nginx's body buffer and has more ready, and the rest of the body fits a
+/// larger buffer: rather than written, its `pending` bytes move to the start of that buffer,
+/// and nginx reads on after them. A small segment (whose first read fills
+/// `client_body_buffer_size`) is then one write instead of two, for the cost of copying a few
+/// KiB. A longer body is many writes anyway, and keeps the first one. Returns whether they
+/// moved.
 fn move_to_larger_buffer(
     request: &Request,
     ctx: &UploadCtx,
@@ -577,6 +771,10 @@ fn move_to_larger_buffer(
     let Some(size) = larger_buffer_size(request, ctx, rb, pending) else {
         return false;
     };
+    let rest = usize::try_from(rb.rest).unwrap_or(usize::MAX);
+    if request.as_ref().headers_in.chunked() != 0 || pending.saturating_add(rest) > size {
+        return false;
+    }
     let b = new_body_buffer(request, ctx, size);
     if b.is_null() {
         return false;
@@ -699,7 +897,8 @@ unsafe extern "C" fn idle_check(ev: *mut ngx::ffi::ngx_event_t) {
         return;
     };
     let quiet = now_msec().wrapping_sub(ctx.progress.last_read_msec.get());
-    if ctx.progress.job_in_flight.get() || quiet < IDLE_MSEC {
+    if ctx.progress.job_in_flight.get() || ctx.progress.writing.get().is_some() || quiet < IDLE_MSEC
+    {
         // SAFETY: re-arming the timer that just fired.
         unsafe { ngx_add_timer(ev, IDLE_MSEC - quiet.min(IDLE_MSEC - 1)) };
         return;
@@ -738,6 +937,9 @@ fn shrink_body_buffer(request: &Request, ctx: &UploadCtx) {
         }
         release_body_buffer(request, ctx, old);
         rb.buf = b;
+    }
+    if let Some(spare) = ctx.progress.spare.take() {
+        blocks::give(spare.block);
     }
 }
 

@@ -83,6 +83,16 @@ pub struct Progress {
         RefCell<Option<Result<crate::target::Record, ngx_upload_protocol::Failure>>>,
     /// The block the body buffer lies in, when it is one of its own (`body::new_body_buffer`).
     pub block: Cell<Option<ngx_upload_engine::blocks::Block>>,
+    /// A body buffer being written on the thread pool while nginx reads on into another
+    /// (`body::write_behind`); nothing else is written meanwhile.
+    pub writing: Cell<Option<BlockBuffer>>,
+    /// What came of that write: where it started, its length, and its result.
+    pub written_behind: RefCell<Option<(u64, u64, Result<(), ngx_upload_protocol::Failure>)>>,
+    /// The buffer last written behind, for the next time nginx's buffer is full.
+    pub spare: Cell<Option<BlockBuffer>>,
+    /// The body ended (client gone, timeout) while a buffer was being written: what
+    /// `body::body_cut_short` does waits for the write.
+    pub cut_short: Cell<Option<ngx_int_t>>,
     /// Body bytes at the start of nginx's body buffer that are not written yet: moved there
     /// from a smaller buffer that filled (`body::grow_body_buffer`), not in nginx's chain.
     pub carried: Cell<usize>,
@@ -94,6 +104,13 @@ pub struct Progress {
     pub idle_timer: core::cell::UnsafeCell<ngx::ffi::ngx_event_t>,
     /// Fires every second while the body is read, for [`UploadCtx::yield_to`].
     pub watch_timer: core::cell::UnsafeCell<ngx::ffi::ngx_event_t>,
+}
+
+/// A body buffer of the request pool over a block of its own.
+#[derive(Clone, Copy)]
+pub struct BlockBuffer {
+    pub buf: *mut ngx::ffi::ngx_buf_t,
+    pub block: ngx_upload_engine::blocks::Block,
 }
 
 pub struct UploadCtx {
@@ -151,6 +168,10 @@ impl UploadCtx {
                 recorded_with_write: RefCell::new(None),
                 last_read_msec: Cell::new(now_msec()),
                 block: Cell::new(None),
+                writing: Cell::new(None),
+                written_behind: RefCell::new(None),
+                spare: Cell::new(None),
+                cut_short: Cell::new(None),
                 carried: Cell::new(0),
                 // SAFETY: ngx_event_t is plain C data, all-zero before use as nginx's own
                 // events are.
@@ -212,9 +233,17 @@ pub fn now_msec() -> ngx_msec_t {
 
 impl Drop for UploadCtx {
     fn drop(&mut self) {
-        if let Some(block) = self.progress.block.take() {
+        let progress = &self.progress;
+        let behind = [progress.writing.take(), progress.spare.take()];
+        for block in progress
+            .block
+            .take()
+            .into_iter()
+            .chain(behind.into_iter().flatten().map(|b| b.block))
+        {
             // The request is ending (this runs in its pool's cleanup): nginx reads no more body
-            // into the buffer over this block, and no disk work is writing from it.
+            // into the buffer over this block, and no disk work is writing from it (a write
+            // keeps the request from ending until it is back).
             ngx_upload_engine::blocks::give(block);
         }
         for timer in [

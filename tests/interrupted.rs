@@ -1,16 +1,30 @@
 //! A segment cut short keeps what reached the disk: the state records it (on the disconnect,
 //! and every 8 MiB while a long segment streams), a status query reports it, and the client
 //! resumes from there. The C module loses the whole segment.
+//!
+//! Each runs with nginx's body buffer, and with `upload_buffer_size 256k`, where a fast
+//! client's full buffers are written on the thread pool while nginx reads on into another.
+
+/// The location settings each test runs with.
+const BUFFERS: [&str; 2] = ["", "upload_buffer_size 256k;"];
+/// With `upload_state_fsync`, checkpoints wait for the data's fsync.
+const DURABLE: &str = "upload_buffer_size 256k; upload_state_fsync on;";
 
 use ngx_upload_test_support::*;
 use std::io::Write;
 
 #[test]
 fn a_dropped_segment_keeps_what_arrived_and_resumes() {
+    for conf in BUFFERS.into_iter().chain([DURABLE]) {
+        dropped_segment_keeps_what_arrived(conf);
+    }
+}
+
+fn dropped_segment_keeps_what_arrived(conf: &str) {
     let data = test_data(2 << 20, 41);
     let env = UploadEnv::start_server(
         Nginx::builder().http("client_max_body_size 0;"),
-        &upload_server(""),
+        &upload_server(conf),
     );
     let id = "dropped1";
     let sent = (1 << 20) + 12345;
@@ -30,9 +44,9 @@ fn a_dropped_segment_keeps_what_arrived_and_resumes() {
     // The state is recorded before nginx frees the request, whose claim on the bytes goes then.
     env.nginx.wait_idle();
     let (first, last) = single_range(&r);
-    assert_eq!(first, 0, "{r}");
-    assert!(last < sent, "claims bytes never sent: {r}");
-    assert!(last + 1 >= sent / 2, "kept too little: {r}");
+    assert_eq!(first, 0, "{conf}: {r}");
+    assert!(last < sent, "{conf}: claims bytes never sent: {r}");
+    assert!(last + 1 >= sent / 2, "{conf}: kept too little: {r}");
     let stored = std::fs::read(env.stored_path(id)).unwrap();
     assert_bytes_eq(&stored[..=last], &data[..=last], "bytes the state claims");
 
@@ -49,10 +63,16 @@ fn a_dropped_segment_keeps_what_arrived_and_resumes() {
 
 #[test]
 fn a_long_segment_checkpoints_while_it_streams() {
+    for conf in BUFFERS.into_iter().chain([DURABLE]) {
+        long_segment_checkpoints(conf);
+    }
+}
+
+fn long_segment_checkpoints(conf: &str) {
     let data = test_data(24 << 20, 43);
     let env = UploadEnv::start_server(
         Nginx::builder().http("client_max_body_size 0;"),
-        &upload_server(""),
+        &upload_server(conf),
     );
     let id = "longseg1";
     let sent = 17 << 20;
@@ -60,16 +80,16 @@ fn a_long_segment_checkpoints_while_it_streams() {
     // The segment is still open: the state already holds at least the first 8 MiB.
     let r = env.wait_report(id, |r| !r.is_empty() && single_range(r).1 + 1 >= 16 << 20);
     let (first, last) = single_range(&r);
-    assert_eq!(first, 0, "{r}");
-    assert!(last + 1 >= 16 << 20 && last < sent, "{r}");
+    assert_eq!(first, 0, "{conf}: {r}");
+    assert!(last + 1 >= 16 << 20 && last < sent, "{conf}: {r}");
     // The segment then finishes normally and completes the upload.
     conn.write_all(&data[sent..]).unwrap();
     let r = read_response(&mut conn).unwrap();
-    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.status, 200, "{conf}: {r}");
     assert_bytes_eq(
         &std::fs::read(env.stored_path(id)).unwrap(),
         &data,
-        "uploaded file",
+        &format!("uploaded file ({conf})"),
     );
 }
 

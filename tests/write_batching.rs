@@ -10,6 +10,8 @@ use std::process::{Child, Command, Stdio};
 struct WriteTrace {
     strace: Child,
     path: std::path::PathBuf,
+    /// The worker's pid, which is its event loop's thread id.
+    worker: u32,
 }
 
 impl WriteTrace {
@@ -57,11 +59,22 @@ impl WriteTrace {
                 }
             },
         );
-        Some(WriteTrace { strace, path })
+        Some(WriteTrace {
+            strace,
+            path,
+            worker,
+        })
     }
 
     /// Stops tracing; the sizes of the `pwritev` calls (data writes) and the whole trace.
-    fn data_writes(mut self) -> (Vec<u64>, String) {
+    fn data_writes(self) -> (Vec<u64>, String) {
+        let (writes, text) = self.data_writes_by_thread();
+        (writes.into_iter().map(|(_, len)| len).collect(), text)
+    }
+
+    /// Stops tracing; each `pwritev` as whether the event loop made it (not the thread pool)
+    /// and its size, and the whole trace.
+    fn data_writes_by_thread(mut self) -> (Vec<(bool, u64)>, String) {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.strace.id() as i32, libc::SIGINT) };
         let _ = self.strace.wait();
@@ -71,10 +84,14 @@ impl WriteTrace {
             .take()
             .map(|e| BufReader::new(e).lines().count());
         let text = std::fs::read_to_string(&self.path).unwrap();
+        let worker = self.worker.to_string();
         let writes = text
             .lines()
             .filter(|l| l.contains("pwritev("))
-            .filter_map(|l| l.rsplit("= ").next()?.trim().parse().ok())
+            .filter_map(|l| {
+                let on_loop = l.split_whitespace().next()? == worker;
+                Some((on_loop, l.rsplit("= ").next()?.trim().parse().ok()?))
+            })
             .collect();
         (writes, text)
     }
@@ -151,5 +168,43 @@ fn a_small_segment_that_arrives_at_once_is_one_write() {
         data_writes,
         vec![PIECE as u64; 4],
         "one pwritev of the whole body per segment:\n{text}"
+    );
+}
+
+/// A fast client fills the 256 KiB buffer again and again: each full buffer is written by the
+/// thread pool while nginx reads on into the other, and the event loop writes at most the
+/// first few KiB (nginx's own first buffer) and the last piece.
+#[test]
+fn a_fast_client_s_buffers_are_written_behind_by_the_thread_pool() {
+    let env = UploadEnv::start_server(
+        Nginx::builder().http("client_max_body_size 0; client_body_buffer_size 8k;"),
+        &upload_server("upload_buffer_size 256k;"),
+    );
+    let Some(trace) = WriteTrace::attach(&env) else {
+        return;
+    };
+    let data = test_data(4 << 20, 143);
+    let id = "behind1";
+    let segment = Segment::piece(id, &data, 0, data.len() - 1);
+    let mut conn = env.start_segment(&segment, segment.body.len());
+    let r = read_response(&mut conn).unwrap();
+    assert_eq!(r.status, 200, "{r}");
+    assert_bytes_eq(&std::fs::read(env.stored_path(id)).unwrap(), &data, "file");
+
+    let (writes, text) = trace.data_writes_by_thread();
+    let on_loop: Vec<u64> = writes.iter().filter(|w| w.0).map(|w| w.1).collect();
+    let behind = writes.iter().filter(|w| !w.0 && w.1 == 256 << 10).count();
+    assert_eq!(
+        writes.iter().map(|w| w.1).sum::<u64>(),
+        data.len() as u64,
+        "{text}"
+    );
+    assert!(
+        on_loop.len() <= 2 && on_loop.iter().all(|&len| len < 256 << 10),
+        "the event loop wrote {on_loop:?}:\n{text}"
+    );
+    assert!(
+        behind >= 14,
+        "{behind} buffers of 256 KiB written behind:\n{text}"
     );
 }

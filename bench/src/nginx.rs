@@ -104,6 +104,9 @@ location @done {
 
 impl Nginx {
     pub fn start(setup: &Setup, tag: &str) -> Result<Nginx, String> {
+        // What earlier runs left in the page cache is written back now, not during this run.
+        // SAFETY: sync has no preconditions.
+        unsafe { libc::sync() };
         let prefix = setup.root.join(format!("nginx-{tag}"));
         let _ = fs::remove_dir_all(&prefix);
         for dir in [
