@@ -22,7 +22,7 @@ use ngx_upload_engine::blocks;
 use ngx_upload_engine::hashing::Algorithms;
 use ngx_upload_protocol::Failure;
 
-use crate::context::{now_msec, upload_ctx, BlockBuffer, UploadCtx};
+use crate::context::{now_msec, upload_ctx, BlockBuffer, UploadCtx, WrittenBehind};
 use crate::offload;
 use crate::request::{refuse, RequestExt};
 use crate::target::{CommitJob, Placement, Record};
@@ -541,7 +541,15 @@ fn write_behind(
         offload::Pool(ctx.conf.thread_pool),
         request.log(),
         move || bytes.write_at(&place),
-        move |result| write_behind_done(r, before, len as u64, flatten(result)),
+        move |result| {
+            let written = WrittenBehind {
+                before,
+                len: len as u64,
+                result: flatten(result),
+            };
+            // SAFETY: r is the request this write blocked, above.
+            unsafe { write_behind_done(r, written) }
+        },
     );
     true
 }
@@ -554,7 +562,12 @@ unsafe extern "C" fn write_behind_continuation(r: *mut ngx_http_request_t) {
     let Some(ctx) = ctx else {
         return;
     };
-    let Some((before, len, written)) = ctx.progress.written_behind.borrow_mut().take() else {
+    let Some(WrittenBehind {
+        before,
+        len,
+        result: written,
+    }) = ctx.progress.written_behind.borrow_mut().take()
+    else {
         return; // a write event before the write is back: nothing to do yet
     };
     request.as_mut().write_event_handler = Some(ngx::ffi::ngx_http_request_empty_handler);
@@ -625,16 +638,14 @@ fn next_buffer(request: &Request, ctx: &UploadCtx, size: usize) -> Option<BlockB
 
 /// A buffer written behind is back: the request's write event handler goes on, which is
 /// [`write_behind_continuation`], or nginx's finalizer if it terminated the request meanwhile.
-fn write_behind_done(
-    r: *mut ngx_http_request_t,
-    before: u64,
-    len: u64,
-    written: Result<(), Failure>,
-) {
+///
+/// # Safety
+/// `r` is the request whose buffer was written, blocked by [`write_behind`].
+unsafe fn write_behind_done(r: *mut ngx_http_request_t, written: WrittenBehind) {
     // SAFETY: the request, and with it its context, was kept alive by the block write_behind
     // took; the reference is dropped before the handler runs.
     if let Some(ctx) = unsafe { upload_ctx(r) } {
-        *ctx.progress.written_behind.borrow_mut() = Some((before, len, written));
+        *ctx.progress.written_behind.borrow_mut() = Some(written);
     }
     // SAFETY: as above; this undoes the block.
     unsafe {

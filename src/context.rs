@@ -86,8 +86,8 @@ pub struct Progress {
     /// A body buffer being written on the thread pool while nginx reads on into another
     /// (`body::write_behind`); nothing else is written meanwhile.
     pub writing: Cell<Option<BlockBuffer>>,
-    /// What came of that write: where it started, its length, and its result.
-    pub written_behind: RefCell<Option<(u64, u64, Result<(), ngx_upload_protocol::Failure>)>>,
+    /// What came of that write, once it is back.
+    pub written_behind: RefCell<Option<WrittenBehind>>,
     /// The buffer last written behind, for the next time nginx's buffer is full.
     pub spare: Cell<Option<BlockBuffer>>,
     /// The body ended (client gone, timeout) while a buffer was being written: what
@@ -111,6 +111,14 @@ pub struct Progress {
 pub struct BlockBuffer {
     pub buf: *mut ngx::ffi::ngx_buf_t,
     pub block: ngx_upload_engine::blocks::Block,
+}
+
+/// A body buffer written on the thread pool (`body::write_behind`): the bytes of the body
+/// before it, its length, and how the write went.
+pub struct WrittenBehind {
+    pub before: u64,
+    pub len: u64,
+    pub result: Result<(), ngx_upload_protocol::Failure>,
 }
 
 pub struct UploadCtx {
