@@ -255,7 +255,7 @@ fn send_body(request: &mut Request, body: &[u8]) -> ngx_int_t {
             // An empty buffer would be a "zero size buf" to the output chain.
             (*r).set_header_only(1);
         }
-        let rc = ngx_http_send_header(r);
+        let rc = send_header_with_body_to_come(r);
         if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || (*r).header_only() != 0 {
             return rc;
         }
@@ -272,6 +272,32 @@ fn send_body(request: &mut Request, body: &[u8]) -> ngx_int_t {
             next: ptr::null_mut(),
         };
         ngx_http_output_filter(r, &mut out)
+    }
+}
+
+/// `ngx_http_send_header` for an answer whose (small) body follows at once: over HTTP/1.x the
+/// header waits for it, so both go out in one write. nginx's write filter sends a header of
+/// `postpone_output` bytes (1460 by default) or more on its own, and the seed protocol's
+/// `Range` header of a fragmented upload is that long: a second write, and a second wake-up
+/// of the client, for every segment.
+///
+/// # Safety
+/// `r` is a live request whose answer has not started.
+unsafe fn send_header_with_body_to_come(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: see above; the core module's location conf of a live request.
+    unsafe {
+        if !(*r).stream.is_null() {
+            return ngx_http_send_header(r);
+        }
+        let clcf = (*(*r).loc_conf.add(ngx::ffi::ngx_http_core_module.ctx_index))
+            .cast::<ngx::ffi::ngx_http_core_loc_conf_t>();
+        // The location's setting, raised for this one call on this worker's only thread and
+        // put back before anything else runs; the body's last_buf then sends all.
+        let postpone = (*clcf).postpone_output;
+        (*clcf).postpone_output = isize::MAX as usize; // compared as an off_t
+        let rc = ngx_http_send_header(r);
+        (*clcf).postpone_output = postpone;
+        rc
     }
 }
 

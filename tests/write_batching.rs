@@ -66,15 +66,8 @@ impl WriteTrace {
         })
     }
 
-    /// Stops tracing; the sizes of the `pwritev` calls (data writes) and the whole trace.
-    fn data_writes(self) -> (Vec<u64>, String) {
-        let (writes, text) = self.data_writes_by_thread();
-        (writes.into_iter().map(|(_, len)| len).collect(), text)
-    }
-
-    /// Stops tracing; each `pwritev` as whether the event loop made it (not the thread pool)
-    /// and its size, and the whole trace.
-    fn data_writes_by_thread(mut self) -> (Vec<(bool, u64)>, String) {
+    /// Stops tracing; the whole trace.
+    fn stop(mut self) -> String {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.strace.id() as i32, libc::SIGINT) };
         let _ = self.strace.wait();
@@ -83,8 +76,20 @@ impl WriteTrace {
             .stderr
             .take()
             .map(|e| BufReader::new(e).lines().count());
-        let text = std::fs::read_to_string(&self.path).unwrap();
+        std::fs::read_to_string(&self.path).unwrap()
+    }
+
+    /// Stops tracing; the sizes of the `pwritev` calls (data writes) and the whole trace.
+    fn data_writes(self) -> (Vec<u64>, String) {
+        let (writes, text) = self.data_writes_by_thread();
+        (writes.into_iter().map(|(_, len)| len).collect(), text)
+    }
+
+    /// Stops tracing; each `pwritev` as whether the event loop made it (not the thread pool)
+    /// and its size, and the whole trace.
+    fn data_writes_by_thread(self) -> (Vec<(bool, u64)>, String) {
         let worker = self.worker.to_string();
+        let text = self.stop();
         let writes = text
             .lines()
             .filter(|l| l.contains("pwritev("))
@@ -206,5 +211,48 @@ fn a_fast_client_s_buffers_are_written_behind_by_the_thread_pool() {
     assert!(
         behind >= 14,
         "{behind} buffers of 256 KiB written behind:\n{text}"
+    );
+}
+
+/// A fragmented session's answer carries its ranges in a `Range` header longer than nginx's
+/// `postpone_output` (1460 bytes) and again in the body: header and body still go out in one
+/// write, not two (each a wake-up of the client).
+#[test]
+fn a_long_answer_goes_out_in_one_write() {
+    let env = UploadEnv::start_server(
+        Nginx::builder().http("client_max_body_size 0;"),
+        &upload_server(""),
+    );
+    // Every other byte of a 400-byte file: 200 ranges.
+    let data = test_data(400, 144);
+    let id = "fragments1";
+    for at in (0..data.len()).step_by(2).skip(1) {
+        assert_eq!(env.post(&Segment::piece(id, &data, at, at)).status, 201);
+    }
+    let Some(trace) = WriteTrace::attach(&env) else {
+        return;
+    };
+    let r = env.post(&Segment::piece(id, &data, 0, 0));
+    assert_eq!(r.status, 201, "{r}");
+    let range = r.header("range").unwrap_or_default().to_string();
+    assert!(
+        range.len() > 1460,
+        "a Range header of {} bytes",
+        range.len()
+    );
+    let text = trace.stop();
+    let answers: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("writev(") && l.contains("HTTP/1.1 201"))
+        .collect();
+    assert_eq!(answers.len(), 1, "{text}");
+    let written: usize = answers[0]
+        .rsplit("= ")
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        written > 2 * range.len(),
+        "the answer's one write has {written} bytes:\n{text}"
     );
 }
