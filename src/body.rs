@@ -946,11 +946,18 @@ fn shrink_body_buffer(request: &Request, ctx: &UploadCtx) {
         if b.is_null() {
             return;
         }
-        release_body_buffer(request, ctx, old);
+        // A client that went quiet: its memory goes back to the system, not to the spares.
+        match ctx.progress.block.get() {
+            Some(block) if block.start == old.start as usize => {
+                ctx.progress.block.set(None);
+                blocks::release(block);
+            }
+            _ => release_body_buffer(request, ctx, old),
+        }
         rb.buf = b;
     }
     if let Some(spare) = ctx.progress.spare.take() {
-        blocks::give(spare.block);
+        blocks::release(spare.block);
     }
 }
 

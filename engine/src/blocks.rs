@@ -66,10 +66,14 @@ pub fn give(block: Block) {
         }
         gone
     });
-    for block in unmap {
-        // SAFETY: a mapping made by `take`, which no buffer uses any more.
-        unsafe { libc::munmap(block.start as *mut libc::c_void, block.cap) };
-    }
+    unmap.into_iter().for_each(release);
+}
+
+/// Unmaps a block nothing refers to any more, without keeping it: the memory of a client that
+/// went quiet goes back to the system at once.
+pub fn release(block: Block) {
+    // SAFETY: a mapping made by `take`, which no buffer uses any more.
+    unsafe { libc::munmap(block.start as *mut libc::c_void, block.cap) };
 }
 
 fn page_size() -> usize {
@@ -88,10 +92,10 @@ mod tests {
 
     /// Tests may share a thread (`--test-threads 1`): each starts without spares.
     fn without_spares() {
-        for block in SPARE.with_borrow_mut(core::mem::take) {
-            // SAFETY: a spare mapping nothing uses.
-            unsafe { libc::munmap(block.start as *mut libc::c_void, block.cap) };
-        }
+        SPARE
+            .with_borrow_mut(core::mem::take)
+            .into_iter()
+            .for_each(release);
     }
 
     #[test]
