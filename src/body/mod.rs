@@ -4,28 +4,39 @@
 //! thread pool while the request waits. It knows no protocol and no header: the content handler
 //! sets the target up, and the context's `body_done` takes over once the body is written.
 //!
+//! Bytes that are only written leave the event loop: a full buffer is written behind on the
+//! thread pool while nginx reads on into another ([`write_behind`]), and the last bytes with
+//! the final commit ([`write_last_off_loop`]). `buffers` manages nginx's body buffers (growing,
+//! moving, shrinking); `jobs` runs disk work on the thread pool.
+//!
 //! [`Target`]: crate::target::Target
 
-use core::ptr;
+mod buffers;
+mod jobs;
+
 use std::io::IoSlice;
 
 use ngx::ffi::{
-    ngx_add_timer, ngx_chain_t, ngx_http_finalize_request, ngx_http_read_client_request_body,
-    ngx_http_read_unbuffered_request_body, ngx_http_request_body_t, ngx_http_request_t, ngx_int_t,
-    ngx_msec_t, NGX_DONE, NGX_ERROR, NGX_HTTP_REQUEST_TIME_OUT, NGX_HTTP_SPECIAL_RESPONSE,
-    NGX_LOG_ERR, NGX_LOG_INFO,
+    ngx_add_timer, ngx_http_finalize_request, ngx_http_read_client_request_body,
+    ngx_http_read_unbuffered_request_body, ngx_http_request_t, ngx_int_t, ngx_msec_t, NGX_DONE,
+    NGX_ERROR, NGX_HTTP_REQUEST_TIME_OUT, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR, NGX_LOG_INFO,
 };
 use ngx::http::Request;
 use ngx::ngx_log_error;
 
-use ngx_upload_engine::blocks;
-use ngx_upload_engine::hashing::Algorithms;
 use ngx_upload_protocol::Failure;
 
 use crate::context::{now_msec, upload_ctx, BlockBuffer, UploadCtx, WrittenBehind};
 use crate::offload;
 use crate::request::{refuse, RequestExt};
-use crate::target::{CommitJob, Placement, Record};
+use crate::target::CommitJob;
+
+use buffers::{
+    body_buffer_size, consume_body_chain, grow_body_buffer, initial_buffer_size,
+    move_to_larger_buffer, next_buffer, shrink_body_buffer, unread_body,
+};
+use jobs::{commit_off_loop, BodyBytes};
+pub use jobs::{flatten, prepare_commit, run_blocking, run_commit};
 
 /// A long segment records its progress every this many bytes, so an interrupted one keeps
 /// what arrived (the C module loses the whole segment).
@@ -436,12 +447,7 @@ fn write_last_off_loop(
     let Ok(place) = place else {
         return false; // the write here says what is wrong
     };
-    let bytes = BodyBytes(
-        slices
-            .iter()
-            .map(|s| (s.as_ptr() as usize, s.len()))
-            .collect(),
-    );
+    let bytes = BodyBytes::of(slices);
     let commit = commit_after_last_write(ctx, before + len as u64);
     let work = move || {
         let written = bytes.write_at(&place);
@@ -515,12 +521,7 @@ fn write_behind(
     let Some(next) = next_buffer(request, ctx, size) else {
         return false;
     };
-    let bytes = BodyBytes(
-        slices
-            .iter()
-            .map(|s| (s.as_ptr() as usize, s.len()))
-            .collect(),
-    );
+    let bytes = BodyBytes::of(slices);
     consume_body_chain(request, rb);
     ctx.progress.carried.set(0);
     rb.buf = next.buf;
@@ -599,43 +600,6 @@ unsafe extern "C" fn write_behind_continuation(r: *mut ngx_http_request_t) {
     go_on(request, ctx);
 }
 
-/// The buffer nginx reads into while the full one is written: the spare, or a new block.
-fn next_buffer(request: &Request, ctx: &UploadCtx, size: usize) -> Option<BlockBuffer> {
-    if let Some(spare) = ctx.progress.spare.take() {
-        if spare.block.cap >= size {
-            // SAFETY: the spare's buffer header is ours, over its block, which nothing uses.
-            unsafe {
-                let b = &mut *spare.buf;
-                b.pos = b.start;
-                b.last = b.start;
-                b.end = b.start.add(size);
-            }
-            return Some(spare);
-        }
-        blocks::give(spare.block);
-    }
-    let block = blocks::take(size)?;
-    // SAFETY: a zeroed ngx_buf_t from the request pool (ngx_calloc_buf), over the block.
-    unsafe {
-        let b = ngx::ffi::ngx_pcalloc(
-            request.as_ref().pool,
-            core::mem::size_of::<ngx::ffi::ngx_buf_t>(),
-        )
-        .cast::<ngx::ffi::ngx_buf_t>();
-        if b.is_null() {
-            blocks::give(block);
-            return None;
-        }
-        let start = block.start as *mut u8;
-        (*b).start = start;
-        (*b).pos = start;
-        (*b).last = start;
-        (*b).end = start.add(size);
-        (*b).set_temporary(1);
-        Some(BlockBuffer { buf: b, block })
-    }
-}
-
 /// A buffer written behind is back: the request's write event handler goes on, which is
 /// [`write_behind_continuation`], or nginx's finalizer if it terminated the request meanwhile.
 ///
@@ -670,218 +634,9 @@ fn commit_after_last_write(ctx: &UploadCtx, received: u64) -> Option<CommitJob> 
         .ok()
 }
 
-/// The last bytes of a body, in nginx's buffers, as addresses and lengths for the thread pool.
-struct BodyBytes(Vec<(usize, usize)>);
-
-impl BodyBytes {
-    fn write_at(&self, place: &Placement) -> Result<(), Failure> {
-        // SAFETY: the buffers are nginx's body buffers of a request that run_blocking keeps
-        // alive until this job is back; nginx has read the whole body, so nothing writes into
-        // them, and they are consumed only by the job's continuation.
-        let slices: Vec<IoSlice<'_>> = self
-            .0
-            .iter()
-            .map(|&(at, len)| {
-                IoSlice::new(unsafe { core::slice::from_raw_parts(at as *const u8, len) })
-            })
-            .collect();
-        // SAFETY: the descriptor is the target's open data file, which lives in the request's
-        // context, kept alive with the request; ManuallyDrop leaves it open.
-        let file = core::mem::ManuallyDrop::new(unsafe {
-            <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(place.fd)
-        });
-        ngx_upload_engine::session::write_all_at(&file, place.offset, &slices)
-            .map_err(|e| Failure::io(format!("writing \"{}\" failed", place.path.display()), &e))
-    }
-}
-
-/// Marks every body buffer nginx holds as consumed, so nginx reuses its buffer for the next
-/// read, and gives their chain links back.
-fn consume_body_chain(request: &Request, rb: &mut ngx_http_request_body_t) {
-    let pool = request.as_ref().pool;
-    let mut cl = rb.bufs;
-    while !cl.is_null() {
-        // SAFETY: the links of rb.bufs were allocated from the request pool by nginx's save
-        // filter and are ours alone: back to the pool's free list (ngx_free_chain), or a long
-        // request would allocate one per read for its whole life.
-        unsafe {
-            let b = &mut *(*cl).buf;
-            b.pos = b.last;
-            let next = (*cl).next;
-            (*cl).next = (*pool).chain;
-            (*pool).chain = cl;
-            cl = next;
-        }
-    }
-    rb.bufs = ptr::null_mut();
-}
-
-/// A client that fills nginx's body buffer faster than it is written gets a buffer of
-/// `upload_buffer_size`, so a fast upload costs one `pwritev` per `upload_buffer_size`. Every
-/// request starts with nginx's `client_body_buffer_size`, so a slow client (a phone on a bad
-/// network) holds no more memory than nginx's own body reading would.
-fn grow_body_buffer(request: &Request, ctx: &UploadCtx, rb: &mut ngx_http_request_body_t) {
-    let Some(size) = larger_buffer_size(request, ctx, rb, 0) else {
-        return;
-    };
-    // SAFETY: the request pool outlives the request body. Every byte of the old buffer was
-    // consumed by the caller, so nginx, which reads into `rb.buf` from `last` and frees its
-    // consumed links on its next filter pass, goes on in the new one as if the old one had
-    // been reset.
-    let b = new_body_buffer(request, ctx, size);
-    if !b.is_null() {
-        // SAFETY: the old buffer's bytes are consumed.
-        release_body_buffer(request, ctx, unsafe { &*rb.buf });
-        rb.buf = b;
-    }
-}
-
-/// The size of the larger body buffer a client that filled its buffer gets, with `pending`
-/// bytes of the body still unwritten; `None` if it keeps the one it has.
-fn larger_buffer_size(
-    request: &Request,
-    ctx: &UploadCtx,
-    rb: &ngx_http_request_body_t,
-    pending: usize,
-) -> Option<usize> {
-    let req = request.as_ref();
-    // HTTP/2 streams fill their buffer from the connection's frames, sized by nginx.
-    if !req.stream.is_null() || req.reading_body() == 0 || rb.buf.is_null() {
-        return None;
-    }
-    // SAFETY: the connection's read event and nginx's body buffer of a live request.
-    let (ready, current) = unsafe {
-        let b = &*rb.buf;
-        (
-            (*(*req.connection).read).ready() != 0,
-            b.end.offset_from(b.start) as usize,
-        )
-    };
-    let mut size = ctx.conf.buffer_size;
-    if req.headers_in.chunked() == 0 {
-        let rest = usize::try_from(rb.rest).unwrap_or(usize::MAX);
-        size = size.min(pending.saturating_add(rest));
-    }
-    // `ready`: the last read stopped because the buffer was full, not because the socket was
-    // empty.
-    (ready && size > current && size > pending).then_some(size)
-}
-
-/// A client filled nginx's body buffer and has more ready, and the rest of the body fits a
-/// larger buffer: rather than written, its `pending` bytes move to the start of that buffer,
-/// and nginx reads on after them. A small segment (whose first read fills
-/// `client_body_buffer_size`) is then one write instead of two, for the cost of copying a few
-/// KiB. A longer body is many writes anyway, and keeps the first one. Returns whether they
-/// moved.
-fn move_to_larger_buffer(
-    request: &Request,
-    ctx: &UploadCtx,
-    rb: &mut ngx_http_request_body_t,
-    pending: usize,
-) -> bool {
-    let Some(size) = larger_buffer_size(request, ctx, rb, pending) else {
-        return false;
-    };
-    let rest = usize::try_from(rb.rest).unwrap_or(usize::MAX);
-    if request.as_ref().headers_in.chunked() != 0 || pending.saturating_add(rest) > size {
-        return false;
-    }
-    let b = new_body_buffer(request, ctx, size);
-    if b.is_null() {
-        return false;
-    }
-    let carried = ctx.progress.carried.get();
-    // SAFETY: the new buffer holds `size` > `pending` bytes; the carried bytes and nginx's
-    // unread buffers are live and lie outside it. nginx reads on from the new buffer's `last`
-    // and, with `pos` there too, counts what it still expects as before.
-    unsafe {
-        let mut at = (*b).start;
-        core::ptr::copy_nonoverlapping((*rb.buf).start, at, carried);
-        at = at.add(carried);
-        for data in unread_body(rb) {
-            core::ptr::copy_nonoverlapping(data.as_ptr(), at, data.len());
-            at = at.add(data.len());
-        }
-        (*b).pos = at;
-        (*b).last = at;
-    }
-    consume_body_chain(request, rb);
-    // SAFETY: the old buffer's bytes were copied, and its links consumed.
-    release_body_buffer(request, ctx, unsafe { &*rb.buf });
-    rb.buf = b;
-    ctx.progress.carried.set(pending);
-    true
-}
-
-/// A body buffer of `size` bytes for the request: a block of its own ([`blocks`]), or from
-/// the request pool when the request holds one already (while it moves to the new buffer).
-fn new_body_buffer(request: &Request, ctx: &UploadCtx, size: usize) -> *mut ngx::ffi::ngx_buf_t {
-    let pool = request.as_ref().pool;
-    let block = match ctx.progress.block.get() {
-        None => blocks::take(size),
-        Some(_) => None,
-    };
-    let Some(block) = block else {
-        // SAFETY: the request pool outlives the request body.
-        return unsafe { ngx::ffi::ngx_create_temp_buf(pool, size) };
-    };
-    // SAFETY: a zeroed ngx_buf_t from the request pool (ngx_calloc_buf), over the block, which
-    // holds at least `size` bytes and is given back by release_body_buffer or when the
-    // context is dropped.
-    unsafe {
-        let b = ngx::ffi::ngx_pcalloc(pool, core::mem::size_of::<ngx::ffi::ngx_buf_t>())
-            .cast::<ngx::ffi::ngx_buf_t>();
-        if b.is_null() {
-            blocks::give(block);
-            return b;
-        }
-        let start = block.start as *mut u8;
-        (*b).start = start;
-        (*b).pos = start;
-        (*b).last = start;
-        (*b).end = start.add(size);
-        (*b).set_temporary(1);
-        ctx.progress.block.set(Some(block));
-        b
-    }
-}
-
-/// Gives back a body buffer whose bytes were all consumed.
-fn release_body_buffer(request: &Request, ctx: &UploadCtx, old: &ngx::ffi::ngx_buf_t) {
-    match ctx.progress.block.get() {
-        Some(block) if block.start == old.start as usize => {
-            ctx.progress.block.set(None);
-            blocks::give(block);
-        }
-        // SAFETY: ngx_pfree frees a large allocation of the request pool and leaves anything
-        // else (the header buffer nginx may read a small body into) alone.
-        _ => unsafe {
-            ngx::ffi::ngx_pfree(request.as_ref().pool, old.start.cast());
-        },
-    }
-}
-
 /// How long a client with a large body buffer may send nothing before the buffer is written
 /// out and shrinks back.
 const IDLE_MSEC: ngx_msec_t = 250;
-
-/// The body buffer nginx starts every request with (`client_body_buffer_size`).
-fn initial_buffer_size(request: &Request) -> usize {
-    use ngx::http::HttpModuleLocationConf;
-    ngx::http::NgxHttpCoreModule::location_conf(request)
-        .map_or(8192, |clcf| clcf.client_body_buffer_size)
-}
-
-/// The size of nginx's body buffer of a request, if it has one of its own.
-fn body_buffer_size(request: &Request) -> Option<usize> {
-    let req = request.as_ref();
-    // SAFETY: request_body and its buffer belong to the live request.
-    unsafe {
-        let rb = req.request_body.as_ref()?;
-        let b = rb.buf.as_ref()?;
-        Some(b.end.offset_from(b.start) as usize)
-    }
-}
 
 /// Arms the idle timer of a request whose body buffer has grown.
 fn watch_for_idle(request: &Request, ctx: &UploadCtx) {
@@ -920,67 +675,6 @@ unsafe extern "C" fn idle_check(ev: *mut ngx::ffi::ngx_event_t) {
     }
     // SAFETY: the connection outlives a request finalized above; as nginx's own handlers end.
     unsafe { ngx::ffi::ngx_http_run_posted_requests(c) };
-}
-
-/// Gives a grown body buffer, all of whose bytes were written, back for one of
-/// `client_body_buffer_size`.
-fn shrink_body_buffer(request: &Request, ctx: &UploadCtx) {
-    let small = initial_buffer_size(request);
-    let req = request.as_ref();
-    // SAFETY: the live request's body; its buffer's bytes were all consumed by the caller, so
-    // nginx goes on in the new buffer as in a reset one (see grow_body_buffer).
-    unsafe {
-        let Some(rb) = req.request_body.as_mut() else {
-            return;
-        };
-        let Some(old) = rb.buf.as_ref() else {
-            return;
-        };
-        if (old.end.offset_from(old.start) as usize) <= small
-            || !rb.bufs.is_null()
-            || ctx.progress.carried.get() > 0
-        {
-            return;
-        }
-        let b = ngx::ffi::ngx_create_temp_buf(req.pool, small);
-        if b.is_null() {
-            return;
-        }
-        // A client that went quiet: its memory goes back to the system, not to the spares.
-        match ctx.progress.block.get() {
-            Some(block) if block.start == old.start as usize => {
-                ctx.progress.block.set(None);
-                blocks::release(block);
-            }
-            _ => release_body_buffer(request, ctx, old),
-        }
-        rb.buf = b;
-    }
-    if let Some(spare) = ctx.progress.spare.take() {
-        blocks::release(spare.block);
-    }
-}
-
-/// The unread bytes of the body buffers nginx holds, in order; the slices live until the
-/// buffers are consumed.
-fn unread_body<'a>(rb: &ngx_http_request_body_t) -> impl Iterator<Item = &'a [u8]> + 'a {
-    let mut cl: *mut ngx_chain_t = rb.bufs;
-    core::iter::from_fn(move || {
-        while !cl.is_null() {
-            // SAFETY: the chain and its buffers belong to the live request body.
-            let b = unsafe { &*(*cl).buf };
-            // SAFETY: as above.
-            cl = unsafe { (*cl).next };
-            if !b.pos.is_null() && b.last > b.pos {
-                // SAFETY: [pos, last) is the unread data of a memory buffer; with
-                // request_body_no_buffering nginx never puts body data in a file.
-                return Some(unsafe {
-                    core::slice::from_raw_parts(b.pos, b.last.offset_from(b.pos) as usize)
-                });
-            }
-        }
-        None
-    })
 }
 
 /// Ends a request that failed before its hand-off: files that hold no complete upload go now,
@@ -1085,125 +779,4 @@ fn checkpoint_now(ctx: &UploadCtx) -> Result<(), Failure> {
         ctx.progress.recorded.set(received);
     }
     Ok(())
-}
-
-/// The work of recording the bytes written so far, to run on the thread pool: it works on its
-/// own handle of the upload, which shares this request's locks.
-pub fn prepare_commit(ctx: &UploadCtx, finishing: bool) -> Result<CommitJob, Failure> {
-    ctx.target
-        .borrow_mut()
-        .commit_job(ctx.received(), finishing, ctx.conf.hash_algorithms())
-        .unwrap_or_else(|| Err(Failure::internal("this request records no bytes")))
-}
-
-/// Records the segment bytes written so far on the thread pool while the request goes on;
-/// `then` gets the result on the event loop, possibly after the request ended.
-fn commit_off_loop(
-    request: &Request,
-    ctx: &UploadCtx,
-    finishing: bool,
-    then: impl FnOnce(Result<Record, Failure>) + 'static,
-) -> Result<(), Failure> {
-    let job = prepare_commit(ctx, finishing)?;
-    offload::run(
-        offload::Pool(ctx.conf.thread_pool),
-        request.log(),
-        job,
-        move |result| then(flatten(result)),
-    );
-    Ok(())
-}
-
-/// Runs a request's final commit, then `then` with its result. If it already ran with the
-/// body's last write on the thread pool, `then` gets that record. Here on the event loop when the
-/// commit is only a state-file append under a lock (no fsync, no hash to catch up by reading
-/// the file back): nginx writes a body's temp file there too, and for a small segment the
-/// round trip through the thread pool costs more than the append. Otherwise on the thread
-/// pool, see [`run_blocking`].
-pub fn run_commit(
-    request: &mut Request,
-    ctx: &UploadCtx,
-    job: CommitJob,
-    then: impl FnOnce(&mut Request, &UploadCtx, Option<Result<Record, Failure>>) + 'static,
-) {
-    if let Some(record) = ctx.progress.recorded_with_write.take() {
-        // Already run, with the body's last write (commit_after_last_write).
-        drop(job);
-        return then(request, ctx, Some(record));
-    }
-    if ctx.conf.sessions().durable || ctx.conf.hash_algorithms() != Algorithms::NONE {
-        return run_blocking(request, ctx, job, then);
-    }
-    // A panic must not unwind into nginx: it becomes a failure, as on the thread pool.
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).ok();
-    then(request, ctx, result);
-}
-
-/// A job's result, with a panicked job as a failure.
-pub fn flatten<T>(result: Option<Result<T, Failure>>) -> Result<T, Failure> {
-    result.unwrap_or_else(|| Err(Failure::internal("disk work on the thread pool failed")))
-}
-
-/// Runs blocking `work` on the thread pool while the request waits (reading paused, nginx kept
-/// from finalizing it, as nginx's own thread tasks do), then `then` with its result on the
-/// event loop, unless the request was terminated meanwhile.
-pub fn run_blocking<R: Send + 'static>(
-    request: &mut Request,
-    ctx: &UploadCtx,
-    work: impl FnOnce() -> R + Send + 'static,
-    then: impl FnOnce(&mut Request, &UploadCtx, Option<R>) + 'static,
-) {
-    let r = request.raw();
-    ctx.progress.job_in_flight.set(true);
-    // SAFETY: r is live; blocking the main request keeps nginx from freeing it until the job
-    // unblocks it below.
-    unsafe {
-        let main = (*r).main;
-        (*main).set_blocked((*main).blocked() + 1);
-        (*r).set_aio(1);
-        (*r).write_event_handler = Some(job_continuation);
-    }
-    offload::run(
-        offload::Pool(ctx.conf.thread_pool),
-        request.log(),
-        work,
-        move |result| {
-            // SAFETY: the request, and with it its context, was kept alive by the block above;
-            // the reference is dropped before the continuation runs.
-            if let Some(ctx) = unsafe { upload_ctx(r) } {
-                *ctx.progress.job_done.borrow_mut() =
-                    Some(Box::new(move |request: &mut Request, ctx: &UploadCtx| {
-                        then(request, ctx, result)
-                    }));
-            }
-            // SAFETY: as above; this undoes the block.
-            unsafe {
-                let main = (*r).main;
-                (*main).set_blocked((*main).blocked() - 1);
-                (*r).set_aio(0);
-                let c = (*r).connection;
-                // Our continuation, or nginx's finalizer if the request was terminated.
-                if let Some(handler) = (*r).write_event_handler {
-                    handler(r);
-                }
-                ngx::ffi::ngx_http_run_posted_requests(c);
-            }
-        },
-    );
-}
-
-/// The write event handler while disk work runs: goes on once its result is in.
-unsafe extern "C" fn job_continuation(r: *mut ngx_http_request_t) {
-    // SAFETY: nginx (or the job's completion) calls it with the live request, which has our
-    // context; both are used within this callback only.
-    let (request, ctx) = unsafe { (Request::from_ngx_http_request(r), upload_ctx(r)) };
-    let Some(ctx) = ctx else {
-        return;
-    };
-    let Some(then) = ctx.progress.job_done.borrow_mut().take() else {
-        return; // a write event before the work finished: nothing to do yet
-    };
-    ctx.progress.job_in_flight.set(false);
-    request.as_mut().write_event_handler = Some(ngx::ffi::ngx_http_request_empty_handler);
-    then(request, ctx);
 }
