@@ -80,13 +80,25 @@ fn chunked_multipart_form() {
 
 #[test]
 fn chunked_resumable_segments_and_raw_upload() {
+    chunked_segments_and_raw_upload("", 250_000);
+}
+
+/// With `upload_buffer_size 256k` a fast chunked body fills the larger buffer again and again:
+/// full buffers are written on the thread pool while nginx parses the chunks on into the other.
+#[test]
+fn chunked_segments_and_raw_upload_written_behind() {
+    chunked_segments_and_raw_upload("upload_buffer_size 256k;", 3_000_000);
+}
+
+fn chunked_segments_and_raw_upload(conf: &str, len: usize) {
     let env = UploadEnv::start_server(
         Nginx::builder().http("client_max_body_size 0;"),
-        &upload_server(""),
+        &upload_server(conf),
     );
-    let data = test_data(250_000, 203);
+    let data = test_data(len, 203);
     let id = "chunkedseg1";
-    let cuts = [(0, 99_999), (100_000, 199_999), (200_000, 249_999)];
+    let (third, last) = (len / 3, len - 1);
+    let cuts = [(0, third - 1), (third, 2 * third - 1), (2 * third, last)];
     let mut sent = Vec::new();
     for (n, &(a, b)) in cuts.iter().enumerate() {
         let seg = Segment::piece(id, &data, a, b);
