@@ -345,7 +345,9 @@ fn finish_paced(request: &mut Request, ctx: &UploadCtx) {
 /// enough to write: the body is complete, nginx's body buffer is full, `upload_buffer_size`
 /// bytes wait, or `force`. Until then the bytes stay in nginx's buffer, which nginx keeps
 /// filling, so a fast upload costs one `pwritev` per buffer, not one per read. A full buffer
-/// that can grow is not written but moved into the larger one ([`move_to_larger_buffer`]).
+/// that can grow is not written but moved into the larger one ([`move_to_larger_buffer`]); a
+/// full buffer of our own is written behind ([`write_behind`]), the last bytes of a body on the
+/// thread pool too ([`write_last_off_loop`]); while a buffer is written behind nothing else is.
 /// Returns the bytes taken from nginx's buffers, or `None` if the request was finalized
 /// because of a failure or its last bytes are being written on the thread pool.
 fn take_body_buffers(request: &mut Request, ctx: &UploadCtx, force: bool) -> Option<u64> {
@@ -420,7 +422,7 @@ fn take_body_buffers(request: &mut Request, ctx: &UploadCtx, force: bool) -> Opt
 
 /// The last bytes of a body are written on the thread pool when there are at least this many
 /// and nothing but writing them is to be done: the event loop receives other requests' bytes
-/// meanwhile. Fewer are written at once, cheaper than the round trip.
+/// meanwhile. Fewer are written here, where that costs less than the round trip.
 const OFF_LOOP_AT: usize = 32 << 10;
 
 /// Writes the last `slices` of a body (nginx has read it all) on the thread pool while the
