@@ -86,8 +86,6 @@ pub struct Progress {
     /// A body buffer being written on the thread pool while nginx reads on into another
     /// (`body::write_behind`); nothing else is written meanwhile.
     pub writing: Cell<Option<BlockBuffer>>,
-    /// What came of that write, once it is back.
-    pub written_behind: RefCell<Option<WrittenBehind>>,
     /// The buffer last written behind, for the next time nginx's buffer is full.
     pub spare: Cell<Option<BlockBuffer>>,
     /// The body ended (client gone, timeout) while a buffer was being written: what
@@ -111,14 +109,6 @@ pub struct Progress {
 pub struct BlockBuffer {
     pub buf: *mut ngx::ffi::ngx_buf_t,
     pub block: ngx_upload_engine::blocks::Block,
-}
-
-/// A body buffer written on the thread pool (`body::write_behind`): the bytes of the body
-/// before it, its length, and how the write went.
-pub struct WrittenBehind {
-    pub before: u64,
-    pub len: u64,
-    pub result: Result<(), ngx_upload_protocol::Failure>,
 }
 
 pub struct UploadCtx {
@@ -177,7 +167,6 @@ impl UploadCtx {
                 last_read_msec: Cell::new(now_msec()),
                 block: Cell::new(None),
                 writing: Cell::new(None),
-                written_behind: RefCell::new(None),
                 spare: Cell::new(None),
                 cut_short: Cell::new(None),
                 carried: Cell::new(0),
@@ -197,6 +186,12 @@ impl UploadCtx {
 
     pub fn received(&self) -> u64 {
         self.progress.received.get()
+    }
+
+    /// Disk work for the request's body is running on the thread pool: a job it waits for, or a
+    /// buffer written behind. What would end or flush the body waits for it.
+    pub fn busy_on_disk(&self) -> bool {
+        self.progress.job_in_flight.get() || self.progress.writing.get().is_some()
     }
 
     /// Answers with the protocol's own `reply` once the bytes this request wrote are recorded

@@ -387,8 +387,7 @@ fn complete(request: &mut Request, ctx: &UploadCtx) -> Result<Option<ngx_int_t>,
 /// Records the request's complete segment. Recording that may fsync, or read the file back to
 /// hash it, runs off the event loop (see [`body::run_commit`]); [`answer_committed`] answers.
 fn record_segment(request: &mut Request, ctx: &UploadCtx) -> Result<(), Failure> {
-    let job = body::prepare_commit(ctx, true)?;
-    body::run_commit(request, ctx, job, |request, ctx, result| {
+    body::run_commit(request, ctx, |request, ctx, result| {
         let rc = body::flatten(result).and_then(|record| match record {
             Record::Session(committed) => answer_committed(request, ctx, committed),
             Record::Upload(_) => Err(Failure::internal("a segment recorded as an upload")),

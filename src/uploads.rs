@@ -629,13 +629,9 @@ fn body_done(request: &mut Request, ctx: &UploadCtx) {
             ));
             return finalize(request, ctx, Err(failure));
         }
-        let commit = match body::prepare_commit(ctx, true) {
-            Ok(job) => job,
-            Err(failure) => return finalize(request, ctx, Err(failure)),
-        };
         let uploads = ctx.conf.uploads().clone();
         let (max_size, algorithms) = (largest_upload(ctx.conf), ctx.conf.hash_algorithms());
-        body::run_commit(request, ctx, commit, move |request, ctx, result| {
+        body::run_commit(request, ctx, move |request, ctx, result| {
             let recorded = match body::flatten(result) {
                 Ok(Record::Upload(recorded)) => recorded,
                 Ok(Record::Session(_)) => {

@@ -8,7 +8,7 @@ use core::ptr;
 use ngx::ffi::{ngx_chain_t, ngx_http_request_body_t};
 use ngx::http::Request;
 
-use ngx_upload_engine::blocks;
+use ngx_upload_engine::blocks::{self, Block};
 
 use crate::context::{BlockBuffer, UploadCtx};
 
@@ -28,30 +28,47 @@ pub(super) fn next_buffer(request: &Request, ctx: &UploadCtx, size: usize) -> Op
         blocks::give(spare.block);
     }
     let block = blocks::take(size)?;
-    // SAFETY: a zeroed ngx_buf_t from the request pool (ngx_calloc_buf), over the block.
+    let buf = buf_over_block(request, block, size);
+    if buf.is_null() {
+        blocks::give(block);
+        return None;
+    }
+    Some(BlockBuffer { buf, block })
+}
+
+/// A buffer header from the request pool over the first `size` bytes of `block` (empty, as
+/// ngx_create_temp_buf makes one); null if the pool is out of memory.
+fn buf_over_block(request: &Request, block: Block, size: usize) -> *mut ngx::ffi::ngx_buf_t {
+    // SAFETY: a zeroed ngx_buf_t from the request pool (ngx_calloc_buf), over the block, which
+    // holds at least `size` bytes and outlives the buffer (given back only once nothing uses
+    // it).
     unsafe {
         let b = ngx::ffi::ngx_pcalloc(
             request.as_ref().pool,
             core::mem::size_of::<ngx::ffi::ngx_buf_t>(),
         )
         .cast::<ngx::ffi::ngx_buf_t>();
-        if b.is_null() {
-            blocks::give(block);
-            return None;
+        if !b.is_null() {
+            let start = block.start as *mut u8;
+            (*b).start = start;
+            (*b).pos = start;
+            (*b).last = start;
+            (*b).end = start.add(size);
+            (*b).set_temporary(1);
         }
-        let start = block.start as *mut u8;
-        (*b).start = start;
-        (*b).pos = start;
-        (*b).last = start;
-        (*b).end = start.add(size);
-        (*b).set_temporary(1);
-        Some(BlockBuffer { buf: b, block })
+        b
     }
 }
 
-/// Marks every body buffer nginx holds as consumed, so nginx reuses its buffer for the next
-/// read, and gives their chain links back.
-pub(super) fn consume_body_chain(request: &Request, rb: &mut ngx_http_request_body_t) {
+/// Marks every body byte waiting as taken: the carried bytes, and the body buffers nginx
+/// holds, consumed so that nginx reuses its buffer for the next read, their chain links given
+/// back.
+pub(super) fn consume_pending(
+    request: &Request,
+    ctx: &UploadCtx,
+    rb: &mut ngx_http_request_body_t,
+) {
+    ctx.progress.carried.set(0);
     let pool = request.as_ref().pool;
     let mut cl = rb.bufs;
     while !cl.is_null() {
@@ -163,7 +180,7 @@ pub(super) fn move_to_larger_buffer(
         (*b).pos = at;
         (*b).last = at;
     }
-    consume_body_chain(request, rb);
+    consume_pending(request, ctx, rb);
     // SAFETY: the old buffer's bytes were copied, and its links consumed.
     release_body_buffer(request, ctx, unsafe { &*rb.buf });
     rb.buf = b;
@@ -187,25 +204,14 @@ pub(super) fn new_body_buffer(
         // SAFETY: the request pool outlives the request body.
         return unsafe { ngx::ffi::ngx_create_temp_buf(pool, size) };
     };
-    // SAFETY: a zeroed ngx_buf_t from the request pool (ngx_calloc_buf), over the block, which
-    // holds at least `size` bytes and is given back by release_body_buffer or when the
-    // context is dropped.
-    unsafe {
-        let b = ngx::ffi::ngx_pcalloc(pool, core::mem::size_of::<ngx::ffi::ngx_buf_t>())
-            .cast::<ngx::ffi::ngx_buf_t>();
-        if b.is_null() {
-            blocks::give(block);
-            return b;
-        }
-        let start = block.start as *mut u8;
-        (*b).start = start;
-        (*b).pos = start;
-        (*b).last = start;
-        (*b).end = start.add(size);
-        (*b).set_temporary(1);
+    // Given back by release_body_buffer or when the context is dropped.
+    let b = buf_over_block(request, block, size);
+    if b.is_null() {
+        blocks::give(block);
+    } else {
         ctx.progress.block.set(Some(block));
-        b
     }
+    b
 }
 
 /// Gives back a body buffer whose bytes were all consumed.

@@ -50,7 +50,7 @@ impl BodyBytes {
 
 /// The work of recording the bytes written so far, to run on the thread pool: it works on its
 /// own handle of the upload, which shares this request's locks.
-pub fn prepare_commit(ctx: &UploadCtx, finishing: bool) -> Result<CommitJob, Failure> {
+pub(super) fn prepare_commit(ctx: &UploadCtx, finishing: bool) -> Result<CommitJob, Failure> {
     ctx.target
         .borrow_mut()
         .commit_job(ctx.received(), finishing, ctx.conf.hash_algorithms())
@@ -75,23 +75,25 @@ pub(super) fn commit_off_loop(
     Ok(())
 }
 
-/// Runs a request's final commit, then `then` with its result. If it already ran with the
-/// body's last write on the thread pool, `then` gets that record. Here on the event loop when the
-/// commit is only a state-file append under a lock (no fsync, no hash to catch up by reading
-/// the file back): nginx writes a body's temp file there too, and for a small segment the
-/// round trip through the thread pool costs more than the append. Otherwise on the thread
-/// pool, see [`run_blocking`].
+/// Runs a request's final commit (of the whole body), then `then` with its result: a failure
+/// to prepare it too. If it already ran with the body's last write on the thread pool, `then`
+/// gets that record. Here on the event loop when the commit is only a state-file append under
+/// a lock (no fsync, no hash to catch up by reading the file back): nginx writes a body's temp
+/// file there too, and for a small segment the round trip through the thread pool costs more
+/// than the append. Otherwise on the thread pool, see [`run_blocking`].
 pub fn run_commit(
     request: &mut Request,
     ctx: &UploadCtx,
-    job: CommitJob,
     then: impl FnOnce(&mut Request, &UploadCtx, Option<Result<Record, Failure>>) + 'static,
 ) {
     if let Some(record) = ctx.progress.recorded_with_write.take() {
         // Already run, with the body's last write (commit_after_last_write).
-        drop(job);
         return then(request, ctx, Some(record));
     }
+    let job = match prepare_commit(ctx, true) {
+        Ok(job) => job,
+        Err(failure) => return then(request, ctx, Some(Err(failure))),
+    };
     if ctx.conf.sessions().durable || ctx.conf.hash_algorithms() != Algorithms::NONE {
         return run_blocking(request, ctx, job, then);
     }
@@ -114,14 +116,37 @@ pub fn run_blocking<R: Send + 'static>(
     work: impl FnOnce() -> R + Send + 'static,
     then: impl FnOnce(&mut Request, &UploadCtx, Option<R>) + 'static,
 ) {
+    run_job(request, ctx, true, work, then);
+}
+
+/// [`run_blocking`], with the body read on meanwhile (a buffer written behind).
+pub(super) fn run_beside_reading<R: Send + 'static>(
+    request: &mut Request,
+    ctx: &UploadCtx,
+    work: impl FnOnce() -> R + Send + 'static,
+    then: impl FnOnce(&mut Request, &UploadCtx, Option<R>) + 'static,
+) {
+    run_job(request, ctx, false, work, then);
+}
+
+fn run_job<R: Send + 'static>(
+    request: &mut Request,
+    ctx: &UploadCtx,
+    pauses_reading: bool,
+    work: impl FnOnce() -> R + Send + 'static,
+    then: impl FnOnce(&mut Request, &UploadCtx, Option<R>) + 'static,
+) {
     let r = request.raw();
-    ctx.progress.job_in_flight.set(true);
+    if pauses_reading {
+        ctx.progress.job_in_flight.set(true);
+    }
     // SAFETY: r is live; blocking the main request keeps nginx from freeing it until the job
-    // unblocks it below.
+    // unblocks it below; nginx replaces the write event handler if it terminates the request
+    // meanwhile.
     unsafe {
         let main = (*r).main;
         (*main).set_blocked((*main).blocked() + 1);
-        (*r).set_aio(1);
+        (*r).set_aio(u32::from(pauses_reading));
         (*r).write_event_handler = Some(job_continuation);
     }
     offload::run(

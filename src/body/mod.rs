@@ -26,17 +26,16 @@ use ngx::ngx_log_error;
 
 use ngx_upload_protocol::Failure;
 
-use crate::context::{now_msec, upload_ctx, BlockBuffer, UploadCtx, WrittenBehind};
-use crate::offload;
+use crate::context::{now_msec, upload_ctx, BlockBuffer, UploadCtx};
 use crate::request::{refuse, RequestExt};
-use crate::target::CommitJob;
+use crate::target::{CommitJob, Placement};
 
 use buffers::{
-    body_buffer_size, consume_body_chain, grow_body_buffer, initial_buffer_size,
+    body_buffer_size, consume_pending, grow_body_buffer, initial_buffer_size,
     move_to_larger_buffer, next_buffer, shrink_body_buffer, unread_body,
 };
-use jobs::{commit_off_loop, BodyBytes};
-pub use jobs::{flatten, prepare_commit, run_blocking, run_commit};
+use jobs::{commit_off_loop, prepare_commit, run_beside_reading, BodyBytes};
+pub use jobs::{flatten, run_blocking, run_commit};
 
 /// A long segment records its progress every this many bytes, so an interrupted one keeps
 /// what arrived (the C module loses the whole segment).
@@ -110,7 +109,7 @@ unsafe extern "C" fn watch(ev: *mut ngx::ffi::ngx_event_t) {
         return;
     };
     let asked = ctx.yield_to.is_some_and(|asked| asked(ctx));
-    if !asked || ctx.progress.job_in_flight.get() || ctx.progress.writing.get().is_some() {
+    if !asked || ctx.busy_on_disk() {
         // SAFETY: re-arming the timer that just fired.
         unsafe { ngx_add_timer(ev, WATCH_MSEC) };
         return;
@@ -283,7 +282,7 @@ fn read_body(request: &mut Request, ctx: &UploadCtx) {
 /// are real: write what waits in nginx's buffer and record them, so a resuming client is told.
 fn body_cut_short(request: &mut Request, ctx: &UploadCtx, rc: ngx_int_t) {
     if ctx.progress.writing.get().is_some() {
-        ctx.progress.cut_short.set(Some(rc)); // once the write is back (write_behind_done)
+        ctx.progress.cut_short.set(Some(rc)); // once the write is back (written_behind)
         return;
     }
     if rc == NGX_HTTP_REQUEST_TIME_OUT as ngx_int_t {
@@ -403,8 +402,7 @@ fn take_body_buffers(request: &mut Request, ctx: &UploadCtx, force: bool) -> Opt
         ctx.progress.received.set(before + pending as u64);
     }
     drop(slices);
-    consume_body_chain(request, rb);
-    ctx.progress.carried.set(0);
+    consume_pending(request, ctx, rb);
     if buffer_full {
         grow_body_buffer(request, ctx, rb);
     }
@@ -425,6 +423,48 @@ fn take_body_buffers(request: &mut Request, ctx: &UploadCtx, force: bool) -> Opt
 /// meanwhile. Fewer are written here, where that costs less than the round trip.
 const OFF_LOOP_AT: usize = 32 << 10;
 
+/// Where `len` bytes of the body, `before` bytes into it, can be written off the event loop:
+/// over HTTP/1.x, with a thread pool, when nothing but writing them is to be done.
+fn off_loop_place(
+    request: &Request,
+    ctx: &UploadCtx,
+    before: u64,
+    len: usize,
+) -> Option<Placement> {
+    if !request.as_ref().stream.is_null() || ctx.conf.thread_pool.is_null() {
+        return None;
+    }
+    // A placement that fails its checks is written here, which says what is wrong.
+    ctx.target
+        .borrow()
+        .plain_placement(before, len as u64)?
+        .ok()
+}
+
+/// Counts bytes written off the event loop, up to byte `end` of the body, once the write is
+/// back; on a failure the request ends, keeping what arrived before. Returns whether the body
+/// goes on.
+fn count_written(
+    request: &mut Request,
+    ctx: &UploadCtx,
+    end: u64,
+    written: Result<(), Failure>,
+) -> bool {
+    if written.is_ok() {
+        ctx.progress.received.set(end);
+    }
+    match written.and_then(|()| (ctx.body_written)(request, ctx)) {
+        Ok(()) => true,
+        Err(failure) => {
+            ctx.progress.cut_short.set(None);
+            keep_what_arrived(request, ctx);
+            let rc = refuse(request, &ctx.protocol, &failure);
+            abort(request, ctx, rc);
+            false
+        }
+    }
+}
+
 /// Writes the last `slices` of a body (nginx has read it all) on the thread pool while the
 /// request waits, then goes on as [`take_body_buffers`] would have. Returns whether it did;
 /// if not, the caller writes them here.
@@ -434,23 +474,16 @@ fn write_last_off_loop(
     before: u64,
     slices: &[IoSlice<'_>],
 ) -> bool {
-    let req = request.as_ref();
     let len: usize = slices.iter().map(|s| s.len()).sum();
-    if req.reading_body() != 0
-        || !req.stream.is_null()
-        || len < OFF_LOOP_AT
-        || ctx.conf.thread_pool.is_null()
-    {
+    if request.as_ref().reading_body() != 0 || len < OFF_LOOP_AT {
         return false;
     }
-    let Some(place) = ctx.target.borrow().plain_placement(before, len as u64) else {
+    let Some(place) = off_loop_place(request, ctx, before, len) else {
         return false;
     };
-    let Ok(place) = place else {
-        return false; // the write here says what is wrong
-    };
     let bytes = BodyBytes::of(slices);
-    let commit = commit_after_last_write(ctx, before + len as u64);
+    let end = before + len as u64;
+    let commit = commit_after_last_write(ctx, end);
     let work = move || {
         let written = bytes.write_at(&place);
         let record = written.is_ok().then(|| commit.map(|job| job())).flatten();
@@ -459,24 +492,14 @@ fn write_last_off_loop(
     run_blocking(request, ctx, work, move |request, ctx, result| {
         // SAFETY: request_body exists once ngx_http_read_client_request_body ran.
         let rb = unsafe { &mut *request.as_ref().request_body };
-        consume_body_chain(request, rb);
-        ctx.progress.carried.set(0);
+        consume_pending(request, ctx, rb);
         let (written, record) = match result {
             Some((written, record)) => (written, record),
             None => (flatten(None), None),
         };
-        if written.is_ok() {
-            ctx.progress.received.set(before + len as u64);
-        }
         *ctx.progress.recorded_with_write.borrow_mut() = record;
-        let written = written.and_then(|()| (ctx.body_written)(request, ctx));
-        match written {
-            Ok(()) => finish_paced(request, ctx),
-            Err(failure) => {
-                keep_what_arrived(request, ctx);
-                let rc = refuse(request, &ctx.protocol, &failure);
-                abort(request, ctx, rc);
-            }
+        if count_written(request, ctx, end, written) {
+            finish_paced(request, ctx);
         }
     });
     true
@@ -494,7 +517,7 @@ fn write_behind(
     slices: &[IoSlice<'_>],
 ) -> bool {
     let req = request.as_ref();
-    if req.reading_body() == 0 || !req.stream.is_null() || ctx.conf.thread_pool.is_null() {
+    if req.reading_body() == 0 {
         return false;
     }
     let Some(block) = ctx.progress.block.get() else {
@@ -515,7 +538,7 @@ fn write_behind(
         return false;
     }
     let len: usize = slices.iter().map(|s| s.len()).sum();
-    let Some(Ok(place)) = ctx.target.borrow().plain_placement(before, len as u64) else {
+    let Some(place) = off_loop_place(request, ctx, before, len) else {
         return false;
     };
     // SAFETY: as above.
@@ -524,65 +547,27 @@ fn write_behind(
         return false;
     };
     let bytes = BodyBytes::of(slices);
-    consume_body_chain(request, rb);
-    ctx.progress.carried.set(0);
+    consume_pending(request, ctx, rb);
     rb.buf = next.buf;
     ctx.progress.block.set(Some(next.block));
     ctx.progress
         .writing
         .set(Some(BlockBuffer { buf: full, block }));
-    let r = request.raw();
-    // SAFETY: r is live; blocking the main request keeps nginx from freeing it (and the
-    // buffer being written) until write_behind_done unblocks it, as nginx's own thread tasks
-    // do; nginx replaces the write event handler if it terminates the request meanwhile.
-    unsafe {
-        let main = (*r).main;
-        (*main).set_blocked((*main).blocked() + 1);
-        (*r).write_event_handler = Some(write_behind_continuation);
-    }
-    offload::run(
-        offload::Pool(ctx.conf.thread_pool),
-        request.log(),
+    let end = before + len as u64;
+    run_beside_reading(
+        request,
+        ctx,
         move || bytes.write_at(&place),
-        move |result| {
-            let written = WrittenBehind {
-                before,
-                len: len as u64,
-                result: flatten(result),
-            };
-            // SAFETY: r is the request this write blocked, above.
-            unsafe { write_behind_done(r, written) }
-        },
+        move |request, ctx, result| written_behind(request, ctx, end, flatten(result)),
     );
     true
 }
 
-/// The write event handler while a buffer is written behind: goes on once the write is back.
-unsafe extern "C" fn write_behind_continuation(r: *mut ngx_http_request_t) {
-    // SAFETY: nginx (or the write's completion) calls it with the live request, which has our
-    // context; both are used within this callback only.
-    let (request, ctx) = unsafe { (Request::from_ngx_http_request(r), upload_ctx(r)) };
-    let Some(ctx) = ctx else {
-        return;
-    };
-    let Some(WrittenBehind {
-        before,
-        len,
-        result: written,
-    }) = ctx.progress.written_behind.borrow_mut().take()
-    else {
-        return; // a write event before the write is back: nothing to do yet
-    };
-    request.as_mut().write_event_handler = Some(ngx::ffi::ngx_http_request_empty_handler);
+/// A buffer written behind is back (up to byte `end` of the body): it becomes the spare, and
+/// the body goes on as it would have after the write.
+fn written_behind(request: &mut Request, ctx: &UploadCtx, end: u64, written: Result<(), Failure>) {
     ctx.progress.spare.set(ctx.progress.writing.take());
-    if written.is_ok() {
-        ctx.progress.received.set(before + len);
-    }
-    if let Err(failure) = written.and_then(|()| (ctx.body_written)(request, ctx)) {
-        ctx.progress.cut_short.set(None);
-        keep_what_arrived(request, ctx);
-        let rc = refuse(request, &ctx.protocol, &failure);
-        abort(request, ctx, rc);
+    if !count_written(request, ctx, end, written) {
         return;
     }
     if let Some(rc) = ctx.progress.cut_short.take() {
@@ -600,29 +585,6 @@ unsafe extern "C" fn write_behind_continuation(r: *mut ngx_http_request_t) {
         }
     }
     go_on(request, ctx);
-}
-
-/// A buffer written behind is back: the request's write event handler goes on, which is
-/// [`write_behind_continuation`], or nginx's finalizer if it terminated the request meanwhile.
-///
-/// # Safety
-/// `r` is the request whose buffer was written, blocked by [`write_behind`].
-unsafe fn write_behind_done(r: *mut ngx_http_request_t, written: WrittenBehind) {
-    // SAFETY: the request, and with it its context, was kept alive by the block write_behind
-    // took; the reference is dropped before the handler runs.
-    if let Some(ctx) = unsafe { upload_ctx(r) } {
-        *ctx.progress.written_behind.borrow_mut() = Some(written);
-    }
-    // SAFETY: as above; this undoes the block.
-    unsafe {
-        let main = (*r).main;
-        (*main).set_blocked((*main).blocked() - 1);
-        let c = (*r).connection;
-        if let Some(handler) = (*r).write_event_handler {
-            handler(r);
-        }
-        ngx::ffi::ngx_http_run_posted_requests(c);
-    }
 }
 
 /// The final commit of a body whose length was known in advance, to run right after its last
@@ -665,8 +627,7 @@ unsafe extern "C" fn idle_check(ev: *mut ngx::ffi::ngx_event_t) {
         return;
     };
     let quiet = now_msec().wrapping_sub(ctx.progress.last_read_msec.get());
-    if ctx.progress.job_in_flight.get() || ctx.progress.writing.get().is_some() || quiet < IDLE_MSEC
-    {
+    if ctx.busy_on_disk() || quiet < IDLE_MSEC {
         // SAFETY: re-arming the timer that just fired.
         unsafe { ngx_add_timer(ev, IDLE_MSEC - quiet.min(IDLE_MSEC - 1)) };
         return;
