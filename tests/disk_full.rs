@@ -39,15 +39,24 @@ impl Drop for SmallDisk {
     }
 }
 
-#[test]
-fn a_full_disk_answers_507_and_the_upload_resumes_when_space_returns() {
+/// nginx whose data store (`store`) is a tmpfs of `size`; `None` (the test says it is
+/// skipped) where mounting is not allowed.
+fn start_with_small_store(size: &str) -> Option<(UploadEnv, SmallDisk)> {
     let env = UploadEnv::start_server(
         Nginx::builder().http("client_max_body_size 0;"),
         &upload_server(""),
     );
-    // The data store fills up; the state store stays writable.
-    let Some(disk) = SmallDisk::mount(&env.nginx.path("store"), "3m") else {
+    let Some(disk) = SmallDisk::mount(&env.nginx.path("store"), size) else {
         eprintln!("SKIPPED: cannot mount a tmpfs here (needs root); disk-full not tested");
+        return None;
+    };
+    Some((env, disk))
+}
+
+#[test]
+fn a_full_disk_answers_507_and_the_upload_resumes_when_space_returns() {
+    // The data store fills up; the state store stays writable.
+    let Some((env, disk)) = start_with_small_store("3m") else {
         return;
     };
     let data = test_data(8 << 20, 121);
@@ -88,12 +97,7 @@ fn a_full_disk_answers_507_and_the_upload_resumes_when_space_returns() {
 /// of the segment is recorded.
 #[test]
 fn a_small_segment_that_finds_the_disk_full_records_nothing() {
-    let env = UploadEnv::start_server(
-        Nginx::builder().http("client_max_body_size 0;"),
-        &upload_server(""),
-    );
-    let Some(disk) = SmallDisk::mount(&env.nginx.path("store"), "1m") else {
-        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root); disk-full not tested");
+    let Some((env, disk)) = start_with_small_store("1m") else {
         return;
     };
     const PIECE: usize = 64 << 10;

@@ -102,13 +102,17 @@ impl WriteTrace {
     }
 }
 
+/// nginx with `http` lines and the upload location's `location` lines, its worker traced;
+/// `None` (the test says it is skipped) without strace.
+fn traced(http: &str, location: &str) -> Option<(UploadEnv, WriteTrace)> {
+    let env = UploadEnv::start_server(Nginx::builder().http(http), &upload_server(location));
+    let trace = WriteTrace::attach(&env)?;
+    Some((env, trace))
+}
+
 #[test]
 fn a_segment_is_written_once_per_upload_buffer_size() {
-    let env = UploadEnv::start_server(
-        Nginx::builder().http("client_max_body_size 0;"),
-        &upload_server("upload_buffer_size 256k;"),
-    );
-    let Some(trace) = WriteTrace::attach(&env) else {
+    let Some((env, trace)) = traced("client_max_body_size 0;", "upload_buffer_size 256k;") else {
         return;
     };
     let data = test_data(8 << 20, 141);
@@ -145,11 +149,10 @@ fn a_segment_is_written_once_per_upload_buffer_size() {
 /// are one send that fits a loopback packet, so all of it is there when nginx reads.
 #[test]
 fn a_small_segment_that_arrives_at_once_is_one_write() {
-    let env = UploadEnv::start_server(
-        Nginx::builder().http("client_max_body_size 0; client_body_buffer_size 8k;"),
-        &upload_server("upload_buffer_size 256k;"),
-    );
-    let Some(trace) = WriteTrace::attach(&env) else {
+    let Some((env, trace)) = traced(
+        "client_max_body_size 0; client_body_buffer_size 8k;",
+        "upload_buffer_size 256k;",
+    ) else {
         return;
     };
     const PIECE: usize = 60 << 10;
@@ -181,11 +184,10 @@ fn a_small_segment_that_arrives_at_once_is_one_write() {
 /// first few KiB (nginx's own first buffer) and the last piece.
 #[test]
 fn a_fast_client_s_buffers_are_written_behind_by_the_thread_pool() {
-    let env = UploadEnv::start_server(
-        Nginx::builder().http("client_max_body_size 0; client_body_buffer_size 8k;"),
-        &upload_server("upload_buffer_size 256k;"),
-    );
-    let Some(trace) = WriteTrace::attach(&env) else {
+    let Some((env, trace)) = traced(
+        "client_max_body_size 0; client_body_buffer_size 8k;",
+        "upload_buffer_size 256k;",
+    ) else {
         return;
     };
     let data = test_data(4 << 20, 143);
