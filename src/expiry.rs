@@ -31,11 +31,11 @@ fn interval(main: &MainConf) -> Duration {
         .clamp(Duration::from_secs(1), Duration::from_secs(60))
 }
 
-/// The module's `init_process`: starts the sweep timer in the first worker.
+/// Starts the sweep timer in the first worker.
 ///
 /// # Safety
-/// Called by nginx in a new process with its cycle.
-pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+/// Called from the module's `init_process` with the process's cycle.
+pub unsafe fn start_sweeping(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     // SAFETY: nginx's process globals, set before init_process.
     let (process, worker) = unsafe { (ngx_process as u32, ngx_worker) };
     if !(process == NGX_PROCESS_WORKER && worker == 0 || process == NGX_PROCESS_SINGLE) {
@@ -61,7 +61,7 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     NGX_OK as ngx_int_t
 }
 
-fn shutting_down() -> bool {
+pub(crate) fn shutting_down() -> bool {
     // SAFETY: nginx's signal flags, read on the event loop.
     unsafe { ngx_exiting != 0 || ngx_quit != 0 || ngx_terminate != 0 }
 }

@@ -9,6 +9,7 @@
 //! - [`context`] and [`variables`]: the per-request context and the `$upload_*` variables;
 //! - [`request`]: safe access to the request; [`offload`]: blocking disk work on nginx's
 //!   thread pools; [`expiry`]: the sweep of expired uploads (`upload_state_expire`);
+//!   [`worker`]: what each worker process starts;
 //! - the wire protocols live in the `ngx-upload-protocol` crate, the upload logic in
 //!   `ngx-upload-engine`.
 
@@ -33,6 +34,7 @@ mod request;
 mod target;
 mod uploads;
 mod variables;
+mod worker;
 
 pub struct Module;
 
@@ -110,7 +112,7 @@ pub static mut ngx_http_upload_module: ngx_module_t = ngx_module_t {
     commands: &raw mut conf::COMMANDS as *mut _,
     type_: NGX_HTTP_MODULE as ngx_uint,
     init_module: Some(announce_version),
-    init_process: Some(expiry::init_process),
+    init_process: Some(worker::init_process),
     ..ngx_module_t::default()
 };
 

@@ -264,6 +264,32 @@ fn resending_a_segment_changes_nothing() {
     env.assert_handed_off(&r, "f", "big.TXT", Some(&env.stored_path(id)), &data);
 }
 
+/// A worker keeps a session's file open for the next segment. A file moved away meanwhile
+/// (by the backend, or another node) is not written through that descriptor: the next segment
+/// starts the session over in a new file, and the moved file keeps exactly what it had.
+#[test]
+fn a_file_moved_away_between_segments_is_not_written_again() {
+    let env = UploadEnv::start("");
+    let data = test_data(3000, 14);
+    let id = "moved001";
+    assert_progress(&env.post(&Segment::piece(id, &data, 0, 999)), "0-999/3000");
+    let moved = env.nginx.path("moved-away");
+    std::fs::rename(env.stored_path(id), &moved).unwrap();
+    assert_progress(
+        &env.post(&Segment::piece(id, &data, 1000, 1999)),
+        "1000-1999/3000",
+    );
+    assert_bytes_eq(&std::fs::read(&moved).unwrap(), &data[..1000], "moved file");
+    let stored = std::fs::read(env.stored_path(id)).unwrap();
+    assert_bytes_eq(&stored[1000..2000], &data[1000..2000], "new file");
+    // Removed rather than moved: the same.
+    std::fs::remove_file(env.stored_path(id)).unwrap();
+    assert_progress(
+        &env.post(&Segment::piece(id, &data, 2000, 2999)),
+        "2000-2999/3000",
+    );
+}
+
 /// What a session recorded is on disk: a worker that dies between two segments loses
 /// nothing, and the worker nginx starts in its place goes on with the session.
 #[test]

@@ -6,7 +6,7 @@ use ngx_upload_test_support::*;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 
-/// strace attached to every thread of an nginx worker, tracing its writes.
+/// strace attached to every thread of an nginx worker, tracing its writes and opens.
 struct WriteTrace {
     strace: Child,
     path: std::path::PathBuf,
@@ -28,7 +28,7 @@ impl WriteTrace {
                 "-f",
                 "-qq",
                 "-e",
-                "trace=pwritev,pwrite64,write,writev",
+                "trace=pwritev,pwrite64,write,writev,openat",
                 "-o",
             ])
             .arg(&path)
@@ -257,4 +257,29 @@ fn a_long_answer_goes_out_in_one_write() {
         written > 2 * range.len(),
         "the answer's one write has {written} bytes:\n{text}"
     );
+}
+
+/// The next segment of an upload finds its file open: the worker keeps the descriptor of a
+/// request that holds no lock on it, so back-to-back small segments cost no `openat` and
+/// `close` each (ngx_upload_engine::idle_files).
+#[test]
+fn the_segments_of_an_upload_open_its_file_once() {
+    let Some((env, trace)) = traced("client_max_body_size 0;", "") else {
+        return;
+    };
+    let data = test_data(8 * 4096, 145);
+    let id = "keptopen1";
+    for (first, last) in segments(data.len(), 4096) {
+        let r = env.post(&Segment::piece(id, &data, first, last));
+        assert!(matches!(r.status, 200 | 201), "{r}");
+    }
+    assert_bytes_eq(&std::fs::read(env.stored_path(id)).unwrap(), &data, "file");
+    let text = trace.stop();
+    let stored = env.stored_path(id).display().to_string();
+    let opens = text
+        .lines()
+        .filter(|l| l.contains("openat(") && l.contains(&format!("\"{stored}\"")))
+        .filter(|l| !l.contains(" = -1 "))
+        .count();
+    assert_eq!(opens, 1, "openat of {stored} by the worker:\n{text}");
 }

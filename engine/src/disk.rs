@@ -10,16 +10,20 @@ use std::path::{Path, PathBuf};
 /// What tells an output file from a later one of the same name: its inode number, and its
 /// birth time where the filesystem records one (inode numbers are reused).
 pub(crate) fn file_identity(file: &File) -> io::Result<String> {
+    Ok(identity_of(&file.metadata()?))
+}
+
+/// [`file_identity`] of a file's metadata.
+pub(crate) fn identity_of(meta: &fs::Metadata) -> String {
     use std::os::unix::fs::MetadataExt;
-    let meta = file.metadata()?;
     let born = meta
         .created()
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-    Ok(match born {
+    match born {
         Some(born) => format!("{}.{}", meta.ino(), born.as_nanos()),
         None => meta.ino().to_string(),
-    })
+    }
 }
 
 /// Takes a non-blocking open-file-description write lock on `len` bytes at `start`; `false` if

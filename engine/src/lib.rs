@@ -15,6 +15,7 @@ pub mod disposition;
 pub mod form;
 pub mod hash_state;
 pub mod hashing;
+pub mod idle_files;
 pub mod multipart;
 pub mod range_set;
 pub mod session;

@@ -15,11 +15,10 @@
 //! so it never claims bytes not written; with [`SessionStore::durable`] both are fsynced first.
 
 use crate::content_range::ContentRange;
-use crate::disk::{
-    self, file_identity, ofd_lock, ofd_locked_anywhere, open_or_create, remove_if_present, FileLock,
-};
+use crate::disk::{self, ofd_lock, ofd_locked_anywhere, remove_if_present, FileLock};
 use crate::hash_state::HashProgress;
 use crate::hashing::{Algorithms, Digests};
+use crate::idle_files::DataFile;
 use crate::session_id::SessionId;
 use crate::state::{SessionState, StateError};
 use crate::state_cache::{StateCache, StateRead};
@@ -122,8 +121,8 @@ impl From<io::Error> for SessionError {
 #[derive(Debug)]
 pub struct Session {
     /// Shared by the handles of [`Self::try_clone`]: the descriptor, and with it the claims,
-    /// lasts until the last one is dropped.
-    file: std::sync::Arc<File>,
+    /// lasts until the last one is dropped (then it may be kept open for the next request).
+    file: std::sync::Arc<DataFile>,
     data_path: PathBuf,
     state_path: PathBuf,
     total: u64,
@@ -226,8 +225,8 @@ impl SessionStore {
     pub fn open(&self, id: &SessionId, range: &ContentRange) -> Result<Session, SessionError> {
         let data_path = self.data_path(id)?;
         let state_path = self.state_path(id)?;
-        let (file, created) = open_or_create(&data_path, self.file_mode)?;
-        let file_id = file_identity(&file)?;
+        let (file, created) = DataFile::open(&data_path, self.file_mode)?;
+        let file_id = file.id().to_owned();
         let mut session = Session {
             file: std::sync::Arc::new(file),
             file_id,
@@ -248,6 +247,7 @@ impl SessionStore {
                 last: range.last,
             });
         }
+        session.file.set_claimed(true);
         Ok(session)
     }
 
@@ -468,7 +468,9 @@ impl Session {
     /// claim of the hand-off, if this request holds it, stays.
     pub fn release_claim(&self) -> io::Result<()> {
         let (first, len) = self.claimed;
-        disk::ofd_unlock(&self.file, first, len)
+        disk::ofd_unlock(&self.file, first, len)?;
+        self.file.set_claimed(false);
+        Ok(())
     }
 
     /// Records that `[commit.start, commit.end)` is written, with the hash progress, and
@@ -512,6 +514,10 @@ impl Session {
                 digests = progress.finish(self.total);
             }
         }
+        if state.is_complete() {
+            // No segment is to come: its descriptors are not kept for one.
+            self.file.spend();
+        }
         let hand_off = commit.finishing && state.is_complete() && self.claim_hand_off()?;
         Ok(Committed {
             state,
@@ -546,6 +552,7 @@ impl Session {
 
     /// Removes both files (for `upload_cleanup`).
     pub fn remove(&self) -> io::Result<()> {
+        self.file.spend();
         let _lock = self.lock()?;
         let data = remove_if_present(&self.data_path);
         let state = remove_if_present(&self.state_path);
@@ -555,6 +562,7 @@ impl Session {
 
     /// Removes the state file only: the upload is finished and its file belongs to the backend.
     pub fn forget_state(&self) -> io::Result<()> {
+        self.file.spend();
         let _lock = self.lock()?;
         SESSION_STATES.forget(&self.state_path);
         remove_if_present(&self.state_path)
