@@ -149,12 +149,11 @@ impl Drop for FileLock<'_> {
 /// last line, which readers ignore.
 /// Returns the file's metadata once written (`None` if it could not be had), for
 /// [`crate::state_cache`].
-pub(crate) fn append_state_file(
-    path: &Path,
+pub(crate) fn append_state_lines(
+    mut file: &File,
     lines: &str,
     durable: bool,
 ) -> io::Result<Option<fs::Metadata>> {
-    let mut file = fs::OpenOptions::new().append(true).open(path)?;
     file.write_all(lines.as_bytes())?;
     if durable {
         file.sync_data()?;

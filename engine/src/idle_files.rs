@@ -12,7 +12,7 @@
 //! a file handed off, moved or removed by the backend, another worker or another node is never
 //! written through an old descriptor. Kept descriptors are closed after [`IDLE_FOR`], so a
 //! removed file's space is not held for long: on the next use of the set, or by
-//! [`close_idle`], which the nginx module calls on a timer.
+//! [`crate::close_idle_descriptors`], which the nginx module calls on a timer.
 
 use std::fs::{self, File};
 use std::io;
@@ -175,7 +175,8 @@ fn forget(path: &Path) {
     drop(gone); // closed outside the lock
 }
 
-/// Closes the descriptors kept longer than [`IDLE_FOR`]; returns how many stay open.
+/// Closes the descriptors kept longer than [`IDLE_FOR`]; returns how many stay open. See also
+/// [`crate::close_idle_descriptors`].
 pub fn close_idle() -> usize {
     let now = Instant::now();
     let (gone, left) = {
