@@ -1,6 +1,6 @@
 //! What a worker process starts: the sweep of expired sessions ([`expiry`], first worker only)
 //! and, in every worker, a timer that closes the upload files the engine keeps open between
-//! requests once they have been idle a while ([`ngx_upload_engine::close_idle_descriptors`]), so that a
+//! requests once they have been idle a while ([`ngx_upload_engine::idle_files`]), so that a
 //! quiet worker does not hold the space of files removed meanwhile.
 
 use core::ptr::addr_of_mut;
@@ -42,7 +42,7 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
 /// Closes the kept files idle too long (a lock and a scan of a few dozen entries at most, and
 /// `close` of those), then sets the timer again.
 unsafe extern "C" fn close_idle_due(ev: *mut ngx_event_t) {
-    ngx_upload_engine::close_idle_descriptors();
+    idle_files::close_idle();
     if !expiry::shutting_down() {
         // SAFETY: the timer event is ours and idle (it just fired).
         unsafe { ngx_add_timer(ev, close_idle_every()) };

@@ -348,3 +348,43 @@ fn an_answered_segment_claims_nothing_while_nginx_keeps_its_request() {
     drop(held_open);
     env.assert_handed_off(&r, "f", "big.TXT", Some(&env.stored_path(id)), &data);
 }
+
+/// A worker at its descriptor limit goes on taking segments: it keeps upload files open
+/// between requests only while its descriptor table has room, and gives the kept ones up when
+/// an open finds none left.
+#[test]
+fn a_worker_short_of_descriptors_keeps_taking_segments() {
+    let env = UploadEnv::start("");
+    let worker = env.nginx.worker_pids()[0];
+    let open_now = std::fs::read_dir(format!("/proc/{worker}/fd"))
+        .unwrap()
+        .count() as u64;
+    // Room for the connection of each request, a segment's files, and a few more.
+    let limit = libc::rlimit {
+        rlim_cur: open_now + 8,
+        rlim_max: open_now + 8,
+    };
+    // SAFETY: prlimit on a process of ours, with a valid limit and no old-limit pointer.
+    let set = unsafe {
+        libc::prlimit(
+            worker as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &limit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let data = test_data(2000, 15);
+    for session in 0..24 {
+        let id = format!("short{session:03}");
+        assert_progress(&env.post(&Segment::piece(&id, &data, 0, 999)), "0-999/2000");
+    }
+    for session in 0..24 {
+        let id = format!("short{session:03}");
+        let r = env.post(&Segment::piece(&id, &data, 1000, 1999));
+        env.assert_handed_off(&r, "f", "big.TXT", Some(&env.stored_path(&id)), &data);
+        env.backend.clear();
+    }
+    let log = env.nginx.error_log();
+    assert!(!log.contains("Too many open files"), "{log}");
+}

@@ -1,22 +1,29 @@
-//! Session output files kept open between the requests of a process, so that the next segment
-//! of an upload finds its file open: one `statx` of the path instead of `openat`, `statx` and
-//! `close`. Small segments that arrive back to back (a chunked client, a keep-alive connection)
-//! spend a good part of their time on the event loop opening and closing the file otherwise.
+//! Descriptors kept open between the requests of a process, so that the next segment of an
+//! upload finds its files open:
+//! - a session's output file ([`DataFile`]): one `statx` of the path instead of `openat`,
+//!   `statx` and `close` on the event loop;
+//! - a state file's descriptor opened for appending ([`take_appender`]), for the next commit's
+//!   append: no `openat` and `close` on the thread pool.
 //!
-//! A kept descriptor serves one request at a time, never two at once: each request's claim is
-//! an open-file-description lock, and two requests sharing a description would not exclude each
-//! other. So a descriptor is kept only once its request holds no lock on it ([`DataFile`]
+//! Small segments that arrive back to back (a chunked client, a keep-alive connection) spend
+//! a good part of their time opening and closing files otherwise.
+//!
+//! A kept output file serves one request at a time, never two at once: each request's claim
+//! is an open-file-description lock, and two requests sharing a description would not exclude
+//! each other. So a descriptor is kept only once its request holds no lock on it ([`DataFile`]
 //! tracks that), and a request takes it out of the set while it uses it.
 //!
-//! It is reused only while the path still names the same file (device, inode and birth time):
-//! a file handed off, moved or removed by the backend, another worker or another node is never
-//! written through an old descriptor. Kept descriptors are closed after [`IDLE_FOR`], so a
-//! removed file's space is not held for long: on the next use of the set, or by
-//! [`crate::close_idle_descriptors`], which the nginx module calls on a timer.
+//! A descriptor is reused only while the path still names the same file (device, inode and,
+//! for output files, birth time): a file handed off, moved or removed by the backend, another
+//! worker or another node is never written through an old descriptor. Kept descriptors are
+//! closed after [`IDLE_FOR`] unused, so a removed file's space is not held for long: on the
+//! next use of the set, or by [`close_idle`], which the nginx module calls on a timer; and all
+//! at once when the process runs out of descriptors ([`open_with_retry`]).
 
 use std::fs::{self, File};
 use std::io;
 use std::ops::Deref;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,8 +35,12 @@ use crate::disk::{self, open_or_create};
 /// How long a descriptor is kept without a request using it.
 pub const IDLE_FOR: Duration = Duration::from_secs(1);
 
-/// Descriptors kept at most by a process; past it the oldest is closed.
-const CAPACITY: usize = 64;
+/// Output files kept at most by a process; past it the oldest is closed. Few, beside the
+/// worker's connections, and given up when the process runs out ([`open_with_retry`]).
+const CAPACITY: usize = 32;
+
+/// State files' appenders kept at most by a process.
+const APPENDERS: usize = 16;
 
 /// An open output file and what identifies it.
 #[derive(Debug)]
@@ -62,8 +73,23 @@ struct Idle {
 static IDLE: Mutex<Vec<Idle>> = Mutex::new(Vec::new());
 
 fn idle() -> std::sync::MutexGuard<'static, Vec<Idle>> {
+    lock(&IDLE)
+}
+
+/// A state file's descriptor opened for appending.
+struct Appender {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+    file: File,
+    since: Instant,
+}
+
+static KEPT_APPENDERS: Mutex<Vec<Appender>> = Mutex::new(Vec::new());
+
+fn lock<T>(set: &'static Mutex<T>) -> std::sync::MutexGuard<'static, T> {
     // A panic elsewhere while holding it leaves nothing half-done: the set stays usable.
-    IDLE.lock().unwrap_or_else(|e| e.into_inner())
+    set.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A session's output file, open for one request (and the handles it shares with its work on
@@ -88,7 +114,7 @@ impl DataFile {
                 _ => forget(path),
             }
         }
-        let (file, created) = open_or_create(path, mode)?;
+        let (file, created) = open_with_retry(|| open_or_create(path, mode))?;
         let meta = file.metadata()?;
         let open = OpenFile {
             dev: meta.dev(),
@@ -142,7 +168,10 @@ impl Deref for DataFile {
 impl Drop for DataFile {
     fn drop(&mut self) {
         let Some(open) = self.open.take() else { return };
-        if self.claimed.load(Ordering::Acquire) || self.spent.load(Ordering::Acquire) {
+        if self.claimed.load(Ordering::Acquire)
+            || self.spent.load(Ordering::Acquire)
+            || !room_to_keep(&open.file)
+        {
             return; // closed, which releases its locks
         }
         let now = Instant::now();
@@ -175,20 +204,109 @@ fn forget(path: &Path) {
     drop(gone); // closed outside the lock
 }
 
-/// Closes the descriptors kept longer than [`IDLE_FOR`]; returns how many stay open. See also
-/// [`crate::close_idle_descriptors`].
+/// The kept appender of the state file at `path`, if it is the file `dev`/`ino` (what the
+/// caller found at the path, under the writers' lock). Those of another file at the path go.
+pub(crate) fn take_appender(path: &Path, dev: u64, ino: u64) -> Option<File> {
+    let now = Instant::now();
+    let mut kept = lock(&KEPT_APPENDERS);
+    let of_another = |a: &Appender| a.path == path && (a.dev, a.ino) != (dev, ino);
+    kept.retain(|a| now.duration_since(a.since) < IDLE_FOR && !of_another(a));
+    let at = kept.iter().position(|a| a.path == path)?;
+    Some(kept.swap_remove(at).file)
+}
+
+/// Keeps `file`, open for appending to the state file `dev`/`ino` at `path`.
+pub(crate) fn keep_appender(path: &Path, dev: u64, ino: u64, file: File) {
+    if !room_to_keep(&file) {
+        return;
+    }
+    let mut kept = lock(&KEPT_APPENDERS);
+    if kept.len() >= APPENDERS {
+        kept.remove(0);
+    }
+    kept.push(Appender {
+        path: path.to_path_buf(),
+        dev,
+        ino,
+        file,
+        since: Instant::now(),
+    });
+}
+
+/// Closes the appenders of `path` (its state is removed, or forgotten).
+pub(crate) fn forget_appenders(path: &Path) {
+    let gone: Vec<Appender> = {
+        let mut kept = lock(&KEPT_APPENDERS);
+        let (gone, stay) = kept.drain(..).partition(|a| a.path == path);
+        *kept = stay;
+        gone
+    };
+    drop(gone); // closed outside the lock
+}
+
+/// Whether the process has room to keep `file` open: the kernel gives out the lowest free
+/// descriptor number, so a number in the last quarter of the limit means the table is nearly
+/// full, and the worker's connections come first.
+fn room_to_keep(file: &File) -> bool {
+    static LIMIT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let limit = *LIMIT.get_or_init(|| {
+        // SAFETY: rlimit is plain C data; all-zero is a valid value.
+        let mut rl: libc::rlimit = unsafe { core::mem::zeroed() };
+        // SAFETY: getrlimit with a valid out pointer.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } == 0 {
+            rl.rlim_cur
+        } else {
+            1024
+        }
+    });
+    (file.as_raw_fd() as u64) < limit / 4 * 3
+}
+
+/// Runs `open`; if the process is out of descriptors, closes every kept one and runs it again.
+pub(crate) fn open_with_retry<T>(open: impl Fn() -> io::Result<T>) -> io::Result<T> {
+    match open() {
+        Err(e)
+            if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) && close_all() > 0 =>
+        {
+            open()
+        }
+        other => other,
+    }
+}
+
+/// Closes every kept descriptor; returns how many.
+fn close_all() -> usize {
+    let files = core::mem::take(&mut *idle());
+    let appenders = core::mem::take(&mut *lock(&KEPT_APPENDERS));
+    files.len() + appenders.len()
+}
+
+/// Closes the descriptors kept unused for [`IDLE_FOR`] or longer; returns how many stay
+/// open. The nginx module calls it on a timer.
 pub fn close_idle() -> usize {
     let now = Instant::now();
-    let (gone, left) = {
+    let young = |since: Instant| now.duration_since(since) < IDLE_FOR;
+    let (files, appenders, left) = {
         let mut idle = idle();
-        let (gone, kept): (Vec<Idle>, Vec<Idle>) = idle
-            .drain(..)
-            .partition(|kept| now.duration_since(kept.since) >= IDLE_FOR);
-        *idle = kept;
-        (gone, idle.len())
+        let mut kept = lock(&KEPT_APPENDERS);
+        let (stay, files): (Vec<Idle>, Vec<Idle>) = idle.drain(..).partition(|k| young(k.since));
+        *idle = stay;
+        let (stay, appenders): (Vec<Appender>, Vec<Appender>) =
+            kept.drain(..).partition(|a| young(a.since));
+        *kept = stay;
+        (files, appenders, idle.len() + kept.len())
     };
-    drop(gone);
+    drop((files, appenders)); // closed outside the locks
     left
+}
+
+/// How many appenders of `path` are kept (for tests).
+#[cfg(test)]
+pub(crate) fn appenders_of(path: &Path) -> usize {
+    lock(&KEPT_APPENDERS)
+        .iter()
+        .filter(|a| a.path == path)
+        .count()
 }
 
 /// How many descriptors are kept now (for tests).

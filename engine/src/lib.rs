@@ -24,12 +24,3 @@ pub mod state;
 mod state_cache;
 pub mod store;
 pub mod upload;
-
-/// Closes the descriptors this process keeps open between requests ([`idle_files`], and the
-/// state files' appenders) once idle for [`idle_files::IDLE_FOR`]; the nginx module calls it
-/// on a timer, so a quiet worker does not hold the space of files removed meanwhile.
-pub fn close_idle_descriptors() {
-    idle_files::close_idle();
-    session::close_idle_appenders();
-    upload::close_idle_appenders();
-}

@@ -40,11 +40,6 @@ static SESSION_STATES: StateCache<SessionState> = StateCache::new();
 /// A state file that has grown past this by appended lines is rewritten whole (by rename).
 const COMPACT_AT: usize = 32 << 10;
 
-/// See [`crate::close_idle_descriptors`].
-pub(crate) fn close_idle_appenders() {
-    SESSION_STATES.close_idle();
-}
-
 /// Where a location keeps its sessions, and the rules they live by.
 #[derive(Debug, Clone)]
 pub struct SessionStore {

@@ -16,10 +16,9 @@ use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Instant;
 
 use crate::disk;
-use crate::idle_files::IDLE_FOR;
+use crate::idle_files;
 use crate::state::MAX_STATE_LEN;
 
 /// States remembered at most; past it the memory starts over (a worker rarely has more
@@ -64,32 +63,14 @@ struct Entry<T> {
     read: StateRead<T>,
 }
 
-/// A state file's descriptor opened for appending, kept for the next append to the same file:
-/// a shuffled upload's commit is an append, and opening and closing the file cost as much as
-/// the rest of it.
-struct Appender {
-    path: PathBuf,
-    dev: u64,
-    ino: u64,
-    file: File,
-    since: Instant,
-}
-
-/// Appenders kept at most by one cache.
-const APPENDERS: usize = 32;
-
 pub(crate) struct StateCache<T> {
     entries: Mutex<Option<HashMap<PathBuf, Entry<T>>>>,
-    /// Used only for the file a remembered entry says is at the path, so only right after a
-    /// read that checked the path ([`Self::append`]); closed once idle for [`IDLE_FOR`].
-    appenders: Mutex<Vec<Appender>>,
 }
 
 impl<T: Clone> StateCache<T> {
     pub const fn new() -> Self {
         Self {
             entries: Mutex::new(None),
-            appenders: Mutex::new(Vec::new()),
         }
     }
 
@@ -158,62 +139,28 @@ impl<T: Clone> StateCache<T> {
     /// Appends `lines` to the state file at `path` ([`disk::append_state_lines`]), after which
     /// it says `state`, and remembers that. Called under the writers' lock right after
     /// [`Self::read`] of the same path, so the file remembered for the path is the one there:
-    /// a descriptor kept from an earlier append to that very file is used.
+    /// the descriptor kept from an earlier append to that very file is used
+    /// ([`idle_files::take_appender`]), which saves an `openat` and a `close` a commit.
     pub fn append(&self, path: &Path, lines: &str, durable: bool, state: &T) -> io::Result<()> {
-        let kept = self.kept_appender(path);
+        let stamp = self
+            .lock()
+            .as_ref()
+            .and_then(|m| m.get(path))
+            .map(|e| e.stamp);
+        let kept = stamp.and_then(|s| idle_files::take_appender(path, s.dev, s.ino));
         let file = match kept {
             Some(file) => Ok(file),
-            None => fs::OpenOptions::new().append(true).open(path),
+            None => idle_files::open_with_retry(|| fs::OpenOptions::new().append(true).open(path)),
         };
         let written = file.and_then(|file| {
             let meta = disk::append_state_lines(&file, lines, durable)?;
             // Without a stamp nothing is remembered of the file, so nothing would use it.
             if let Some(meta) = meta.as_ref().filter(|m| Stamp::of(m).is_some()) {
-                self.keep_appender(path, meta, file);
+                idle_files::keep_appender(path, meta.dev(), meta.ino(), file);
             }
             Ok(meta)
         });
         self.after_write(path, written, state)
-    }
-
-    /// The kept appender of the file the remembered entry for `path` names, if any.
-    fn kept_appender(&self, path: &Path) -> Option<File> {
-        let stamp = self.lock().as_ref()?.get(path)?.stamp;
-        let now = Instant::now();
-        let mut appenders = lock(&self.appenders);
-        // Those of a file replaced since (another inode at the path) go too.
-        let of_another = |a: &Appender| a.path == path && (a.dev, a.ino) != (stamp.dev, stamp.ino);
-        appenders.retain(|a| now.duration_since(a.since) < IDLE_FOR && !of_another(a));
-        let at = appenders.iter().position(|a| a.path == path)?;
-        Some(appenders.swap_remove(at).file)
-    }
-
-    fn keep_appender(&self, path: &Path, meta: &fs::Metadata, file: File) {
-        let mut appenders = lock(&self.appenders);
-        if appenders.len() >= APPENDERS {
-            appenders.remove(0);
-        }
-        appenders.push(Appender {
-            path: path.to_path_buf(),
-            dev: meta.dev(),
-            ino: meta.ino(),
-            file,
-            since: Instant::now(),
-        });
-    }
-
-    /// Closes the appenders idle for [`IDLE_FOR`].
-    pub fn close_idle(&self) {
-        let now = Instant::now();
-        let gone: Vec<Appender> = {
-            let mut appenders = lock(&self.appenders);
-            let (gone, kept) = appenders
-                .drain(..)
-                .partition(|a| now.duration_since(a.since) >= IDLE_FOR);
-            *appenders = kept;
-            gone
-        };
-        drop(gone); // closed outside the lock
     }
 
     /// What a write leaves remembered: `state`, or nothing if the write failed.
@@ -260,13 +207,7 @@ impl<T: Clone> StateCache<T> {
         if let Some(map) = self.lock().as_mut() {
             map.remove(path);
         }
-        let gone: Vec<Appender> = {
-            let mut appenders = lock(&self.appenders);
-            let (gone, kept) = appenders.drain(..).partition(|a| a.path == path);
-            *appenders = kept;
-            gone
-        };
-        drop(gone);
+        idle_files::forget_appenders(path);
     }
 
     fn lookup(&self, path: &Path, stamp: Stamp) -> Option<StateRead<T>> {
@@ -294,15 +235,11 @@ impl<T: Clone> StateCache<T> {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<HashMap<PathBuf, Entry<T>>>> {
-        lock(&self.entries)
+        // A panic while holding it leaves a map that is still whole: go on with it.
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding it leaves what it guards whole: go on with it.
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The bytes of a state file (at most [`MAX_STATE_LEN`] + 1, so that a decoder can tell a file
@@ -398,14 +335,22 @@ mod tests {
         let dir = crate::store::tests::tempdir();
         let path = dir.join("a.state");
         let cache: StateCache<Vec<String>> = StateCache::new();
-        let appenders = |cache: &StateCache<Vec<String>>| lock(&cache.appenders).len();
         fs::write(&path, b"a\n").unwrap();
         let read = cache.read(&path, decode_lines).unwrap().unwrap().unwrap();
         cache.append(&path, "b\n", false, &read.state).unwrap();
-        assert_eq!(appenders(&cache), 1);
+        let kept = idle_files::appenders_of(&path);
+        if !has_birth_time(&dir) {
+            assert_eq!(kept, 0, "nothing is remembered, so nothing kept");
+            return;
+        }
+        assert_eq!(kept, 1);
         cache.read(&path, decode_lines).unwrap().unwrap().unwrap();
         cache.append(&path, "c\n", false, &vec![]).unwrap();
-        assert_eq!(appenders(&cache), 1, "the same descriptor, kept again");
+        assert_eq!(
+            idle_files::appenders_of(&path),
+            1,
+            "the same one, kept again"
+        );
         assert_eq!(fs::read(&path).unwrap(), b"a\nb\nc\n");
         // Replaced by another writer; the old file stays reachable to check it is untouched.
         let old = dir.join("old.state");
@@ -417,16 +362,13 @@ mod tests {
         cache.append(&path, "y\n", false, &vec![]).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"x\ny\n");
         assert_eq!(fs::read(&old).unwrap(), b"a\nb\nc\n");
-        assert_eq!(appenders(&cache), 1, "the old file's descriptor is closed");
+        assert_eq!(
+            idle_files::appenders_of(&path),
+            1,
+            "the old file's is closed"
+        );
         cache.forget(&path);
-        assert_eq!(appenders(&cache), 0);
-        cache.read(&path, decode_lines).unwrap().unwrap().unwrap();
-        cache.append(&path, "z\n", false, &vec![]).unwrap();
-        for a in lock(&cache.appenders).iter_mut() {
-            a.since -= IDLE_FOR;
-        }
-        cache.close_idle();
-        assert_eq!(appenders(&cache), 0);
+        assert_eq!(idle_files::appenders_of(&path), 0);
     }
 
     #[test]

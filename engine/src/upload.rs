@@ -63,11 +63,6 @@ const COMPACT_AT: usize = 32 << 10;
 /// The upload states this process read or wrote last.
 static UPLOAD_STATES: StateCache<UploadState> = StateCache::new();
 
-/// See [`crate::close_idle_descriptors`].
-pub(crate) fn close_idle_appenders() {
-    UPLOAD_STATES.close_idle();
-}
-
 /// Why an operation on an upload failed. Each protocol maps these to its own answers.
 #[derive(Debug)]
 pub enum UploadError {
