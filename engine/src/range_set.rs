@@ -172,8 +172,10 @@ pub fn push_decimal(out: &mut String, mut n: u64) {
             break;
         }
     }
-    // ASCII digits only.
-    out.push_str(core::str::from_utf8(&digits[at..]).unwrap_or_default());
+    // ASCII digits: each a one-byte push, with no UTF-8 check of the whole.
+    for &d in &digits[at..] {
+        out.push(char::from(d));
+    }
 }
 
 #[cfg(test)]
