@@ -24,9 +24,9 @@ usage: cargo run --release -p ngx-upload-bench -- [options]
   --runs N          runs of every measurement; the tables show medians (default 3, --quick: 1)
   --quick           small sizes, for a smoke check
   --workers N       nginx worker_processes (default 1)
-  --latency-probe   during single, segments and shuffled: GET /ping every 10 ms on the
+  --latency-probe   during single, pair, segments and shuffled: GET /ping every 10 ms on the
                     upload's worker
-  --only LIST       comma-separated workloads: single,segments,shuffled,h2,slow,concat
+  --only LIST       comma-separated workloads: single,pair,segments,shuffled,h2,slow,concat
                     (default all)
   --nginx PATH      nginx binary (default: $NGX_UPLOAD_NGINX, else the vendored build's
                     target/<profile>/build/nginx-sys-*/out/objs/nginx)
@@ -320,8 +320,8 @@ fn run(o: Options) -> Result<(), String> {
         path: dir.clone(),
         keep: o.keep,
     };
-    // The payload, a DAV copy and a module copy of the largest upload exist at once.
-    let need = 3 * sizes.single + 256 * workloads::MIB;
+    // The payload and two copies of the largest upload (pair) exist at once, with room to spare.
+    let need = 4 * sizes.single + 256 * workloads::MIB;
     if let Some(free) = free_bytes(&dir) {
         if free < need {
             return Err(format!(

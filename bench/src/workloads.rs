@@ -83,6 +83,8 @@ impl Endpoint {
 pub enum Workload {
     /// One upload of `single` bytes in one request, HTTP/1.1.
     Single,
+    /// Two such uploads at once, on two connections to the one worker.
+    Pair,
     /// `seg_sessions` sessions of `session_size` in `seg_size` segments, in order, over
     /// `conns` connections.
     Segments,
@@ -98,8 +100,9 @@ pub enum Workload {
 }
 
 impl Workload {
-    pub const ALL: [Workload; 6] = [
+    pub const ALL: [Workload; 7] = [
         Workload::Single,
+        Workload::Pair,
         Workload::Segments,
         Workload::SmallShuffled,
         Workload::H2,
@@ -110,6 +113,7 @@ impl Workload {
     pub fn name(self) -> &'static str {
         match self {
             Workload::Single => "single",
+            Workload::Pair => "pair",
             Workload::Segments => "segments",
             Workload::SmallShuffled => "shuffled",
             Workload::H2 => "h2",
@@ -183,6 +187,10 @@ impl Sizes {
         match w {
             Workload::Single => format!(
                 "{} in one request, HTTP/1.1, one connection",
+                human(self.single)
+            ),
+            Workload::Pair => format!(
+                "two uploads of {} at once, each in one request, HTTP/1.1, two connections",
                 human(self.single)
             ),
             Workload::Segments => format!(
@@ -383,6 +391,7 @@ impl Bench {
         let client_before = client_cpu_s();
         let run = match w {
             Workload::Single => self.single(ep, &nginx, &tag),
+            Workload::Pair => self.pair(ep, &nginx, &tag),
             Workload::Segments => self.segments(
                 ep,
                 &nginx,
@@ -545,6 +554,54 @@ impl Bench {
             wall,
             bytes: n,
             expect: self.expect(ep, &[(tag.to_string(), 0, n)]),
+            latency,
+            not_comparable: None,
+            checked: String::new(),
+        })
+    }
+
+    /// Two uploads of the whole payload at once, each in one request on its own connection,
+    /// with the probe (if any) on the same worker: what a second fast upload does to the first
+    /// and to the event loop.
+    fn pair(&self, ep: Endpoint, nginx: &Nginx, tag: &str) -> Result<Run, String> {
+        let n = self.sizes.single;
+        let names = [format!("{tag}-a"), format!("{tag}-b")];
+        let next = AtomicUsize::new(0);
+        let handoffs = AtomicUsize::new(0);
+        let probe = self.start_probe(nginx.port)?;
+        let (wall, results) = on_connections(nginx.port, names.len(), |conn| {
+            let name = &names[next.fetch_add(1, Ordering::Relaxed)];
+            let (method, uri, headers) = self.request_for(ep, name, 0, n, n);
+            let body = FileRange {
+                file: &self.payload.file,
+                offset: 0,
+                len: n,
+            };
+            let r = conn
+                .request(method, &uri, &headers, Some(body))
+                .map_err(|e| format!("{} upload {name}: {e}", ep.name()))?;
+            if Self::check_answer(ep, &r)? {
+                handoffs.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        });
+        let latency = probe.map(Probe::stop).transpose()?;
+        for r in results {
+            r?;
+        }
+        if ep == Endpoint::Module && handoffs.load(Ordering::Relaxed) != names.len() {
+            return Err(format!(
+                "{} hand-off answers for {} uploads",
+                handoffs.load(Ordering::Relaxed),
+                names.len()
+            ));
+        }
+        let files: Vec<(String, u64, u64)> =
+            names.iter().map(|name| (name.clone(), 0, n)).collect();
+        Ok(Run {
+            wall,
+            bytes: n * names.len() as u64,
+            expect: self.expect(ep, &files),
             latency,
             not_comparable: None,
             checked: String::new(),
