@@ -54,6 +54,11 @@ struct Options {
     keep: bool,
 }
 
+/// `path` made absolute against the current directory (not resolved: it may not exist yet).
+fn absolute(path: &str) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| PathBuf::from(path))
+}
+
 fn usage(problem: &str) -> ! {
     eprintln!("ngx-upload-bench: {problem}\n{USAGE}");
     std::process::exit(2);
@@ -114,8 +119,9 @@ fn parse_args() -> Options {
                     })
                     .collect()
             }
-            "--nginx" => o.nginx = Some(PathBuf::from(value("a path"))),
-            "--module" => o.module = Some(PathBuf::from(value("a path"))),
+            // Absolute: nginx runs with its own prefix, where a relative path means nothing.
+            "--nginx" => o.nginx = Some(absolute(&value("a path"))),
+            "--module" => o.module = Some(absolute(&value("a path"))),
             "--dir" => o.dir = Some(PathBuf::from(value("a path"))),
             "--http" => o.http_lines.push(value("a directive")),
             "--upload-buffer" => o.upload_buffer = value("a size"),
