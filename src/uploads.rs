@@ -281,19 +281,9 @@ pub fn without_body(
     let offset = upload.state().offset();
     if let Err(ngx_upload_engine::upload::UploadError::InFlight { .. }) = upload.claim(offset, None)
     {
-        ask_to_yield(&upload);
+        upload.ask_to_yield();
     }
     start(request, conf, protocol, upload, Writing::none(), after)
-}
-
-/// Where a newer request asks the one writing an upload to yield: a file beside its state,
-/// so the ask reaches the writer on any worker and any node sharing the store.
-fn yield_path(upload: &Upload) -> std::path::PathBuf {
-    upload.state_path().with_extension("yield")
-}
-
-fn ask_to_yield(upload: &Upload) {
-    let _ = std::fs::write(yield_path(upload), b"");
 }
 
 /// How long a request writing an upload must have received nothing before it yields to a
@@ -310,16 +300,11 @@ fn asked_to_yield(ctx: &UploadCtx) -> bool {
     let Target::Upload(up) = &*target else {
         return false;
     };
-    let path = yield_path(&up.upload);
-    let asked = std::fs::metadata(&path)
-        .and_then(|m| m.modified())
-        .is_ok_and(|at| at + std::time::Duration::from_secs(5) >= up.claimed_at);
-    if !asked {
-        return false;
-    }
     // Answered either way: yielding, or going on because bytes still arrive (a newer request
     // that needs the upload asks again).
-    let _ = std::fs::remove_file(&path);
+    if !up.upload.take_ask_to_yield(up.claimed_at) {
+        return false;
+    }
     let quiet = crate::context::now_msec().wrapping_sub(ctx.progress.last_read_msec.get());
     quiet >= QUIET_BEFORE_YIELDING_MSEC
 }
@@ -575,7 +560,7 @@ fn start(
                 Ok(claim) => Some(claim),
                 Err(e) => {
                     if matches!(e, ngx_upload_engine::upload::UploadError::InFlight { .. }) {
-                        ask_to_yield(&upload);
+                        upload.ask_to_yield();
                     }
                     return Err(Failure::from(e).context(format!("upload \"{}\"", upload.id())));
                 }

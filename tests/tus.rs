@@ -2161,6 +2161,49 @@ fn a_stalled_patch_yields_to_a_newer_request() {
     drop(stalled);
 }
 
+/// The asks to yield (files beside the state) in nginx's prefix.
+fn asks_to_yield(env: &UploadEnv) -> Vec<std::path::PathBuf> {
+    files_under(env.nginx.prefix())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "yield"))
+        .collect()
+}
+
+/// A `HEAD` while a `PATCH` is being received asks the `PATCH` to yield; if the `PATCH` then
+/// completes the upload before it looks, the ask goes with the upload's state, not left in
+/// the store for good.
+#[test]
+fn an_ask_to_yield_its_writer_never_saw_goes_with_the_upload() {
+    let env = UploadEnv::start_server(tus_builder(), &tus_server("6h", ""));
+    let data = test_data(200_000, 24);
+    let path = create(&env, Some(data.len() as u64), &[]);
+    let head_of_patch = format!(
+        "PATCH {path} HTTP/1.1\r\nHost: localhost\r\nTus-Resumable: 1.0.0\r\n\
+         Upload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\n\
+         Connection: close\r\nContent-Length: {}\r\n\r\n",
+        data.len()
+    );
+    let mut writing = std::net::TcpStream::connect(("127.0.0.1", env.port())).unwrap();
+    use std::io::Write as _;
+    writing.write_all(head_of_patch.as_bytes()).unwrap();
+    writing.write_all(&data[..100_000]).unwrap();
+    // A HEAD that finds the PATCH holding the upload asks it to yield.
+    poll(
+        10,
+        || head(&env, &path),
+        |_| !asks_to_yield(&env).is_empty(),
+    );
+    writing.write_all(&data[100_000..]).unwrap();
+    let answer = read_response(&mut writing).unwrap();
+    assert_eq!(answer.status, 200, "{answer}\n{}", env.nginx.error_log());
+    assert_handed_off_once(&env, &path, &data);
+    // The state goes once nginx has freed the request, after its answer (and the lingering
+    // close this connection ends).
+    drop(writing);
+    let left = poll(10, || asks_to_yield(&env), Vec::is_empty);
+    assert!(left.is_empty(), "asks to yield left: {left:?}");
+}
+
 /// With `lingering_close always` nginx keeps an answered request until its client closes. A
 /// client that goes on at once on a new connection (to either worker) finds the upload at its
 /// new offset: a retry of the same bytes gets 409 with it, a HEAD 200 with it, the next PATCH

@@ -111,6 +111,10 @@ pub(crate) fn open_or_create(path: &Path, mode: u32) -> io::Result<(File, bool)>
     }
 }
 
+/// The extension of a file beside an upload's state (`<id>.yield`) by which a newer request
+/// asks the one writing the upload to stop (crate::upload::Upload::ask_to_yield).
+pub(crate) const YIELD_EXTENSION: &str = "yield";
+
 pub(crate) fn remove_if_present(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),

@@ -265,7 +265,8 @@ impl SessionStore {
 
     /// Removes every session whose state file was last written longer than
     /// [`Self::expire_after`] before `now`: its output file and its state. A session with a
-    /// request writing to it is left alone. Also removes temporary state files left by a crash.
+    /// request writing to it is left alone. Also removes temporary state files left by a crash,
+    /// and asks to yield that no request took back.
     pub fn sweep_expired(&self, now: SystemTime) -> io::Result<Sweep> {
         let mut sweep = Sweep::default();
         let Some(limit) = self.expire_after else {
@@ -294,7 +295,10 @@ impl SessionStore {
                 }
                 let name = entry.file_name();
                 let Some(name) = name.to_str() else { continue };
-                if name.ends_with(".state.tmp") {
+                // A temporary state left by a crash, or an ask to yield its writer never saw
+                // (it ended first; crate::upload::Upload::ask_to_yield).
+                let yield_suffix = format!(".{}", disk::YIELD_EXTENSION);
+                if name.ends_with(".state.tmp") || name.ends_with(&yield_suffix) {
                     if expired(&path) {
                         remove_if_present(&path)?;
                     }

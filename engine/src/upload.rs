@@ -483,6 +483,11 @@ fn describes(state: &UploadState, file_id: &str) -> bool {
 }
 
 impl Place {
+    /// Where a newer request asks the one writing the upload to yield: beside its state.
+    fn yield_path(&self) -> PathBuf {
+        self.state_path.with_extension(disk::YIELD_EXTENSION)
+    }
+
     fn is_expired(&self, modified: Option<SystemTime>, now: SystemTime) -> bool {
         let (Some(limit), Some(modified)) = (self.expire_after, modified) else {
             return false;
@@ -709,6 +714,7 @@ impl Handle {
         // The data first: a state without its data file is not an upload, and swept.
         remove_if_present(&self.place.data_path)?;
         remove_if_present(&self.place.state_path)?;
+        remove_if_present(&self.place.yield_path())?;
         Ok(())
     }
 }
@@ -734,6 +740,28 @@ impl Upload {
     /// The state as it was when the upload was opened (or created).
     pub fn state(&self) -> &UploadState {
         &self.state
+    }
+
+    /// Asks the request writing this upload, on any worker or node sharing the store, to
+    /// stop (a client that lost its connection asks again): a file beside the state,
+    /// `<id>.yield`, which the writer looks for ([`Self::take_ask_to_yield`]). Removed with the
+    /// state, and by the expiry sweep if the writer ended before it looked.
+    pub fn ask_to_yield(&self) {
+        let _ = std::fs::write(self.handle.place.yield_path(), b"");
+    }
+
+    /// Whether a newer request asked the one that claimed the upload at `claimed_at` to yield
+    /// ([`Self::ask_to_yield`]; allowing for clocks of other nodes a little behind). The ask
+    /// is taken back either way: answered, by yielding or by going on.
+    pub fn take_ask_to_yield(&self, claimed_at: SystemTime) -> bool {
+        let path = self.handle.place.yield_path();
+        let asked = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .is_ok_and(|at| at + Duration::from_secs(5) >= claimed_at);
+        if asked {
+            let _ = std::fs::remove_file(&path);
+        }
+        asked
     }
 
     /// The state as recorded now; [`UploadError::Gone`] if the upload was terminated.
@@ -885,12 +913,13 @@ impl Upload {
         Ok(())
     }
 
-    /// Removes the state only: the upload was handed off and its data file belongs to the
-    /// backend now. Then the upload is no more ([`UploadError::NotFound`]).
+    /// Removes the state only (and an ask to yield): the upload was handed off and its data
+    /// file belongs to the backend now. Then the upload is no more ([`UploadError::NotFound`]).
     pub fn forget_state(&self) -> Result<(), UploadError> {
         let lock = self.handle.lock()?;
         self.handle.current(&lock)?;
         remove_if_present(&self.handle.place.state_path)?;
+        remove_if_present(&self.handle.place.yield_path())?;
         Ok(())
     }
 

@@ -1319,3 +1319,44 @@ fn termination_by_another_process_is_seen_as_gone() {
     assert_eq!(reports, ["refused: NotFound"]);
     fs::remove_dir_all(&tmp).unwrap();
 }
+
+/// An ask to yield is a file beside the state: taken back by the writer that sees it, and
+/// never left behind by an upload that ends (handed off, terminated) or expires.
+#[test]
+fn asks_to_yield_are_taken_back_or_removed_with_the_upload() {
+    let tmp = crate::store::tests::tempdir();
+    let mut st = store(&tmp, &[]);
+    let yield_file =
+        |st: &UploadStore, sid: &str| st.state_path(&id(sid)).unwrap().with_extension("yield");
+    let claimed_at = SystemTime::now();
+    let up = st.create(&id("ask1"), Some(10), Metadata::new()).unwrap();
+    assert!(!up.take_ask_to_yield(claimed_at), "nobody asked");
+    up.ask_to_yield();
+    assert!(yield_file(&st, "ask1").exists());
+    assert!(up.take_ask_to_yield(claimed_at));
+    assert!(!yield_file(&st, "ask1").exists(), "taken back");
+    assert!(!up.take_ask_to_yield(claimed_at), "once");
+    // An ask from long before this request claimed the upload is not for it.
+    up.ask_to_yield();
+    assert!(!up.take_ask_to_yield(claimed_at + Duration::from_secs(60)));
+
+    // Handed off: the state goes, and the ask with it (the data is the backend's).
+    up.forget_state().unwrap();
+    assert!(!yield_file(&st, "ask1").exists());
+    fs::remove_file(up.data_path()).unwrap();
+
+    // Terminated: the same.
+    let up = st.create(&id("ask2"), Some(10), Metadata::new()).unwrap();
+    up.ask_to_yield();
+    up.terminate().unwrap();
+    assert!(!yield_file(&st, "ask2").exists());
+
+    // An ask whose writer ended before it looked, on an upload that then expired: swept.
+    st.sessions.expire_after = Some(Duration::from_secs(60));
+    let up = st.create(&id("ask3"), Some(10), Metadata::new()).unwrap();
+    up.ask_to_yield();
+    let later = SystemTime::now() + Duration::from_secs(120);
+    assert_eq!(st.sweep_expired(later).unwrap().sessions.removed, 1);
+    assert!(files_under(&tmp).is_empty(), "{:?}", files_under(&tmp));
+    fs::remove_dir_all(&tmp).unwrap();
+}
