@@ -214,7 +214,8 @@ impl UploadCtx {
 }
 
 /// The upload context of a request, if it has one: from the request's module context slot,
-/// set by the content handler to a context in the request pool.
+/// set by the content handler to a context in the request pool; during the hand-off's
+/// internal redirect, which clears the slot, from [`RedirectingWith`].
 ///
 /// # Safety
 /// `r` must be a live request, and the reference must not be held past the nginx callback the
@@ -222,9 +223,54 @@ impl UploadCtx {
 pub unsafe fn upload_ctx<'a>(r: *mut ngx_http_request_t) -> Option<&'a UploadCtx> {
     // SAFETY: r is live (the caller's promise); the slot is NULL or our context, which nothing
     // reaches mutably while the request lives.
-    unsafe {
-        let slot = *(*r).ctx.add(Module::module().ctx_index);
-        slot.cast::<UploadCtx>().as_ref()
+    let slot = unsafe { *(*r).ctx.add(Module::module().ctx_index) };
+    if !slot.is_null() {
+        // SAFETY: as above.
+        return unsafe { slot.cast::<UploadCtx>().as_ref() };
+    }
+    let redirecting = REDIRECTING.with(|list| {
+        list.borrow()
+            .iter()
+            .find(|(of, _)| *of == r)
+            .map(|&(_, ctx)| ctx)
+    })?;
+    // SAFETY: a context registered by a live RedirectingWith of this very request, which
+    // borrows it for as long as it is registered.
+    unsafe { redirecting.as_ref() }
+}
+
+thread_local! {
+    /// Requests in the middle of the hand-off's internal redirect, with their contexts (event
+    /// loop only).
+    static REDIRECTING: RefCell<Vec<(*mut ngx_http_request_t, *const UploadCtx)>> =
+        const { RefCell::new(Vec::new()) };
+}
+
+/// Keeps a request's context reachable through [`upload_ctx`] while the hand-off's internal
+/// redirect runs: nginx clears the module context slots, and a backend location that answers
+/// at once (`return 200`, before the redirect returns and the hand-off puts the context back)
+/// must still find it, for the hand-off's headers on its answer and for the `$upload_*`
+/// variables it may use.
+pub struct RedirectingWith<'a> {
+    r: *mut ngx_http_request_t,
+    _ctx: core::marker::PhantomData<&'a UploadCtx>,
+}
+
+impl<'a> RedirectingWith<'a> {
+    pub fn new(request: &Request, ctx: &'a UploadCtx) -> Self {
+        let r = request.raw();
+        REDIRECTING.with(|list| list.borrow_mut().push((r, core::ptr::from_ref(ctx))));
+        RedirectingWith {
+            r,
+            _ctx: core::marker::PhantomData,
+        }
+    }
+}
+
+impl Drop for RedirectingWith<'_> {
+    fn drop(&mut self) {
+        let r = self.r;
+        REDIRECTING.with(|list| list.borrow_mut().retain(|(of, _)| *of != r));
     }
 }
 

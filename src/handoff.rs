@@ -15,7 +15,7 @@ use ngx_upload_engine::form::FormBody;
 use ngx_upload_protocol::Failure;
 
 use crate::conf::UploadConf;
-use crate::context::{upload_ctx, UploadCtx};
+use crate::context::{upload_ctx, RedirectingWith, UploadCtx};
 use crate::request::{push_header, RequestExt};
 use crate::target::Target;
 use crate::Module;
@@ -47,7 +47,10 @@ pub fn hand_off(
         _ => None,
     };
     *ctx.on_success.borrow_mut() = on_success;
-    let rc = pass_to_backend(request, ctx.conf, form)?;
+    let rc = {
+        let _reachable = RedirectingWith::new(request, ctx);
+        pass_to_backend(request, ctx.conf, form)?
+    };
     // The redirect cleared the module contexts; the context is still in the request pool, and
     // the backend's answer (header_filter) and the backend location's variables find it again.
     request.set_module_ctx(

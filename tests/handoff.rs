@@ -178,3 +178,30 @@ fn raw_upload_without_session_gets_a_numbered_file() {
     let req = env.assert_handed_off(&r, "f", "big.TXT", None, &data);
     assert_ne!(std::path::PathBuf::from(req.field("f.path").unwrap()), path);
 }
+
+/// The backend location's own directives see the upload's variables: nginx's proxy module
+/// builds the backend request during the hand-off's internal redirect, which clears the
+/// module's context, so `proxy_set_header` with `$upload_file_name` sent an empty value.
+#[test]
+fn upload_variables_work_in_the_backend_location() {
+    let server = upload_server("").replace(
+        "location @backend { proxy_pass http://{{BACKEND}}; }",
+        "location @backend {\n\
+             proxy_set_header X-Upload-Name $upload_file_name;\n\
+             proxy_set_header X-Upload-Size $upload_file_size;\n\
+             proxy_pass http://{{BACKEND}};\n\
+         }",
+    );
+    let env = UploadEnv::start_server(Nginx::builder(), &server);
+    let data = test_data(1_500, 27);
+    let r = env.post(&Segment::piece("backvars1", &data, 0, data.len() - 1));
+    let req = env.assert_handed_off(
+        &r,
+        "f",
+        "big.TXT",
+        Some(&env.stored_path("backvars1")),
+        &data,
+    );
+    assert_eq!(req.header("x-upload-name"), Some("big.TXT"), "{req:?}");
+    assert_eq!(req.header("x-upload-size"), Some("1500"), "{req:?}");
+}

@@ -2254,3 +2254,34 @@ fn an_answered_patch_claims_nothing_while_nginx_keeps_its_request() {
     drop(held_open);
     assert_handed_off_once(&env, &path, &data);
 }
+
+/// A backend location that answers at once (`return`, no proxy) answers the hand-off as any
+/// backend does: the client gets its status and body with the headers tus adds on success
+/// (`Upload-Offset`, which tus-js-client needs on the last PATCH), and the `$upload_*`
+/// variables it uses have the upload's values. Before, nginx's internal redirect had cleared
+/// the module's context before such a location answered, so both were missing.
+#[test]
+fn a_backend_location_that_answers_at_once_gets_the_upload() {
+    let server = tus_server(
+        "6h",
+        "upload_set_form_field file.name \"$upload_file_name\";",
+    )
+    .replace(
+        "location @backend { proxy_pass http://{{BACKEND}}; }",
+        "location @backend { return 200 \"stored $upload_file_name of $upload_file_size bytes\\n\"; }",
+    );
+    let env = UploadEnv::start_server(tus_builder(), &server);
+    let data = test_data(5000, 26);
+    // "a.txt", base64: the name tus-js-client sends in Upload-Metadata.
+    let path = create(
+        &env,
+        Some(data.len() as u64),
+        &[("Upload-Metadata", "filename YS50eHQ=")],
+    );
+    let x = patch(&env, &path, 0, &data[..2000], &[]);
+    assert_eq!(x.status, 204, "{x}");
+    let x = patch(&env, &path, 2000, &data[2000..], &[]);
+    assert_eq!(x.status, 200, "{x}\n{}", env.nginx.error_log());
+    assert_eq!(x.header("Upload-Offset"), Some("5000"), "{x}");
+    assert_eq!(x.text(), "stored a.txt of 5000 bytes\n", "{x}");
+}
