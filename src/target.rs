@@ -274,12 +274,19 @@ impl Target {
                 )))
             }
         };
+        let finishing = commit.finishing;
         Some(Ok(Box::new(move || {
             let range = (commit.start, commit.end);
-            session
+            let committed = session
                 .commit(commit)
-                .map(Record::Session)
-                .map_err(|e| commit_failure(&session, range, e))
+                .map_err(|e| commit_failure(&session, range, e))?;
+            if finishing && !committed.hand_off {
+                // Recorded, and nothing to hand off: the claim goes here (on the thread pool,
+                // when the commit runs there) rather than on the event loop just before the
+                // answer (UploadCtx::answer_recorded then finds it gone).
+                let _ = session.release_claim();
+            }
+            Ok(Record::Session(committed))
         })))
     }
 

@@ -149,6 +149,11 @@ impl DataFile {
         self.claimed.store(claimed, Ordering::Release);
     }
 
+    /// Whether it holds a request's claim.
+    pub fn is_claimed(&self) -> bool {
+        self.claimed.load(Ordering::Acquire)
+    }
+
     /// It is not to be kept: it holds a lock that lasts, or its upload is over. Descriptors of
     /// the same file kept earlier are closed.
     pub fn spend(&self) {

@@ -471,6 +471,9 @@ impl Session {
     /// must not find them still claimed because nginx has not freed this request yet. The
     /// claim of the hand-off, if this request holds it, stays.
     pub fn release_claim(&self) -> io::Result<()> {
+        if !self.file.is_claimed() {
+            return Ok(()); // given up already, by another handle of this request
+        }
         let (first, len) = self.claimed;
         disk::ofd_unlock(&self.file, first, len)?;
         self.file.set_claimed(false);
