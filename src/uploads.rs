@@ -405,8 +405,11 @@ fn create_awaiting_final(
         .uploads()
         .create(&id, length, metadata)
         .map_err(|e| Failure::from(e).context(format!("creating final upload \"{id}\"")))?;
+    let uploads = conf.uploads();
+    // A final that is complete, or gone, awaits nothing any more.
+    let still_waiting = |fin: &SessionId| uploads.open(fin).is_ok_and(|f| !f.state().is_complete());
     for part in unfinished {
-        if let Err(e) = part.add_awaited_by(&id) {
+        if let Err(e) = part.add_awaited_by(&id, still_waiting) {
             // The part went meanwhile (terminated, expired): the final could never be whole.
             let _ = upload.terminate();
             return Err(Failure::from(e).context(format!("part \"{}\"", part.id())));

@@ -2285,3 +2285,46 @@ fn a_backend_location_that_answers_at_once_gets_the_upload() {
     assert_eq!(x.header("Upload-Offset"), Some("5000"), "{x}");
     assert_eq!(x.text(), "stored a.txt of 5000 bytes\n", "{x}");
 }
+
+/// Every final upload created over an unfinished part is a line in the part's state. A client
+/// cannot grow it for good: past 64 finals still waiting the next is refused (400, nothing
+/// stored), and finals that ended (here terminated) make room again.
+#[test]
+fn a_part_is_awaited_by_a_bounded_number_of_finals() {
+    let env = start_tus();
+    let partial = [("Upload-Concat", "partial")];
+    let part = create(&env, Some(10_000), &partial);
+    let concat = final_post(&[&part]);
+    let finals: Vec<String> = (0..64).map(|_| create_final(&env, &concat)).collect();
+    let before = env.snapshot();
+    let x = tus(
+        &env,
+        "POST",
+        "/files/",
+        &[TUS, ("Upload-Concat", concat.as_str())],
+        Some(b""),
+    );
+    assert_eq!(x.status, 400, "{x}");
+    assert!(
+        env.nginx
+            .error_log()
+            .contains("awaited by 64 unfinished final uploads"),
+        "{}",
+        env.nginx.error_log()
+    );
+    assert_same_files(&before, &env.snapshot());
+    for fin in &finals[..2] {
+        let x = tus(&env, "DELETE", fin, &[TUS], None);
+        assert_eq!(x.status, 204, "{x}");
+    }
+    create_final(&env, &concat);
+    let state = files_under(env.nginx.prefix())
+        .into_iter()
+        .find(|p| {
+            p.to_string_lossy()
+                .ends_with(&format!("{}.state", id_of(&part)))
+        })
+        .expect("the part's state");
+    let lines = std::fs::read_to_string(&state).unwrap();
+    assert_eq!(lines.matches("awaited-by").count(), 63, "{lines}");
+}

@@ -63,6 +63,10 @@ const COMPACT_AT: usize = 32 << 10;
 /// The upload states this process read or wrote last.
 static UPLOAD_STATES: StateCache<UploadState> = StateCache::new();
 
+/// Unfinished final uploads one partial upload may be awaited by at once
+/// ([`Upload::add_awaited_by`]).
+pub const MAX_AWAITING: usize = 64;
+
 /// Why an operation on an upload failed. Each protocol maps these to its own answers.
 #[derive(Debug)]
 pub enum UploadError {
@@ -119,6 +123,10 @@ pub enum UploadError {
     },
     /// Recording the bytes would leave the upload with more disjoint ranges than allowed.
     TooManyRanges {
+        max: usize,
+    },
+    /// The partial upload is awaited by as many unfinished final uploads as it may be.
+    AwaitedByTooMany {
         max: usize,
     },
     /// A metadata key that is empty, too long, or not visible ASCII.
@@ -200,6 +208,10 @@ impl fmt::Display for UploadError {
             Self::InFlight { first, last } => write!(
                 f,
                 "bytes {first}-{last} are claimed by another request still writing"
+            ),
+            Self::AwaitedByTooMany { max } => write!(
+                f,
+                "the partial upload is awaited by {max} unfinished final uploads already"
             ),
             Self::TooManyRanges { max } => write!(
                 f,
@@ -885,9 +897,41 @@ impl Upload {
     /// after, read under the same lock as every commit: a commit that completes this upload
     /// came either before (the state returned says complete, so the final's creator assembles
     /// it) or after (and its request finds the line in the state it recorded, and assembles).
-    pub fn add_awaited_by(&self, final_id: &SessionId) -> Result<UploadState, UploadError> {
-        self.handle
-            .update(|state| Ok(state.add_awaited_by(final_id)))
+    ///
+    /// A part awaited by [`MAX_AWAITING`] finals already first drops those of them for which
+    /// `still_waiting` says no (assembled, handed off, terminated, expired): each final a client
+    /// creates over it would otherwise add a line to its state for good. If as many are still
+    /// waiting, [`UploadError::AwaitedByTooMany`], nothing changed.
+    pub fn add_awaited_by(
+        &self,
+        final_id: &SessionId,
+        still_waiting: impl Fn(&SessionId) -> bool,
+    ) -> Result<UploadState, UploadError> {
+        let known = &self.state.awaited_by;
+        if known.len() >= MAX_AWAITING && !known.contains(final_id) {
+            // Looked at before the lock: a final's state is not read under a part's lock.
+            let gone: Vec<SessionId> = known
+                .iter()
+                .filter(|id| !still_waiting(id))
+                .cloned()
+                .collect();
+            let lock = self.handle.lock()?;
+            let (mut state, _) = self.handle.current(&lock)?;
+            let before = state.awaited_by.len();
+            state.awaited_by.retain(|id| !gone.contains(id));
+            if state.awaited_by.len() >= MAX_AWAITING {
+                return Err(UploadError::AwaitedByTooMany { max: MAX_AWAITING });
+            }
+            if state.awaited_by.len() != before {
+                self.handle.place.write_state(&state)?;
+            }
+        }
+        self.handle.update(|state| {
+            if !state.awaited_by.contains(final_id) && state.awaited_by.len() >= MAX_AWAITING {
+                return Err(UploadError::AwaitedByTooMany { max: MAX_AWAITING });
+            }
+            Ok(state.add_awaited_by(final_id))
+        })
     }
 
     /// For an assembly into this upload (a final upload that awaited its parts): if it is

@@ -180,6 +180,7 @@ impl From<ngx_upload_engine::upload::UploadError> for Failure {
             E::OutsideClaim { .. } | E::DamagedState(_) => Problem::Internal,
             E::InFlight { .. } => Problem::InFlight,
             E::TooManyRanges { .. } => Problem::TooManyRanges,
+            E::AwaitedByTooMany { .. } => Problem::BadRequest,
             E::Part { .. } => unreachable!("taken above"),
             E::Io(io) => return Failure::io("upload files", io),
         };

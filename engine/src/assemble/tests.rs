@@ -589,7 +589,7 @@ fn awaiting_final(st: &UploadStore, sid: &str, length: Option<u64>, parts: &[&st
         let state = st
             .open(&id(part))
             .unwrap()
-            .add_awaited_by(&id(sid))
+            .add_awaited_by(&id(sid), |_| true)
             .unwrap();
         assert!(state.awaited_by.contains(&id(sid)));
     }

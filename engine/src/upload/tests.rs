@@ -1360,3 +1360,44 @@ fn asks_to_yield_are_taken_back_or_removed_with_the_upload() {
     assert!(files_under(&tmp).is_empty(), "{:?}", files_under(&tmp));
     fs::remove_dir_all(&tmp).unwrap();
 }
+
+/// Each final upload created over an unfinished part adds a line to the part's state: past
+/// MAX_AWAITING, those of finals no longer waiting are dropped, and if that many still wait,
+/// the next is refused with nothing changed.
+#[test]
+fn a_part_is_awaited_by_a_bounded_number_of_finals() {
+    let tmp = crate::store::tests::tempdir();
+    let st = store(&tmp, &[]);
+    st.create(&id("part1"), Some(10), Metadata::new()).unwrap();
+    let finals: Vec<SessionId> = (0..MAX_AWAITING)
+        .map(|n| id(&format!("fin{n:03}")))
+        .collect();
+    for fin in &finals {
+        st.open(&id("part1"))
+            .unwrap()
+            .add_awaited_by(fin, |_| true)
+            .unwrap();
+    }
+    let part = st.open(&id("part1")).unwrap();
+    assert_eq!(part.state().awaited_by.len(), MAX_AWAITING);
+    let state_before = fs::read(part.state_path()).unwrap();
+    // All still waiting: refused, nothing changed.
+    let e = part.add_awaited_by(&id("finnew"), |_| true).unwrap_err();
+    assert!(
+        matches!(e, UploadError::AwaitedByTooMany { max } if max == MAX_AWAITING),
+        "{e}"
+    );
+    assert_eq!(fs::read(part.state_path()).unwrap(), state_before);
+    // The first half are over: dropped, and the new one is in.
+    let over = |fin: &SessionId| finals[..MAX_AWAITING / 2].contains(fin);
+    let state = part
+        .add_awaited_by(&id("finnew"), |fin| !over(fin))
+        .unwrap();
+    assert_eq!(state.awaited_by.len(), MAX_AWAITING / 2 + 1);
+    assert!(state.awaited_by.contains(&id("finnew")));
+    assert!(!state.awaited_by.iter().any(over));
+    // As recorded on disk, for any worker.
+    let reread = store(&tmp, &[]).open(&id("part1")).unwrap();
+    assert_eq!(reread.state().awaited_by, state.awaited_by);
+    fs::remove_dir_all(&tmp).unwrap();
+}
