@@ -66,6 +66,19 @@ impl WriteTrace {
         })
     }
 
+    /// Waits until `done` accepts the trace: strace writes a call's line when the call returns,
+    /// which may be after its client already has what the call sent.
+    fn wait_for_trace(&self, what: &str, done: impl Fn(&str) -> bool) {
+        wait_for(what, WAIT_TIMEOUT, || {
+            let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+            if done(&text) {
+                Ok(())
+            } else {
+                Err(format!("the trace so far:\n{text}"))
+            }
+        });
+    }
+
     /// Stops tracing; the whole trace.
     fn stop(mut self) -> String {
         // SAFETY: signalling our own child.
@@ -90,13 +103,9 @@ impl WriteTrace {
     fn data_writes_by_thread(self) -> (Vec<(bool, u64)>, String) {
         let worker = self.worker.to_string();
         let text = self.stop();
-        let writes = text
-            .lines()
-            .filter(|l| l.contains("pwritev("))
-            .filter_map(|l| {
-                let on_loop = l.split_whitespace().next()? == worker;
-                Some((on_loop, l.rsplit("= ").next()?.trim().parse().ok()?))
-            })
+        let writes = calls(&text, "pwritev", |_| true)
+            .into_iter()
+            .filter_map(|(tid, result)| Some((tid == worker, result? as u64)))
             .collect();
         (writes, text)
     }
@@ -242,21 +251,56 @@ fn a_long_answer_goes_out_in_one_write() {
         "a Range header of {} bytes",
         range.len()
     );
+    trace.wait_for_trace("the answer's writev in the trace", |text| {
+        answer_writes(text).iter().any(Option::is_some)
+    });
     let text = trace.stop();
-    let answers: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("writev(") && l.contains("HTTP/1.1 201"))
-        .collect();
+    let answers = answer_writes(&text);
     assert_eq!(answers.len(), 1, "{text}");
-    let written: usize = answers[0]
-        .rsplit("= ")
-        .next()
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0);
+    let written = answers[0].unwrap_or(0);
     assert!(
         written > 2 * range.len(),
         "the answer's one write has {written} bytes:\n{text}"
     );
+}
+
+/// The calls of system call `name` in the trace whose first line `pick` accepts: each with
+/// the thread that made it and what it returned (`None` while it has not). With several
+/// threads traced, strace may split a call into an `<unfinished ...>` line and a
+/// `<... name resumed>` line of the same thread.
+fn calls<'a>(
+    text: &'a str,
+    name: &str,
+    pick: impl Fn(&str) -> bool,
+) -> Vec<(&'a str, Option<usize>)> {
+    let result = |line: &str| -> Option<usize> { line.rsplit(") = ").next()?.trim().parse().ok() };
+    let start = format!("{name}(");
+    let resumed_mark = format!("<... {name} resumed>");
+    let lines: Vec<&str> = text.lines().collect();
+    let mut found = Vec::new();
+    for (at, line) in lines.iter().enumerate() {
+        if !(line.contains(&start) && pick(line)) {
+            continue;
+        }
+        let tid = line.split_whitespace().next().unwrap_or_default();
+        if !line.contains("<unfinished ...>") {
+            found.push((tid, result(line)));
+            continue;
+        }
+        let resumed = lines[at + 1..]
+            .iter()
+            .find(|l| l.split_whitespace().next() == Some(tid) && l.contains(&resumed_mark));
+        found.push((tid, resumed.and_then(|l| result(l))));
+    }
+    found
+}
+
+/// The `writev` calls that sent a `201` answer, with what each returned.
+fn answer_writes(text: &str) -> Vec<Option<usize>> {
+    calls(text, "writev", |l| l.contains("HTTP/1.1 201"))
+        .into_iter()
+        .map(|(_, result)| result)
+        .collect()
 }
 
 /// The next segment of an upload finds its file open: the worker keeps the descriptor of a
@@ -276,10 +320,11 @@ fn the_segments_of_an_upload_open_its_file_once() {
     assert_bytes_eq(&std::fs::read(env.stored_path(id)).unwrap(), &data, "file");
     let text = trace.stop();
     let stored = env.stored_path(id).display().to_string();
-    let opens = text
-        .lines()
-        .filter(|l| l.contains("openat(") && l.contains(&format!("\"{stored}\"")))
-        .filter(|l| !l.contains(" = -1 "))
+    let quoted = format!("\"{stored}\"");
+    // Opens that succeeded (a failed one returns -1 and an error name).
+    let opens = calls(&text, "openat", |l| l.contains(&quoted))
+        .into_iter()
+        .filter(|(_, result)| result.is_some())
         .count();
     assert_eq!(opens, 1, "openat of {stored} by the worker:\n{text}");
 }
