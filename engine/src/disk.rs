@@ -218,11 +218,20 @@ pub(crate) fn is_file_at(file: &File, path: &Path) -> io::Result<bool> {
     }
 }
 
-/// Whether two open files are the same file.
-pub(crate) fn same_file(a: &File, b: &File) -> io::Result<bool> {
+/// The identity ([`file_identity`]) of `file` if `path` names it now, else `None`: one
+/// `fstat` and one `statx` of the path, for what [`is_file_at`] and [`file_identity`] would
+/// ask one after the other.
+pub(crate) fn identity_if_at(file: &File, path: &Path) -> io::Result<Option<String>> {
     use std::os::unix::fs::MetadataExt;
-    let (a, b) = (a.metadata()?, b.metadata()?);
-    Ok(a.dev() == b.dev() && a.ino() == b.ino())
+    let ours = file.metadata()?;
+    match fs::metadata(path) {
+        Ok(there) if there.dev() == ours.dev() && there.ino() == ours.ino() => {
+            Ok(Some(identity_of(&ours)))
+        }
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// The first byte range at or after `start` (to the end of any file) that another open file

@@ -421,10 +421,9 @@ impl UploadStore {
                 return Err(UploadError::NotFound);
             };
             let lock = FileLock::exclusive(&file)?;
-            if !disk::is_file_at(&file, &place.data_path)? {
+            let Some(file_id) = disk::identity_if_at(&file, &place.data_path)? else {
                 continue; // replaced meanwhile: look again
-            }
-            let file_id = file_identity(&file)?;
+            };
             let state = match place.read_state()? {
                 Some(read) if describes(&read.state, &file_id) => read.state,
                 // A data file without a state of its own is not an upload.
@@ -816,7 +815,9 @@ impl Upload {
         let Some(file) = disk::open_existing(&place.data_path)? else {
             return Err(UploadError::Gone);
         };
-        if !disk::same_file(&file, &self.handle.file)? {
+        // The file this handle opened (its identity names the inode and birth time), not a
+        // later one at the path.
+        if file_identity(&file)? != self.handle.file_id {
             return Err(UploadError::Gone);
         }
         let handle = Handle {
