@@ -16,6 +16,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 use crate::disk;
 use crate::idle_files;
@@ -36,6 +37,12 @@ struct Stamp {
 }
 
 impl Stamp {
+    /// The modification time it records.
+    fn modified(&self) -> Option<SystemTime> {
+        let ns = u64::try_from(self.modified_ns).ok()?;
+        Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(ns))
+    }
+
     fn of(meta: &fs::Metadata) -> Option<Stamp> {
         let born = meta.created().ok()?;
         let born_ns = born.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
@@ -56,6 +63,8 @@ pub(crate) struct StateRead<T> {
     pub state: T,
     pub len: usize,
     pub torn: bool,
+    /// The file's modification time as read (for expiry), when known.
+    pub modified: Option<SystemTime>,
 }
 
 struct Entry<T> {
@@ -90,7 +99,8 @@ impl<T: Clone> StateCache<T> {
             Err(e) => return Err(e),
         };
         if let Some(stamp) = Stamp::of(&meta) {
-            if let Some(read) = self.lookup(path, stamp) {
+            if let Some(mut read) = self.lookup(path, stamp) {
+                read.modified = meta.modified().ok();
                 return Ok(Some(Ok(read)));
             }
         }
@@ -112,6 +122,10 @@ impl<T: Clone> StateCache<T> {
             state,
             len: bytes.len(),
             torn: bytes.last().is_some_and(|&b| b != b'\n'),
+            // Of the version read (its descriptor's, after reading), else of the path's.
+            modified: stamp
+                .and_then(|s| s.modified())
+                .or_else(|| meta.modified().ok()),
         };
         // An append between reading and the stamp would make the stamp name more bytes than
         // were decoded: remembered only when they agree.
@@ -195,6 +209,7 @@ impl<T: Clone> StateCache<T> {
                     state: state.clone(),
                     len: stamp.len as usize,
                     torn: false,
+                    modified: stamp.modified(),
                 },
             ),
             None => self.forget(path),

@@ -424,12 +424,17 @@ impl UploadStore {
             let Some(file_id) = disk::identity_if_at(&file, &place.data_path)? else {
                 continue; // replaced meanwhile: look again
             };
-            let state = match place.read_state()? {
-                Some(read) if describes(&read.state, &file_id) => read.state,
+            let (state, modified) = match place.read_state()? {
+                Some(read) if describes(&read.state, &file_id) => {
+                    let modified = match read.modified {
+                        Some(at) => Some(at),
+                        None => disk::modified(&place.state_path)?,
+                    };
+                    (read.state, modified)
+                }
                 // A data file without a state of its own is not an upload.
                 _ => return Err(UploadError::NotFound),
             };
-            let modified = disk::modified(&place.state_path)?;
             if place.is_expired(modified, SystemTime::now()) && !ofd_locked_anywhere(&file)? {
                 remove_if_present(&place.data_path)?;
                 remove_if_present(&place.state_path)?;
