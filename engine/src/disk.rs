@@ -16,14 +16,16 @@ pub(crate) fn file_identity(file: &File) -> io::Result<String> {
 /// [`file_identity`] of a file's metadata.
 pub(crate) fn identity_of(meta: &fs::Metadata) -> String {
     use std::os::unix::fs::MetadataExt;
-    let born = meta
-        .created()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-    match born {
-        Some(born) => format!("{}.{}", meta.ino(), born.as_nanos()),
+    match born_ns(meta) {
+        Some(born) => format!("{}.{born}", meta.ino()),
         None => meta.ino().to_string(),
     }
+}
+
+/// A file's birth time in nanoseconds since the epoch, where the filesystem records one.
+pub(crate) fn born_ns(meta: &fs::Metadata) -> Option<u128> {
+    let born = meta.created().ok()?;
+    Some(born.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos())
 }
 
 /// Takes a non-blocking open-file-description write lock on `len` bytes at `start`; `false` if
@@ -206,28 +208,18 @@ pub(crate) fn sync_parent(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Whether `file` is (still) the file at `path`: same device and inode. `false` if nothing is
-/// there any more.
+/// Whether `path` names the open `file` now (a file may have been removed, or replaced by
+/// rename, since it was opened).
 pub(crate) fn is_file_at(file: &File, path: &Path) -> io::Result<bool> {
-    use std::os::unix::fs::MetadataExt;
-    let ours = file.metadata()?;
-    match fs::metadata(path) {
-        Ok(there) => Ok(there.dev() == ours.dev() && there.ino() == ours.ino()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e),
-    }
+    Ok(metadata_if_at(file, path)?.is_some())
 }
 
-/// The identity ([`file_identity`]) of `file` if `path` names it now, else `None`: one
-/// `fstat` and one `statx` of the path, for what [`is_file_at`] and [`file_identity`] would
-/// ask one after the other.
-pub(crate) fn identity_if_at(file: &File, path: &Path) -> io::Result<Option<String>> {
+/// The metadata of `file` (its `fstat`) if `path` names it now, else `None`.
+pub(crate) fn metadata_if_at(file: &File, path: &Path) -> io::Result<Option<fs::Metadata>> {
     use std::os::unix::fs::MetadataExt;
     let ours = file.metadata()?;
     match fs::metadata(path) {
-        Ok(there) if there.dev() == ours.dev() && there.ino() == ours.ino() => {
-            Ok(Some(identity_of(&ours)))
-        }
+        Ok(there) if there.dev() == ours.dev() && there.ino() == ours.ino() => Ok(Some(ours)),
         Ok(_) => Ok(None),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),

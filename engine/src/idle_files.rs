@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::disk::{self, open_or_create};
+use crate::disk::{self, born_ns, open_or_create};
 
 /// How long a descriptor is kept without a request using it.
 pub const IDLE_FOR: Duration = Duration::from_secs(1);
@@ -40,7 +40,7 @@ pub const IDLE_FOR: Duration = Duration::from_secs(1);
 const CAPACITY: usize = 32;
 
 /// State files' appenders kept at most by a process.
-const APPENDERS: usize = 16;
+const KEPT_APPENDERS: usize = 16;
 
 /// An open output file and what identifies it.
 #[derive(Debug)]
@@ -60,37 +60,88 @@ impl OpenFile {
     }
 }
 
-fn born_ns(meta: &fs::Metadata) -> Option<u128> {
-    let born = meta.created().ok()?;
-    Some(born.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos())
+/// One kind of kept descriptor, by path: taken out while a request uses it, closed once kept
+/// for [`IDLE_FOR`] unused, or when the set is full (the oldest first).
+struct KeptSet<T> {
+    entries: Mutex<Vec<Kept<T>>>,
+    capacity: usize,
 }
 
-struct Idle {
-    open: OpenFile,
-    since: Instant,
-}
-
-static IDLE: Mutex<Vec<Idle>> = Mutex::new(Vec::new());
-
-fn idle() -> std::sync::MutexGuard<'static, Vec<Idle>> {
-    lock(&IDLE)
-}
-
-/// A state file's descriptor opened for appending.
-struct Appender {
+struct Kept<T> {
     path: PathBuf,
+    since: Instant,
+    item: T,
+}
+
+impl<T> KeptSet<T> {
+    const fn new(capacity: usize) -> Self {
+        Self {
+            entries: Mutex::new(Vec::new()),
+            capacity,
+        }
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, Vec<Kept<T>>> {
+        // A panic elsewhere while holding it leaves nothing half-done: the set stays usable.
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The most recently kept item of `path` that `fits`; those of `path` it refuses, and any
+    /// kept too long, are closed.
+    fn take(&self, path: &Path, fits: impl Fn(&T) -> bool) -> Option<T> {
+        let now = Instant::now();
+        let mut entries = self.entries();
+        entries.retain(|k| {
+            now.duration_since(k.since) < IDLE_FOR && (k.path != path || fits(&k.item))
+        });
+        let at = entries.iter().rposition(|k| k.path == path)?;
+        Some(entries.remove(at).item)
+    }
+
+    fn keep(&self, path: &Path, item: T) {
+        let now = Instant::now();
+        let mut entries = self.entries();
+        entries.retain(|k| now.duration_since(k.since) < IDLE_FOR);
+        if entries.len() >= self.capacity {
+            entries.remove(0);
+        }
+        entries.push(Kept {
+            path: path.to_path_buf(),
+            since: now,
+            item,
+        });
+    }
+
+    /// Takes out, to be closed by the caller outside the lock, the items `gone` picks.
+    fn remove_where(&self, gone: impl Fn(&Kept<T>) -> bool) -> Vec<Kept<T>> {
+        let mut entries = self.entries();
+        let (gone, stay) = entries.drain(..).partition(|k| gone(k));
+        *entries = stay;
+        gone
+    }
+
+    /// Closes every item of `path`.
+    fn forget(&self, path: &Path) {
+        drop(self.remove_where(|k| k.path == path));
+    }
+
+    #[cfg(test)]
+    fn count_of(&self, path: &Path) -> usize {
+        self.entries().iter().filter(|k| k.path == path).count()
+    }
+}
+
+/// Output files not in use.
+static FILES: KeptSet<OpenFile> = KeptSet::new(CAPACITY);
+
+/// A state file's descriptor opened for appending, and the file it is.
+struct Appender {
     dev: u64,
     ino: u64,
     file: File,
-    since: Instant,
 }
 
-static KEPT_APPENDERS: Mutex<Vec<Appender>> = Mutex::new(Vec::new());
-
-fn lock<T>(set: &'static Mutex<T>) -> std::sync::MutexGuard<'static, T> {
-    // A panic elsewhere while holding it leaves nothing half-done: the set stays usable.
-    set.lock().unwrap_or_else(|e| e.into_inner())
-}
+static APPENDERS: KeptSet<Appender> = KeptSet::new(KEPT_APPENDERS);
 
 /// A session's output file, open for one request (and the handles it shares with its work on
 /// the thread pool). Dropped without a lock on it, it is kept for the next request.
@@ -107,11 +158,11 @@ impl DataFile {
     /// The file at `path` (created with `mode` if missing), and whether this call created it: a
     /// kept descriptor if one still names the file there.
     pub fn open(path: &Path, mode: u32) -> io::Result<(DataFile, bool)> {
-        if let Some(open) = take(path) {
+        if let Some(open) = FILES.take(path, |_| true) {
             match fs::metadata(path) {
                 Ok(meta) if open.names(&meta) => return Ok((DataFile::of(open), false)),
                 // Another file, or none, is there now: nothing kept of the path is of use.
-                _ => forget(path),
+                _ => FILES.forget(path),
             }
         }
         let (file, created) = open_with_retry(|| open_or_create(path, mode))?;
@@ -158,7 +209,7 @@ impl DataFile {
     /// the same file kept earlier are closed.
     pub fn spend(&self) {
         self.spent.store(true, Ordering::Release);
-        forget(&self.opened().path);
+        FILES.forget(&self.opened().path);
     }
 }
 
@@ -179,74 +230,29 @@ impl Drop for DataFile {
         {
             return; // closed, which releases its locks
         }
-        let now = Instant::now();
-        let mut idle = idle();
-        idle.retain(|kept| now.duration_since(kept.since) < IDLE_FOR);
-        if idle.len() >= CAPACITY {
-            idle.remove(0);
-        }
-        idle.push(Idle { open, since: now });
+        let path = open.path.clone();
+        FILES.keep(&path, open);
     }
-}
-
-/// Takes the most recently kept descriptor of `path` out of the set, if one is young enough.
-fn take(path: &Path) -> Option<OpenFile> {
-    let now = Instant::now();
-    let mut idle = idle();
-    idle.retain(|kept| now.duration_since(kept.since) < IDLE_FOR);
-    let at = idle.iter().rposition(|kept| kept.open.path == path)?;
-    Some(idle.remove(at).open)
-}
-
-/// Closes every kept descriptor of `path`.
-fn forget(path: &Path) {
-    let gone: Vec<Idle> = {
-        let mut idle = idle();
-        let (gone, kept) = idle.drain(..).partition(|kept| kept.open.path == path);
-        *idle = kept;
-        gone
-    };
-    drop(gone); // closed outside the lock
 }
 
 /// The kept appender of the state file at `path`, if it is the file `dev`/`ino` (what the
 /// caller found at the path, under the writers' lock). Those of another file at the path go.
 pub(crate) fn take_appender(path: &Path, dev: u64, ino: u64) -> Option<File> {
-    let now = Instant::now();
-    let mut kept = lock(&KEPT_APPENDERS);
-    let of_another = |a: &Appender| a.path == path && (a.dev, a.ino) != (dev, ino);
-    kept.retain(|a| now.duration_since(a.since) < IDLE_FOR && !of_another(a));
-    let at = kept.iter().position(|a| a.path == path)?;
-    Some(kept.swap_remove(at).file)
+    APPENDERS
+        .take(path, |a| (a.dev, a.ino) == (dev, ino))
+        .map(|a| a.file)
 }
 
 /// Keeps `file`, open for appending to the state file `dev`/`ino` at `path`.
 pub(crate) fn keep_appender(path: &Path, dev: u64, ino: u64, file: File) {
-    if !room_to_keep(&file) {
-        return;
+    if room_to_keep(&file) {
+        APPENDERS.keep(path, Appender { dev, ino, file });
     }
-    let mut kept = lock(&KEPT_APPENDERS);
-    if kept.len() >= APPENDERS {
-        kept.remove(0);
-    }
-    kept.push(Appender {
-        path: path.to_path_buf(),
-        dev,
-        ino,
-        file,
-        since: Instant::now(),
-    });
 }
 
 /// Closes the appenders of `path` (its state is removed, or forgotten).
 pub(crate) fn forget_appenders(path: &Path) {
-    let gone: Vec<Appender> = {
-        let mut kept = lock(&KEPT_APPENDERS);
-        let (gone, stay) = kept.drain(..).partition(|a| a.path == path);
-        *kept = stay;
-        gone
-    };
-    drop(gone); // closed outside the lock
+    APPENDERS.forget(path);
 }
 
 /// Whether the process has room to keep `file` open: the kernel gives out the lowest free
@@ -281,43 +287,24 @@ pub(crate) fn open_with_retry<T>(open: impl Fn() -> io::Result<T>) -> io::Result
 
 /// Closes every kept descriptor; returns how many.
 fn close_all() -> usize {
-    let files = core::mem::take(&mut *idle());
-    let appenders = core::mem::take(&mut *lock(&KEPT_APPENDERS));
+    let files = FILES.remove_where(|_| true);
+    let appenders = APPENDERS.remove_where(|_| true);
     files.len() + appenders.len()
 }
 
-/// Closes the descriptors kept unused for [`IDLE_FOR`] or longer; returns how many stay
-/// open. The nginx module calls it on a timer.
-pub fn close_idle() -> usize {
+/// Closes the descriptors kept unused for [`IDLE_FOR`] or longer. The nginx module calls it on
+/// a timer.
+pub fn close_idle() {
     let now = Instant::now();
-    let young = |since: Instant| now.duration_since(since) < IDLE_FOR;
-    let (files, appenders, left) = {
-        let mut idle = idle();
-        let mut kept = lock(&KEPT_APPENDERS);
-        let (stay, files): (Vec<Idle>, Vec<Idle>) = idle.drain(..).partition(|k| young(k.since));
-        *idle = stay;
-        let (stay, appenders): (Vec<Appender>, Vec<Appender>) =
-            kept.drain(..).partition(|a| young(a.since));
-        *kept = stay;
-        (files, appenders, idle.len() + kept.len())
-    };
-    drop((files, appenders)); // closed outside the locks
-    left
+    let old = |since: Instant| now.duration_since(since) >= IDLE_FOR;
+    drop(FILES.remove_where(|k| old(k.since)));
+    drop(APPENDERS.remove_where(|k| old(k.since)));
 }
 
 /// How many appenders of `path` are kept (for tests).
 #[cfg(test)]
 pub(crate) fn appenders_of(path: &Path) -> usize {
-    lock(&KEPT_APPENDERS)
-        .iter()
-        .filter(|a| a.path == path)
-        .count()
-}
-
-/// How many descriptors are kept now (for tests).
-#[cfg(test)]
-fn kept_of(path: &Path) -> usize {
-    idle().iter().filter(|kept| kept.open.path == path).count()
+    APPENDERS.count_of(path)
 }
 
 #[cfg(test)]
@@ -337,11 +324,11 @@ mod tests {
         assert!(created);
         let fd = std::os::fd::AsRawFd::as_raw_fd(&*first);
         drop(first);
-        assert_eq!(kept_of(&path), 1);
+        assert_eq!(FILES.count_of(&path), 1);
         let (second, created) = DataFile::open(&path, 0o600).unwrap();
         assert!(!created);
         assert_eq!(std::os::fd::AsRawFd::as_raw_fd(&*second), fd);
-        assert_eq!(kept_of(&path), 0, "in use, so not kept");
+        assert_eq!(FILES.count_of(&path), 0, "in use, so not kept");
     }
 
     #[test]
@@ -351,16 +338,20 @@ mod tests {
         let (file, _) = DataFile::open(&path, 0o600).unwrap();
         file.set_claimed(true);
         drop(file);
-        assert_eq!(kept_of(&path), 0);
+        assert_eq!(FILES.count_of(&path), 0);
         let (file, _) = DataFile::open(&path, 0o600).unwrap();
         file.set_claimed(true);
         file.set_claimed(false);
         drop(file);
-        assert_eq!(kept_of(&path), 1, "a released claim leaves it reusable");
+        assert_eq!(
+            FILES.count_of(&path),
+            1,
+            "a released claim leaves it reusable"
+        );
         let (file, _) = DataFile::open(&path, 0o600).unwrap();
         file.spend();
         drop(file);
-        assert_eq!(kept_of(&path), 0);
+        assert_eq!(FILES.count_of(&path), 0);
     }
 
     #[test]
@@ -370,9 +361,9 @@ mod tests {
         let (a, _) = DataFile::open(&path, 0o600).unwrap();
         let (b, _) = DataFile::open(&path, 0o600).unwrap();
         drop(a);
-        assert_eq!(kept_of(&path), 1);
+        assert_eq!(FILES.count_of(&path), 1);
         b.spend();
-        assert_eq!(kept_of(&path), 0);
+        assert_eq!(FILES.count_of(&path), 0);
     }
 
     /// The backend moved the finished file away and a new upload of the same name began: its
@@ -404,14 +395,11 @@ mod tests {
         let path = tmp.join("idle");
         let (file, _) = DataFile::open(&path, 0o600).unwrap();
         drop(file);
-        assert_eq!(kept_of(&path), 1);
-        {
-            let mut idle = idle();
-            for kept in idle.iter_mut().filter(|k| k.open.path == path) {
-                kept.since -= IDLE_FOR;
-            }
+        assert_eq!(FILES.count_of(&path), 1);
+        for kept in FILES.entries().iter_mut().filter(|k| k.path == path) {
+            kept.since -= IDLE_FOR;
         }
         close_idle();
-        assert_eq!(kept_of(&path), 0);
+        assert_eq!(FILES.count_of(&path), 0);
     }
 }

@@ -297,8 +297,8 @@ impl SessionStore {
                 let Some(name) = name.to_str() else { continue };
                 // A temporary state left by a crash, or an ask to yield its writer never saw
                 // (it ended first; crate::upload::Upload::ask_to_yield).
-                let yield_suffix = format!(".{}", disk::YIELD_EXTENSION);
-                if name.ends_with(".state.tmp") || name.ends_with(&yield_suffix) {
+                let asks_to_yield = path.extension().is_some_and(|e| e == disk::YIELD_EXTENSION);
+                if name.ends_with(".state.tmp") || asks_to_yield {
                     if expired(&path) {
                         remove_if_present(&path)?;
                     }

@@ -44,8 +44,7 @@ impl Stamp {
     }
 
     fn of(meta: &fs::Metadata) -> Option<Stamp> {
-        let born = meta.created().ok()?;
-        let born_ns = born.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
+        let born_ns = disk::born_ns(meta)?;
         Some(Stamp {
             dev: meta.dev(),
             ino: meta.ino(),
@@ -65,6 +64,17 @@ pub(crate) struct StateRead<T> {
     pub torn: bool,
     /// The file's modification time as read (for expiry), when known.
     pub modified: Option<SystemTime>,
+}
+
+impl<T> StateRead<T> {
+    /// The modification time of the state file at `path` as read; asked of the path again
+    /// only if the read did not have it.
+    pub fn state_modified(&self, path: &Path) -> io::Result<Option<SystemTime>> {
+        match self.modified {
+            Some(at) => Ok(Some(at)),
+            None => disk::modified(path),
+        }
+    }
 }
 
 struct Entry<T> {

@@ -421,15 +421,13 @@ impl UploadStore {
                 return Err(UploadError::NotFound);
             };
             let lock = FileLock::exclusive(&file)?;
-            let Some(file_id) = disk::identity_if_at(&file, &place.data_path)? else {
+            let Some(meta) = disk::metadata_if_at(&file, &place.data_path)? else {
                 continue; // replaced meanwhile: look again
             };
+            let file_id = disk::identity_of(&meta);
             let (state, modified) = match place.read_state()? {
                 Some(read) if describes(&read.state, &file_id) => {
-                    let modified = match read.modified {
-                        Some(at) => Some(at),
-                        None => disk::modified(&place.state_path)?,
-                    };
+                    let modified = read.state_modified(&place.state_path)?;
                     (read.state, modified)
                 }
                 // A data file without a state of its own is not an upload.
@@ -550,13 +548,13 @@ impl Place {
         loop {
             let (file, created) = disk::open_or_create(&self.data_path, self.file_mode)?;
             let lock = FileLock::exclusive(&file)?;
-            if !disk::is_file_at(&file, &self.data_path)? {
+            let Some(meta) = disk::metadata_if_at(&file, &self.data_path)? else {
                 continue; // removed or replaced meanwhile
-            }
+            };
             if !created {
-                let file_id = file_identity(&file)?;
+                let file_id = disk::identity_of(&meta);
                 if let Some(old) = self.read_state()? {
-                    let modified = disk::modified(&self.state_path)?;
+                    let modified = old.state_modified(&self.state_path)?;
                     if describes(&old.state, &file_id)
                         && !self.is_expired(modified, SystemTime::now())
                     {
