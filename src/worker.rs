@@ -5,10 +5,16 @@
 
 use core::ptr::addr_of_mut;
 
-use ngx::ffi::{ngx_add_timer, ngx_cycle_t, ngx_event_t, ngx_int_t, ngx_msec_t};
+use ngx::ffi::{
+    ngx_add_timer, ngx_cycle_t, ngx_event_t, ngx_int_t, ngx_msec_t, ngx_process,
+    NGX_PROCESS_SINGLE, NGX_PROCESS_WORKER,
+};
 use ngx_upload_engine::idle_files;
 
-use crate::expiry;
+use ngx::http::HttpModuleMainConf;
+
+use crate::conf::MainConf;
+use crate::{expiry, offload, Module};
 
 /// The timer that closes idle kept files, in this worker process.
 static mut CLOSE_IDLE: ngx_event_t = {
@@ -25,26 +31,47 @@ fn close_idle_every() -> ngx_msec_t {
 /// # Safety
 /// Called by nginx in a new process with its cycle.
 pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
-    // SAFETY: CLOSE_IDLE is only touched by this single-threaded worker's event loop; the
-    // cycle is live for the process's life.
-    unsafe {
-        let ev = addr_of_mut!(CLOSE_IDLE);
-        (*ev).handler = Some(close_idle_due);
-        (*ev).log = (*cycle).log;
-        // Shutting down does not wait for it.
-        (*ev).set_cancelable(1);
-        ngx_add_timer(ev, close_idle_every());
+    // Only where uploads are served, and nginx's thread pools run (not in the cache manager
+    // and loader, which nginx starts through init_process too).
+    // SAFETY: nginx's process global, set before init_process.
+    let process = unsafe { ngx_process } as u32;
+    let serves = process == NGX_PROCESS_WORKER || process == NGX_PROCESS_SINGLE;
+    // SAFETY: the cycle is live for the process's life.
+    if let Some(main) = Module::main_conf(unsafe { &*cycle }).filter(|_| serves) {
+        // SAFETY: CLOSE_IDLE is only touched by this single-threaded worker's event loop; the
+        // main configuration lives as long as the cycle.
+        unsafe {
+            let ev = addr_of_mut!(CLOSE_IDLE);
+            (*ev).handler = Some(close_idle_due);
+            (*ev).data = core::ptr::from_ref(main).cast_mut().cast();
+            (*ev).log = (*cycle).log;
+            // Shutting down does not wait for it.
+            (*ev).set_cancelable(1);
+            ngx_add_timer(ev, close_idle_every());
+        }
     }
     // SAFETY: as for this function.
     unsafe { expiry::start_sweeping(cycle) }
 }
 
-/// Closes the kept files idle too long (a lock and a scan of a few dozen entries at most, and
-/// `close` of those), then sets the timer again.
+/// Closes the kept files idle too long, on the thread pool: closing the last descriptor of a
+/// file the backend removed frees its blocks, which can take a while for a large one. Then
+/// sets the timer again.
 unsafe extern "C" fn close_idle_due(ev: *mut ngx_event_t) {
-    idle_files::close_idle();
-    if !expiry::shutting_down() {
-        // SAFETY: the timer event is ours and idle (it just fired).
-        unsafe { ngx_add_timer(ev, close_idle_every()) };
+    if expiry::shutting_down() {
+        return;
     }
+    // SAFETY: data is the http main configuration, which lives as long as the cycle.
+    let (main, log) = unsafe { (&*(*ev).data.cast::<MainConf>(), (*ev).log) };
+    offload::run(
+        offload::Pool(main.thread_pool),
+        log,
+        idle_files::close_idle,
+        move |_| {
+            if !expiry::shutting_down() {
+                // SAFETY: the timer event is ours and idle (it fired, and is set only here).
+                unsafe { ngx_add_timer(ev, close_idle_every()) };
+            }
+        },
+    );
 }

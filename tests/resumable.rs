@@ -388,3 +388,26 @@ fn a_worker_short_of_descriptors_keeps_taking_segments() {
     let log = env.nginx.error_log();
     assert!(!log.contains("Too many open files"), "{log}");
 }
+
+/// A worker does not hold a removed upload file open for long: it closes the descriptors it
+/// keeps between segments once unused for a second (a timer, closing them on the thread pool),
+/// though no request comes to reuse them.
+#[test]
+fn a_removed_file_is_not_held_open() {
+    let env = UploadEnv::start("");
+    let data = test_data(2000, 16);
+    let id = "released1";
+    assert_progress(&env.post(&Segment::piece(id, &data, 0, 999)), "0-999/2000");
+    let stored = env.stored_path(id);
+    std::fs::remove_file(&stored).unwrap();
+    let worker = env.nginx.worker_pids()[0];
+    let held = format!("{} (deleted)", stored.display());
+    wait_for("the worker to close the removed file", WAIT_TIMEOUT, || {
+        let open = procfs::open_files(worker);
+        if open.contains(&held) {
+            Err(format!("{open:?}"))
+        } else {
+            Ok(())
+        }
+    });
+}

@@ -296,11 +296,16 @@ pub unsafe extern "C" fn merge_loc_conf(
     sessions.max_ranges = conf.state_max_ranges as usize;
     sessions.expire_after =
         (conf.state_expire > 0).then(|| Duration::from_secs(conf.state_expire as u64));
-    if conf.pass.is_some() && sessions.expire_after.is_some() {
+    if conf.pass.is_some() {
         // SAFETY: cf is the configuration being merged; this module's main configuration
         // exists (create_main_conf).
         if let Some(main) = Module::main_conf_mut(unsafe { &*cf }) {
-            main.watch_expiry(&sessions, conf.thread_pool);
+            if main.thread_pool.is_null() {
+                main.thread_pool = conf.thread_pool;
+            }
+            if sessions.expire_after.is_some() {
+                main.watch_expiry(&sessions);
+            }
         }
     }
     conf.uploads = Some(ngx_upload_engine::upload::UploadStore::new(
@@ -317,7 +322,8 @@ pub unsafe extern "C" fn merge_loc_conf(
 /// swept by one worker (see `expiry.rs`).
 pub struct MainConf {
     pub expiring: Vec<SessionStore>,
-    /// The thread pool of the first `upload_pass` location with expiring sessions.
+    /// The thread pool of the first `upload_pass` location: the expiry sweep and the closing
+    /// of idle kept files run there (`worker.rs`).
     pub thread_pool: *mut ngx_thread_pool_t,
 }
 
@@ -333,10 +339,7 @@ impl Default for MainConf {
 impl MainConf {
     /// Adds a store to the sweep, once per state directory (locations may share one); the
     /// shortest expiry of those sharing a directory applies.
-    fn watch_expiry(&mut self, sessions: &SessionStore, pool: *mut ngx_thread_pool_t) {
-        if self.thread_pool.is_null() {
-            self.thread_pool = pool;
-        }
+    fn watch_expiry(&mut self, sessions: &SessionStore) {
         match self
             .expiring
             .iter_mut()

@@ -291,6 +291,18 @@ pub fn ofd_locks(path: &Path) -> Vec<(u64, Option<u64>)> {
         .collect()
 }
 
+/// The files process `pid` has open, as their paths (a removed file's ends in " (deleted)").
+pub fn open_files(pid: u32) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect()
+}
+
 /// The tracer (`TracerPid`) of every thread of process `pid`; empty if it is gone.
 pub fn tracers(pid: u32) -> Vec<u32> {
     let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
