@@ -2284,6 +2284,17 @@ fn a_backend_location_that_answers_at_once_gets_the_upload() {
     assert_eq!(x.status, 200, "{x}\n{}", env.nginx.error_log());
     assert_eq!(x.header("Upload-Offset"), Some("5000"), "{x}");
     assert_eq!(x.text(), "stored a.txt of 5000 bytes\n", "{x}");
+    // tus-js-client, which checks the last PATCH's Upload-Offset, finishes its upload.
+    let (file, _) = test_file("js-at-once.bin", 200_000, 27);
+    let out = tus_js_in_chunks(&env, &file, "chunked", &[]);
+    let run = out.run("chunked", Some("tus-v1"));
+    assert!(run.ok(), "tus-js-client run failed: {run}");
+    assert_eq!(run.get("status").and_then(Json::as_u64), Some(200), "{run}");
+    assert_eq!(
+        run.str("body"),
+        "stored js-at-once.bin of 200000 bytes\n",
+        "{run}"
+    );
 }
 
 /// Every final upload created over an unfinished part is a line in the part's state. A client
