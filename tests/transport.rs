@@ -343,6 +343,65 @@ fn h2c_resumable_upload_in_several_requests() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A fast HTTP/2 client, one that used the stream's whole window before nginx took its bytes,
+/// gets a window of `upload_buffer_size` (the stream's body buffer grows, as over HTTP/1.1), so
+/// its upload is not one 64 KiB round trip after another; a client that never has more than
+/// one frame in flight keeps nginx's 64 KiB buffer and window. Both files arrive whole.
+#[test]
+fn h2c_window_grows_for_a_client_that_fills_it() {
+    use ngx_upload_test_support::h2::{self, Pacing};
+    let env = UploadEnv::start_server(
+        Nginx::builder().http2().http("client_max_body_size 0;"),
+        &upload_server("upload_buffer_size 256k;"),
+    );
+    let data = test_data(8 << 20, 209);
+    for (pacing, id) in [
+        (Pacing::WholeWindows, "h2window0001"),
+        (Pacing::FrameByFrame, "h2window0002"),
+    ] {
+        env.backend.clear();
+        let headers = [
+            ("Content-Type", "text/plain".to_string()),
+            (
+                "Content-Disposition",
+                "form-data; name=\"f\"; filename=\"big.TXT\"".to_string(),
+            ),
+            ("X-Session-ID", id.to_string()),
+            (
+                "X-Content-Range",
+                format!("bytes 0-{}/{}", data.len() - 1, data.len()),
+            ),
+        ];
+        let a = h2::upload(env.port(), "POST", "/upload", &headers, &data, pacing)
+            .unwrap_or_else(|e| panic!("{pacing:?}: {e}\n{}", env.nginx.error_log()));
+        assert_eq!(
+            a.status,
+            200,
+            "{pacing:?}: {a:?}\n{}",
+            env.nginx.error_log()
+        );
+        assert_eq!(a.sent, data.len() as u64, "{pacing:?}");
+        let requests = env.backend.requests();
+        assert_eq!(requests.len(), 1, "{pacing:?}: {requests:#?}");
+        let stored = PathBuf::from(requests[0].field("f.path").unwrap());
+        assert_eq!(stored, env.stored_path(id));
+        assert_bytes_eq(&std::fs::read(&stored).unwrap(), &data, "the stored file");
+        match pacing {
+            Pacing::WholeWindows => assert!(
+                a.largest_window > 64 << 10 && a.largest_window <= 256 << 10,
+                "a client that fills its window gets upload_buffer_size: {a:?}"
+            ),
+            Pacing::FrameByFrame => assert_eq!(
+                a.largest_window,
+                64 << 10,
+                "a client with one frame in flight keeps nginx's window: {a:?}"
+            ),
+        }
+    }
+    let serious = env.nginx.serious_log_lines();
+    assert!(serious.is_empty(), "{serious:#?}");
+}
+
 #[test]
 fn h2c_32_mib_single_segment() {
     let env = h2_env();

@@ -126,35 +126,7 @@ impl Conn {
 
     /// Sends `body` with sendfile(2), all of it.
     pub fn send_file(&mut self, body: FileRange<'_>) -> io::Result<()> {
-        let mut offset = body.offset as libc::off_t;
-        let end = body.offset + body.len;
-        while (offset as u64) < end {
-            let count = ((end - offset as u64) as usize).min(1 << 30);
-            // SAFETY: both descriptors are open for the duration of the call; offset is a
-            // valid pointer.
-            let n = unsafe {
-                libc::sendfile(
-                    self.stream.as_raw_fd(),
-                    body.file.as_raw_fd(),
-                    &mut offset,
-                    count,
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "sendfile: payload file shorter than the body",
-                ));
-            }
-        }
-        Ok(())
+        send_file(&self.stream, body)
     }
 
     fn fill(&mut self) -> io::Result<()> {
@@ -261,6 +233,39 @@ impl Conn {
             self.rbuf.drain(..size + 2);
         }
     }
+}
+
+/// Sends `body` to `stream` with sendfile(2), all of it.
+pub fn send_file(stream: &TcpStream, body: FileRange<'_>) -> io::Result<()> {
+    let mut offset = body.offset as libc::off_t;
+    let end = body.offset + body.len;
+    while (offset as u64) < end {
+        let count = ((end - offset as u64) as usize).min(1 << 30);
+        // SAFETY: both descriptors are open for the duration of the call; offset is a
+        // valid pointer.
+        let n = unsafe {
+            libc::sendfile(
+                stream.as_raw_fd(),
+                body.file.as_raw_fd(),
+                &mut offset,
+                count,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "sendfile: payload file shorter than the body",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

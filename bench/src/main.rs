@@ -2,6 +2,7 @@
 //! a location that discards the body (the ceiling) and WebDAV `PUT` (nginx's own body-to-file
 //! path) — and prints markdown tables. See docs/benchmark.md.
 
+mod h2;
 mod http;
 mod nginx;
 mod payload;
@@ -386,11 +387,6 @@ fn run(o: Options) -> Result<(), String> {
         quick: o.quick,
         load_before: std::fs::read_to_string("/proc/loadavg").unwrap_or_default(),
         load_after: String::new(),
-        curl: command_line("curl", &["--version"])
-            .lines()
-            .next()
-            .unwrap_or("?")
-            .to_string(),
         dir: dir.display().to_string(),
         http_lines: o.http_lines.clone(),
         upload_buffer: o.upload_buffer.clone(),

@@ -2,20 +2,19 @@
 //! seeded random number generator for shuffling.
 //!
 //! Every upload body is a range of one pre-generated payload file: the client sends it with
-//! `sendfile(2)` straight from the page cache, so the client costs as little CPU as a client
-//! can, and curl (HTTP/2) uploads the very same file.
+//! `sendfile(2)` straight from the page cache (over HTTP/1.1 and HTTP/2 alike), so the client
+//! costs as little CPU as a client can.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 /// A pseudo-random payload file; the byte at offset `o` depends on `o`, so every session's
 /// range differs from every other's and a misplaced block changes the checksum.
 pub struct Payload {
-    pub path: PathBuf,
     pub file: File,
     pub len: u64,
     sums: Mutex<HashMap<(u64, u64), u64>>,
@@ -42,7 +41,6 @@ impl Payload {
         out.flush()?;
         drop(out);
         Ok(Payload {
-            path: path.to_path_buf(),
             file: File::open(path)?,
             len,
             sums: Mutex::new(HashMap::new()),

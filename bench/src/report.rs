@@ -18,7 +18,6 @@ pub struct Header {
     pub quick: bool,
     pub load_before: String,
     pub load_after: String,
-    pub curl: String,
     pub dir: String,
     pub http_lines: Vec<String>,
     pub upload_buffer: String,
@@ -113,9 +112,9 @@ pub fn render(h: &Header, sections: &[Section]) -> String {
     );
     let _ = writeln!(
         out,
-        "- clients: HTTP/1.1 ngx-upload-bench (one thread per connection, bodies sent with \
-         sendfile from the page cache); HTTP/2 `{}`",
-        h.curl
+        "- clients: ngx-upload-bench's own, HTTP/1.1 (one thread per connection) and HTTP/2 \
+         (h2c, prior knowledge; DATA frames as large as nginx's windows allow); bodies sent \
+         with sendfile from the page cache"
     );
     let _ = writeln!(
         out,

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
@@ -11,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use ngx_upload_backend::Backend;
 
+use crate::h2;
 use crate::http::{self, Conn, FileRange, Response};
 use crate::nginx::{clock_ticks_per_second, IoCounters, Nginx, Setup};
 use crate::payload::{checksum_file, Payload, Rng};
@@ -90,7 +90,7 @@ pub enum Workload {
     Segments,
     /// `small_sessions` sessions of `session_size` in `small_seg_size` segments, shuffled.
     SmallShuffled,
-    /// `single` bytes in one request over HTTP/2 (curl).
+    /// `single` bytes in one request over HTTP/2 (h2c, the benchmark's own client).
     H2,
     /// `slow_conns` uploads held open mid-segment: memory per in-flight upload.
     Slow,
@@ -208,7 +208,7 @@ impl Sizes {
                 self.conns
             ),
             Workload::H2 => format!(
-                "{} in one request, HTTP/2 (h2c, prior knowledge), client: curl -T",
+                "{} in one request, HTTP/2 (h2c, prior knowledge), DATA frames as large as the windows allow",
                 human(self.single)
             ),
             Workload::Slow => format!(
@@ -249,7 +249,7 @@ pub struct Measurement {
     pub bytes: u64,
     /// utime + stime of the workers during the measurement.
     pub cpu_s: f64,
-    /// CPU time of the benchmark process (client threads, echo backend) and of curl.
+    /// CPU time of the benchmark process (client threads, echo backend).
     pub client_cpu_s: f64,
     /// Largest VmHWM of a worker (fresh nginx per measurement, so: during it).
     pub hwm_kib: u64,
@@ -987,45 +987,25 @@ impl Bench {
 
     fn h2(&self, ep: Endpoint, nginx: &Nginx, tag: &str) -> Result<Run, String> {
         let n = self.sizes.single;
-        assert_eq!(self.payload.len, n, "curl uploads the whole payload file");
         let (method, uri, headers) = self.request_for(ep, tag, 0, n, n);
-        let mut command = Command::new("curl");
-        command
-            .args(["-sS", "--http2-prior-knowledge", "--max-time", "3600"])
-            .args(["-o", "/dev/null"])
-            .args(["-w", "%{http_code} %{http_version} %{size_upload}"])
-            // No `Expect: 100-continue` round trip.
-            .args(["-H", "Expect:"])
-            .args(["-X", method]);
-        for (name, value) in &headers {
-            command.arg("-H").arg(format!("{name}: {value}"));
-        }
-        command
-            .arg("-T")
-            .arg(&self.payload.path)
-            .arg(format!("http://127.0.0.1:{}{uri}", nginx.h2_port))
-            .stdin(Stdio::null());
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            command.pre_exec(|| {
-                let mut set: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut set);
-                libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
+        let body = h2::Mapped::new(FileRange {
+            file: &self.payload.file,
+            offset: 0,
+            len: n,
+        })
+        .map_err(|e| format!("mapping the payload: {e}"))?;
         let start = Instant::now();
-        let output = command
-            .output()
-            .map_err(|e| format!("cannot run curl (apt-get install curl): {e}"))?;
+        let answer = ngx_upload_test_support::h2::upload(
+            nginx.h2_port,
+            method,
+            &uri,
+            &headers,
+            body.bytes(),
+            ngx_upload_test_support::h2::Pacing::WholeWindows,
+        )
+        .map_err(|e| format!("{} upload over HTTP/2: {e}", ep.name()))?;
         let wall = start.elapsed();
-        let written = String::from_utf8_lossy(&output.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        if ep == Endpoint::Discard
-            && (!output.status.success() || !written.ends_with(&format!(" {n}")))
-        {
+        if ep == Endpoint::Discard && answer.sent < n {
             // HTTP/2 has no "read the rest and drop it": nginx's discard marks the stream to
             // skip DATA frames, answers, and resets the stream once the answer is out; the
             // client stops sending. Nothing comparable was measured.
@@ -1036,25 +1016,22 @@ impl Bench {
                 latency: None,
                 not_comparable: Some(format!(
                     "over HTTP/2 nginx answers `return 200` without reading the body and resets \
-                     the stream, so the body is never sent in full ({})",
-                    stderr.trim()
+                     the stream, so the body is never sent in full (answer {} after {} of {n} \
+                     bytes)",
+                    answer.status, answer.sent
                 )),
                 checked: String::new(),
             });
         }
-        if !output.status.success() {
+        if answer.sent != n {
             return Err(format!(
-                "curl failed ({}): {stderr}{written}",
-                output.status,
+                "{} answered {} after {} of {n} bytes",
+                ep.name(),
+                answer.status,
+                answer.sent
             ));
         }
-        let mut fields = written.split_whitespace();
-        let status: u16 = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-        let version = fields.next().unwrap_or_default().to_string();
-        let uploaded: u64 = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-        if version != "2" {
-            return Err(format!("curl spoke HTTP/{version}, not HTTP/2"));
-        }
+        let status = answer.status;
         let fake = Response {
             status,
             headers: Vec::new(),
@@ -1065,16 +1042,16 @@ impl Bench {
         if ep == Endpoint::Module && !handed_off {
             return Err(format!("the module answered {status}, not the hand-off"));
         }
-        if uploaded != n {
-            return Err(format!("curl sent {uploaded} of {n} bytes"));
-        }
         Ok(Run {
             wall,
-            bytes: uploaded,
+            bytes: answer.sent,
             expect: self.expect(ep, &[(tag.to_string(), 0, n)]),
             latency: None,
             not_comparable: None,
-            checked: "curl: HTTP/2".to_string(),
+            checked: format!(
+                "HTTP/2: {} DATA frames, stream window up to {} B",
+                answer.data_frames, answer.largest_window
+            ),
         })
     }
 
@@ -1279,7 +1256,7 @@ fn make_realtime() -> bool {
     }
 }
 
-/// utime + stime of this process and of its waited-for children (curl), in seconds.
+/// utime + stime of this process, in seconds.
 fn client_cpu_s() -> f64 {
     let of = |who| {
         // SAFETY: getrusage fills the struct it is given.
@@ -1291,7 +1268,7 @@ fn client_cpu_s() -> f64 {
         let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
         tv(u.ru_utime) + tv(u.ru_stime)
     };
-    of(libc::RUSAGE_SELF) + of(libc::RUSAGE_CHILDREN)
+    of(libc::RUSAGE_SELF)
 }
 
 /// The names of the files under `dir` (state files), without any extension.

@@ -120,21 +120,34 @@ pub(super) fn larger_buffer_size(
     pending: usize,
 ) -> Option<usize> {
     let req = request.as_ref();
-    // HTTP/2 streams fill their buffer from the connection's frames, sized by nginx.
-    if !req.stream.is_null() || req.reading_body() == 0 || rb.buf.is_null() {
+    if req.reading_body() == 0 || rb.buf.is_null() {
         return None;
     }
     // SAFETY: the connection's read event and nginx's body buffer of a live request.
     let (ready, current) = unsafe {
         let b = &*rb.buf;
         (
-            (*(*req.connection).read).ready() != 0,
+            // An HTTP/2 stream's buffer is its flow-control window: a client that used all of
+            // it before its bytes were taken has more to send.
+            if req.stream.is_null() {
+                (*(*req.connection).read).ready() != 0
+            } else {
+                (*req.stream).recv_window == 0
+            },
             b.end.offset_from(b.start) as usize,
         )
     };
     let mut size = ctx.conf.buffer_size;
     if req.headers_in.chunked() == 0 {
-        let rest = usize::try_from(rb.rest).unwrap_or(usize::MAX);
+        // Over HTTP/2 nginx's `rest` is only 1 (more) or 0: the declared length says more.
+        let rest = if req.stream.is_null() {
+            rb.rest
+        } else if req.headers_in.content_length_n >= 0 {
+            req.headers_in.content_length_n - rb.received
+        } else {
+            -1
+        };
+        let rest = usize::try_from(rest).unwrap_or(usize::MAX);
         size = size.min(pending.saturating_add(rest));
     }
     // `ready`: the last read stopped because the buffer was full, not because the socket was
@@ -154,6 +167,11 @@ pub(super) fn move_to_larger_buffer(
     rb: &mut ngx_http_request_body_t,
     pending: usize,
 ) -> bool {
+    // nginx starts an HTTP/2 stream's buffer afresh whenever its bytes are all taken: bytes
+    // carried at its start would be overwritten.
+    if !request.as_ref().stream.is_null() {
+        return false;
+    }
     let Some(size) = larger_buffer_size(request, ctx, rb, pending) else {
         return false;
     };

@@ -403,7 +403,7 @@ fn take_body_buffers(request: &mut Request, ctx: &UploadCtx, force: bool) -> Opt
     }
     drop(slices);
     consume_pending(request, ctx, rb);
-    if buffer_full {
+    if buffer_full || !request.as_ref().stream.is_null() {
         grow_body_buffer(request, ctx, rb);
     }
     if written.is_err() {

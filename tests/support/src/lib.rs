@@ -30,6 +30,7 @@
 //! | [`curl`] | `curl --http2-prior-knowledge`, the HTTP/2 client |
 //! | [`crash`] | an nginx killed whole and restarted on its prefix |
 //! | [`fastcgi`] | a FastCGI responder (the role of PHP-FPM) |
+//! | [`h2`] | a minimal h2c client for one upload: whole windows per `writev` or paced frames, the largest stream window nginx gave |
 //! | [`flaky`] | a TCP relay that spoils one connection |
 //! | [`pyclient`] | running the Python client |
 //! | [`tus`] | tus and IETF-draft requests, their answers, and the real tus clients (tus-js-client, tuspy) |
@@ -43,6 +44,7 @@ pub mod errorlog;
 pub mod fastcgi;
 pub mod flaky;
 pub mod forms;
+pub mod h2;
 pub mod http;
 pub mod locate;
 pub mod nginx;
