@@ -90,7 +90,9 @@ pub(super) fn consume_pending(
 /// A client that fills nginx's body buffer faster than it is written gets a buffer of
 /// `upload_buffer_size`, so a fast upload costs one `pwritev` per `upload_buffer_size`. Every
 /// request starts with nginx's `client_body_buffer_size`, so a slow client (a phone on a bad
-/// network) holds no more memory than nginx's own body reading would.
+/// network) holds no more memory than nginx's own body reading would. Over HTTP/2 the buffer
+/// is the stream's window: a larger one lets a fast client send more before it waits for
+/// nginx's WINDOW_UPDATE.
 pub(super) fn grow_body_buffer(
     request: &Request,
     ctx: &UploadCtx,
