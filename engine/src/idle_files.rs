@@ -73,6 +73,15 @@ struct Kept<T> {
     item: T,
 }
 
+impl<T> Kept<T> {
+    /// Whether this is kept for `path`, byte for byte: the store builds an upload's paths the
+    /// same way every time, and `Path`'s `==`, which parses both into components, cost more
+    /// than the rest of a lookup.
+    fn is_for(&self, path: &Path) -> bool {
+        self.path.as_os_str() == path.as_os_str()
+    }
+}
+
 impl<T> KeptSet<T> {
     const fn new(capacity: usize) -> Self {
         Self {
@@ -92,9 +101,9 @@ impl<T> KeptSet<T> {
         let now = Instant::now();
         let mut entries = self.entries();
         entries.retain(|k| {
-            now.duration_since(k.since) < IDLE_FOR && (k.path != path || fits(&k.item))
+            now.duration_since(k.since) < IDLE_FOR && (!k.is_for(path) || fits(&k.item))
         });
-        let at = entries.iter().rposition(|k| k.path == path)?;
+        let at = entries.iter().rposition(|k| k.is_for(path))?;
         Some(entries.remove(at).item)
     }
 
@@ -122,12 +131,12 @@ impl<T> KeptSet<T> {
 
     /// Closes every item of `path`.
     fn forget(&self, path: &Path) {
-        drop(self.remove_where(|k| k.path == path));
+        drop(self.remove_where(|k| k.is_for(path)));
     }
 
     #[cfg(test)]
     fn count_of(&self, path: &Path) -> usize {
-        self.entries().iter().filter(|k| k.path == path).count()
+        self.entries().iter().filter(|k| k.is_for(path)).count()
     }
 }
 
@@ -396,7 +405,7 @@ mod tests {
         let (file, _) = DataFile::open(&path, 0o600).unwrap();
         drop(file);
         assert_eq!(FILES.count_of(&path), 1);
-        for kept in FILES.entries().iter_mut().filter(|k| k.path == path) {
+        for kept in FILES.entries().iter_mut().filter(|k| k.is_for(&path)) {
             kept.since -= IDLE_FOR;
         }
         close_idle();

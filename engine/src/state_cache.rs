@@ -10,11 +10,12 @@
 //! number can be reused by a later file of the same size), nothing is remembered.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fs::{self, File};
 use std::hash::Hash;
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -82,8 +83,13 @@ struct Entry<T> {
     read: StateRead<T>,
 }
 
+/// Keyed by the path's bytes: `Path`'s own `Hash` and `==` parse it into components, which
+/// cost more than the rest of a lookup. The store builds an upload's paths the same way every
+/// time.
+type Entries<T> = HashMap<OsString, Entry<T>>;
+
 pub(crate) struct StateCache<T> {
-    entries: Mutex<Option<HashMap<PathBuf, Entry<T>>>>,
+    entries: Mutex<Option<Entries<T>>>,
 }
 
 impl<T: Clone> StateCache<T> {
@@ -169,7 +175,7 @@ impl<T: Clone> StateCache<T> {
         let stamp = self
             .lock()
             .as_ref()
-            .and_then(|m| m.get(path))
+            .and_then(|m| m.get(path.as_os_str()))
             .map(|e| e.stamp);
         let kept = stamp.and_then(|s| idle_files::take_appender(path, s.dev, s.ino));
         let file = match kept {
@@ -230,14 +236,14 @@ impl<T: Clone> StateCache<T> {
     /// vouch for, or removed.
     pub fn forget(&self, path: &Path) {
         if let Some(map) = self.lock().as_mut() {
-            map.remove(path);
+            map.remove(path.as_os_str());
         }
         idle_files::forget_appenders(path);
     }
 
     fn lookup(&self, path: &Path, stamp: Stamp) -> Option<StateRead<T>> {
         let entries = self.lock();
-        let entry = entries.as_ref()?.get(path)?;
+        let entry = entries.as_ref()?.get(path.as_os_str())?;
         (entry.stamp == stamp).then(|| entry.read.clone())
     }
 
@@ -249,17 +255,17 @@ impl<T: Clone> StateCache<T> {
             read: read.clone(),
         };
         // Every commit of a segment stores its state again: the path is copied only once.
-        if let Some(known) = map.get_mut(path) {
+        if let Some(known) = map.get_mut(path.as_os_str()) {
             *known = entry;
             return;
         }
         if map.len() >= CAPACITY {
             map.clear();
         }
-        map.insert(path.to_path_buf(), entry);
+        map.insert(path.as_os_str().to_owned(), entry);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<HashMap<PathBuf, Entry<T>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Entries<T>>> {
         // A panic while holding it leaves a map that is still whole: go on with it.
         self.entries
             .lock()
