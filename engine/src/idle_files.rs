@@ -107,7 +107,7 @@ impl<T> KeptSet<T> {
         Some(entries.remove(at).item)
     }
 
-    fn keep(&self, path: &Path, item: T) {
+    fn keep(&self, path: PathBuf, item: T) {
         let now = Instant::now();
         let mut entries = self.entries();
         entries.retain(|k| now.duration_since(k.since) < IDLE_FOR);
@@ -115,7 +115,7 @@ impl<T> KeptSet<T> {
             entries.remove(0);
         }
         entries.push(Kept {
-            path: path.to_path_buf(),
+            path,
             since: now,
             item,
         });
@@ -239,8 +239,7 @@ impl Drop for DataFile {
         {
             return; // closed, which releases its locks
         }
-        let path = open.path.clone();
-        FILES.keep(&path, open);
+        FILES.keep(open.path.clone(), open);
     }
 }
 
@@ -255,7 +254,7 @@ pub(crate) fn take_appender(path: &Path, dev: u64, ino: u64) -> Option<File> {
 /// Keeps `file`, open for appending to the state file `dev`/`ino` at `path`.
 pub(crate) fn keep_appender(path: &Path, dev: u64, ino: u64, file: File) {
     if room_to_keep(&file) {
-        APPENDERS.keep(path, Appender { dev, ino, file });
+        APPENDERS.keep(path.to_path_buf(), Appender { dev, ino, file });
     }
 }
 
