@@ -113,8 +113,8 @@ pub fn render(h: &Header, sections: &[Section]) -> String {
     let _ = writeln!(
         out,
         "- clients: ngx-upload-bench's own, HTTP/1.1 (one thread per connection) and HTTP/2 \
-         (h2c, prior knowledge; DATA frames as large as nginx's windows allow); bodies sent \
-         with sendfile from the page cache"
+         (h2c, prior knowledge; 16 KiB DATA frames, a window's worth per writev from the mapped \
+         payload); HTTP/1.1 bodies sent with sendfile from the page cache"
     );
     let _ = writeln!(
         out,

@@ -208,7 +208,7 @@ impl Sizes {
                 self.conns
             ),
             Workload::H2 => format!(
-                "{} in one request, HTTP/2 (h2c, prior knowledge), DATA frames as large as the windows allow",
+                "{} in one request, HTTP/2 (h2c, prior knowledge), 16 KiB DATA frames, a window's worth per writev",
                 human(self.single)
             ),
             Workload::Slow => format!(
