@@ -21,36 +21,37 @@ pub struct Pool(pub *mut ngx_thread_pool_t);
 unsafe impl Send for Pool {}
 unsafe impl Sync for Pool {}
 
-/// A unit of offloaded work and what to do with its result.
-struct Job<R> {
+/// A unit of offloaded work and what to do with its result: one allocation, the closures
+/// inside it (a job runs for every segment of an upload).
+struct Job<R, W, T> {
     #[cfg(ngx_feature = "threads")]
     task: ngx_thread_task_t,
     /// Completion event when the work ran on the event loop.
     inline_done: ngx_event_t,
-    work: Option<Box<dyn FnOnce() -> R + Send>>,
+    work: Option<W>,
     /// `None` until the work ran; stays `None` if it panicked.
     result: Option<R>,
-    then: Option<Box<dyn FnOnce(Option<R>)>>,
+    then: Option<T>,
 }
 
 /// Runs `work` on `pool`, then `then` with its result on the event loop (`None` if the work
 /// panicked, which is logged). `then` never runs before this returns.
-pub fn run<R: Send + 'static>(
-    pool: Pool,
-    log: *mut ngx_log_t,
-    work: impl FnOnce() -> R + Send + 'static,
-    then: impl FnOnce(Option<R>) + 'static,
-) {
-    let job = Box::new(Job {
+pub fn run<R, W, T>(pool: Pool, log: *mut ngx_log_t, work: W, then: T)
+where
+    R: Send + 'static,
+    W: FnOnce() -> R + Send + 'static,
+    T: FnOnce(Option<R>) + 'static,
+{
+    let job = Box::new(Job::<R, W, T> {
         #[cfg(ngx_feature = "threads")]
         // SAFETY: ngx_thread_task_t is plain C data; all-zero is its initial state, as
         // ngx_thread_task_alloc makes it.
         task: unsafe { core::mem::zeroed() },
         // SAFETY: as above, for ngx_event_t.
         inline_done: unsafe { core::mem::zeroed() },
-        work: Some(Box::new(work)),
+        work: Some(work),
         result: None,
-        then: Some(Box::new(then)),
+        then: Some(then),
     });
     let job = Box::into_raw(job);
     #[cfg(ngx_feature = "threads")]
@@ -60,9 +61,9 @@ pub fn run<R: Send + 'static>(
         unsafe {
             let task = &mut (*job).task;
             task.ctx = job.cast::<c_void>();
-            task.handler = Some(work_on_thread::<R>);
+            task.handler = Some(work_on_thread::<R, W, T>);
             task.event.data = job.cast::<c_void>();
-            task.event.handler = Some(work_finished::<R>);
+            task.event.handler = Some(work_finished::<R, W, T>);
             task.event.log = log;
             if ngx_thread_task_post(pool.0, task) == NGX_OK as isize {
                 return;
@@ -78,31 +79,34 @@ pub fn run<R: Send + 'static>(
     // SAFETY: job is a live, leaked Box not given to nginx; its event is posted once and taken
     // back by work_finished.
     unsafe {
-        work_on_thread::<R>(job.cast::<c_void>(), log);
+        work_on_thread::<R, W, T>(job.cast::<c_void>(), log);
         let ev = &raw mut (*job).inline_done;
         (*ev).data = job.cast::<c_void>();
-        (*ev).handler = Some(work_finished::<R>);
+        (*ev).handler = Some(work_finished::<R, W, T>);
         (*ev).log = log;
         ngx::ffi::ngx_post_event(ev, &raw mut ngx::ffi::ngx_posted_events);
     }
 }
 
 /// The thread pool's task handler: runs the work, catching a panic so it cannot unwind into C.
-unsafe extern "C" fn work_on_thread<R>(data: *mut c_void, _log: *mut ngx_log_t) {
+unsafe extern "C" fn work_on_thread<R, W: FnOnce() -> R, T>(
+    data: *mut c_void,
+    _log: *mut ngx_log_t,
+) {
     // SAFETY: data is the job posted by `run`; only this thread touches it until the event
     // handler runs on the event loop.
-    let job = unsafe { &mut *data.cast::<Job<R>>() };
+    let job = unsafe { &mut *data.cast::<Job<R, W, T>>() };
     if let Some(work) = job.work.take() {
         job.result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).ok();
     }
 }
 
 /// The job's completion event, on the event loop.
-unsafe extern "C" fn work_finished<R>(ev: *mut ngx_event_t) {
+unsafe extern "C" fn work_finished<R, W, T: FnOnce(Option<R>)>(ev: *mut ngx_event_t) {
     // SAFETY: the event belongs to the job's task; its data is the job.
     unsafe {
         let log = (*ev).log;
-        finish((*ev).data.cast::<Job<R>>(), log);
+        finish((*ev).data.cast::<Job<R, W, T>>(), log);
     }
 }
 
@@ -110,7 +114,7 @@ unsafe extern "C" fn work_finished<R>(ev: *mut ngx_event_t) {
 ///
 /// # Safety
 /// `job` must be a job leaked by `run` whose work has run.
-unsafe fn finish<R>(job: *mut Job<R>, log: *mut ngx_log_t) {
+unsafe fn finish<R, W, T: FnOnce(Option<R>)>(job: *mut Job<R, W, T>, log: *mut ngx_log_t) {
     // SAFETY: see above; the Box is taken back exactly once.
     let job = unsafe { Box::from_raw(job) };
     let Job { result, then, .. } = *job;

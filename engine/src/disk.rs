@@ -153,18 +153,12 @@ impl Drop for FileLock<'_> {
 
 /// Appends lines to a state file, in one write so that a crash leaves at most an unfinished
 /// last line, which readers ignore.
-/// Returns the file's metadata once written (`None` if it could not be had), for
-/// [`crate::state_cache`].
-pub(crate) fn append_state_lines(
-    mut file: &File,
-    lines: &str,
-    durable: bool,
-) -> io::Result<Option<fs::Metadata>> {
+pub(crate) fn append_state_lines(mut file: &File, lines: &str, durable: bool) -> io::Result<()> {
     file.write_all(lines.as_bytes())?;
     if durable {
         file.sync_data()?;
     }
-    Ok(file.metadata().ok())
+    Ok(())
 }
 
 /// Replaces a state file atomically: a reader sees the old state or the new, never a torn one.

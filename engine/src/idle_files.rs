@@ -98,13 +98,19 @@ impl<T> KeptSet<T> {
     /// The most recently kept item of `path` that `fits`; those of `path` it refuses, and any
     /// kept too long, are closed.
     fn take(&self, path: &Path, fits: impl Fn(&T) -> bool) -> Option<T> {
+        self.take_with_path(path, fits).map(|(_, item)| item)
+    }
+
+    /// [`Self::take`], with the path it was kept under (to keep it again without a copy).
+    fn take_with_path(&self, path: &Path, fits: impl Fn(&T) -> bool) -> Option<(PathBuf, T)> {
         let now = Instant::now();
         let mut entries = self.entries();
         entries.retain(|k| {
             now.duration_since(k.since) < IDLE_FOR && (!k.is_for(path) || fits(&k.item))
         });
         let at = entries.iter().rposition(|k| k.is_for(path))?;
-        Some(entries.remove(at).item)
+        let kept = entries.remove(at);
+        Some((kept.path, kept.item))
     }
 
     fn keep(&self, path: PathBuf, item: T) {
@@ -245,10 +251,29 @@ impl Drop for DataFile {
 
 /// The kept appender of the state file at `path`, if it is the file `dev`/`ino` (what the
 /// caller found at the path, under the writers' lock). Those of another file at the path go.
-pub(crate) fn take_appender(path: &Path, dev: u64, ino: u64) -> Option<File> {
-    APPENDERS
-        .take(path, |a| (a.dev, a.ino) == (dev, ino))
-        .map(|a| a.file)
+pub(crate) fn take_appender(path: &Path, dev: u64, ino: u64) -> Option<TakenAppender> {
+    let (path, appender) = APPENDERS.take_with_path(path, |a| (a.dev, a.ino) == (dev, ino))?;
+    Some(TakenAppender { path, appender })
+}
+
+/// A kept appender taken out for one append, to be kept again ([`TakenAppender::keep`]) or
+/// closed (dropped).
+pub(crate) struct TakenAppender {
+    path: PathBuf,
+    appender: Appender,
+}
+
+impl TakenAppender {
+    pub(crate) fn file(&self) -> &File {
+        &self.appender.file
+    }
+
+    /// Keeps it again, for the same file at the same path.
+    pub(crate) fn keep(self) {
+        if room_to_keep(&self.appender.file) {
+            APPENDERS.keep(self.path, self.appender);
+        }
+    }
 }
 
 /// Keeps `file`, open for appending to the state file `dev`/`ino` at `path`.

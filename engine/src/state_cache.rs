@@ -12,7 +12,6 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{self, File};
-use std::hash::Hash;
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -27,17 +26,42 @@ use crate::state::MAX_STATE_LEN;
 /// uploads in flight at once).
 const CAPACITY: usize = 1024;
 
-/// What identifies one version of a state file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// What identifies one version of a state file: the file (device, inode, birth time) and its
+/// length. Writers only ever append to a state file (which changes its length) or replace it
+/// by renaming a new file over it (another inode, born later), so the length tells the
+/// versions of one file apart, and a writer that appended knows the new one without asking.
+/// The modification time goes along, for expiry; it is no part of the identity.
+#[derive(Debug, Clone, Copy)]
 struct Stamp {
     dev: u64,
     ino: u64,
     born_ns: u128,
-    modified_ns: i128,
     len: u64,
+    modified_ns: i128,
 }
 
+impl PartialEq for Stamp {
+    fn eq(&self, other: &Stamp) -> bool {
+        (self.dev, self.ino, self.born_ns, self.len)
+            == (other.dev, other.ino, other.born_ns, other.len)
+    }
+}
+
+impl Eq for Stamp {}
+
 impl Stamp {
+    /// The same file after `appended` more bytes were appended to it just now.
+    fn after_append(self, appended: usize) -> Stamp {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(self.modified_ns, |d| d.as_nanos() as i128);
+        Stamp {
+            len: self.len + appended as u64,
+            modified_ns: now,
+            ..self
+        }
+    }
+
     /// The modification time it records.
     fn modified(&self) -> Option<SystemTime> {
         let ns = u64::try_from(self.modified_ns).ok()?;
@@ -50,8 +74,8 @@ impl Stamp {
             dev: meta.dev(),
             ino: meta.ino(),
             born_ns,
-            modified_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
             len: meta.len(),
+            modified_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
         })
     }
 }
@@ -146,7 +170,7 @@ impl<T: Clone> StateCache<T> {
         // An append between reading and the stamp would make the stamp name more bytes than
         // were decoded: remembered only when they agree.
         match stamp {
-            Some(stamp) if stamp.len == bytes.len() as u64 => self.store(path, stamp, &read),
+            Some(stamp) if stamp.len == bytes.len() as u64 => self.store(path, stamp, read.clone()),
             _ => self.forget(path),
         }
         Ok(Some(Ok(read)))
@@ -177,13 +201,26 @@ impl<T: Clone> StateCache<T> {
             .as_ref()
             .and_then(|m| m.get(path.as_os_str()))
             .map(|e| e.stamp);
-        let kept = stamp.and_then(|s| idle_files::take_appender(path, s.dev, s.ino));
-        let file = match kept {
-            Some(file) => Ok(file),
-            None => idle_files::open_with_retry(|| fs::OpenOptions::new().append(true).open(path)),
-        };
+        let kept = stamp.and_then(|s| Some((s, idle_files::take_appender(path, s.dev, s.ino)?)));
+        if let Some((stamp, appender)) = kept {
+            // The very version read under the writers' lock, through its own descriptor: what
+            // the file is after the append is known without an fstat.
+            return match disk::append_state_lines(appender.file(), lines, durable) {
+                Ok(()) => {
+                    appender.keep();
+                    self.remember_stamp(path, stamp.after_append(lines.len()), state);
+                    Ok(())
+                }
+                Err(e) => {
+                    self.forget(path);
+                    Err(e)
+                }
+            };
+        }
+        let file = idle_files::open_with_retry(|| fs::OpenOptions::new().append(true).open(path));
         let written = file.and_then(|file| {
-            let meta = disk::append_state_lines(&file, lines, durable)?;
+            disk::append_state_lines(&file, lines, durable)?;
+            let meta = file.metadata().ok();
             // Without a stamp nothing is remembered of the file, so nothing would use it.
             if let Some(meta) = meta.as_ref().filter(|m| Stamp::of(m).is_some()) {
                 idle_files::keep_appender(path, meta.dev(), meta.ino(), file);
@@ -216,20 +253,24 @@ impl<T: Clone> StateCache<T> {
     /// it (under the lock that keeps other writers out, so nothing else changed it since);
     /// `written` is the metadata of the file as written, by its descriptor.
     fn remember(&self, path: &Path, written: Option<&fs::Metadata>, state: &T) {
-        let stamp = written.and_then(Stamp::of);
-        match stamp {
-            Some(stamp) => self.store(
-                path,
-                stamp,
-                &StateRead {
-                    state: state.clone(),
-                    len: stamp.len as usize,
-                    torn: false,
-                    modified: stamp.modified(),
-                },
-            ),
+        match written.and_then(Stamp::of) {
+            Some(stamp) => self.remember_stamp(path, stamp, state),
             None => self.forget(path),
         }
+    }
+
+    /// Remembers `state` as what the version `stamp` of the file at `path` says.
+    fn remember_stamp(&self, path: &Path, stamp: Stamp, state: &T) {
+        self.store(
+            path,
+            stamp,
+            StateRead {
+                state: state.clone(),
+                len: stamp.len as usize,
+                torn: false,
+                modified: stamp.modified(),
+            },
+        );
     }
 
     /// Drops what is remembered of `path`: it was written in a way [`Self::remember`] cannot
@@ -247,13 +288,10 @@ impl<T: Clone> StateCache<T> {
         (entry.stamp == stamp).then(|| entry.read.clone())
     }
 
-    fn store(&self, path: &Path, stamp: Stamp, read: &StateRead<T>) {
+    fn store(&self, path: &Path, stamp: Stamp, read: StateRead<T>) {
         let mut entries = self.lock();
         let map = entries.get_or_insert_with(HashMap::new);
-        let entry = Entry {
-            stamp,
-            read: read.clone(),
-        };
+        let entry = Entry { stamp, read };
         // Every commit of a segment stores its state again: the path is copied only once.
         if let Some(known) = map.get_mut(path.as_os_str()) {
             *known = entry;
@@ -400,6 +438,49 @@ mod tests {
         );
         cache.forget(&path);
         assert_eq!(idle_files::appenders_of(&path), 0);
+    }
+
+    /// An append through the kept descriptor knows the file's new version without an fstat:
+    /// the next read is answered from memory (the decoder is not called), with the state the
+    /// append left and the file's real length and modification time; an append by someone
+    /// else, even of as many bytes again, is seen.
+    #[test]
+    fn an_append_through_the_kept_descriptor_is_remembered_as_the_file_now_is() {
+        let dir = crate::store::tests::tempdir();
+        if !has_birth_time(&dir) {
+            return; // nothing is remembered without a birth time (the test above covers it)
+        }
+        let path = dir.join("k.state");
+        let cache: StateCache<Vec<String>> = StateCache::new();
+        fs::write(&path, b"a\n").unwrap();
+        let read = cache.read(&path, decode_lines).unwrap().unwrap().unwrap();
+        cache.append(&path, "b\n", false, &read.state).unwrap();
+        assert_eq!(idle_files::appenders_of(&path), 1);
+        let said = vec!["said".to_string()];
+        cache.read(&path, decode_lines).unwrap().unwrap().unwrap();
+        cache.append(&path, "c\n", false, &said).unwrap();
+        let not_decoded = |_: &[u8]| -> Result<Vec<String>, String> {
+            panic!("the remembered version is the file's: nothing to decode")
+        };
+        let read = cache.read(&path, not_decoded).unwrap().unwrap().unwrap();
+        assert_eq!((read.state.clone(), read.len), (said.clone(), 6));
+        let on_disk = fs::metadata(&path).unwrap();
+        assert_eq!(on_disk.len(), 6);
+        assert_eq!(
+            read.modified,
+            on_disk.modified().ok(),
+            "the file's own mtime"
+        );
+        // Another writer appends as many bytes again: another length, read afresh.
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"d\n")
+            .unwrap();
+        let read = cache.read(&path, decode_lines).unwrap().unwrap().unwrap();
+        assert_eq!(read.state, ["a", "b", "c", "d"]);
+        cache.forget(&path);
     }
 
     #[test]
