@@ -29,6 +29,7 @@ mod expiry;
 mod form;
 mod handler;
 mod handoff;
+mod lane;
 mod offload;
 mod request;
 mod target;
@@ -113,6 +114,7 @@ pub static mut ngx_http_upload_module: ngx_module_t = ngx_module_t {
     type_: NGX_HTTP_MODULE as ngx_uint,
     init_module: Some(announce_version),
     init_process: Some(worker::init_process),
+    exit_process: Some(worker::exit_process),
     ..ngx_module_t::default()
 };
 

@@ -88,6 +88,57 @@ where
     }
 }
 
+/// [`run`] for a short job of an upload's body (a write, a state-file append): on the worker's
+/// write lane ([`crate::lane`]) when it runs, else as [`run`]. Lane jobs run one after another,
+/// in the order given.
+pub fn run_short<R, W, T>(pool: Pool, log: *mut ngx_log_t, work: W, then: T)
+where
+    R: Send + 'static,
+    W: FnOnce() -> R + Send + 'static,
+    T: FnOnce(Option<R>) + 'static,
+{
+    if !crate::lane::running() {
+        return run(pool, log, work, then);
+    }
+    let job = Box::into_raw(Box::new(Job::<R, W, T> {
+        #[cfg(ngx_feature = "threads")]
+        // SAFETY: as in `run`; unused on the lane.
+        task: unsafe { core::mem::zeroed() },
+        // SAFETY: as above.
+        inline_done: unsafe { core::mem::zeroed() },
+        work: Some(work),
+        result: None,
+        then: Some(then),
+    }));
+    let entry = crate::lane::Entry {
+        data: job.cast::<c_void>(),
+        log,
+        work: work_on_thread::<R, W, T>,
+        finish: finish_erased::<R, W, T>,
+    };
+    if let Err(entry) = crate::lane::submit(entry) {
+        // SAFETY: the job was not handed to the lane; run it here, as `run` does without a
+        // pool: its continuation as a posted event.
+        unsafe {
+            work_on_thread::<R, W, T>(entry.data, log);
+            let ev = &raw mut (*job).inline_done;
+            (*ev).data = job.cast::<c_void>();
+            (*ev).handler = Some(work_finished::<R, W, T>);
+            (*ev).log = log;
+            ngx::ffi::ngx_post_event(ev, &raw mut ngx::ffi::ngx_posted_events);
+        }
+    }
+}
+
+/// [`finish`] for a lane entry.
+///
+/// # Safety
+/// As for [`finish`].
+unsafe fn finish_erased<R, W, T: FnOnce(Option<R>)>(data: *mut c_void, log: *mut ngx_log_t) {
+    // SAFETY: see above.
+    unsafe { finish(data.cast::<Job<R, W, T>>(), log) }
+}
+
 /// The thread pool's task handler: runs the work, catching a panic so it cannot unwind into C.
 unsafe extern "C" fn work_on_thread<R, W: FnOnce() -> R, T>(
     data: *mut c_void,

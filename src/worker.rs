@@ -49,9 +49,22 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
             (*ev).set_cancelable(1);
             ngx_add_timer(ev, close_idle_every());
         }
+        #[cfg(ngx_feature = "threads")]
+        // SAFETY: once, on this worker's event loop, with its live cycle.
+        unsafe {
+            crate::lane::start(cycle)
+        };
     }
     // SAFETY: as for this function.
     unsafe { expiry::start_sweeping(cycle) }
+}
+
+/// The module's `exit_process`: the write lane's jobs finish before the worker is gone.
+///
+/// # Safety
+/// Called by nginx in an exiting process with its cycle.
+pub unsafe extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
+    crate::lane::drain(std::time::Duration::from_secs(10));
 }
 
 /// Closes the kept files idle too long, on the thread pool: closing the last descriptor of a

@@ -1,6 +1,6 @@
 //! Body bytes reach the file in `upload_buffer_size` pieces, one `pwritev` each, however small
 //! the pieces the client sends, and a small segment that arrives at once is one `pwritev`:
-//! checked by tracing the worker's system calls (its thread pool's too) with strace.
+//! checked by tracing the worker's system calls (its other threads' too) with strace.
 
 use ngx_upload_test_support::*;
 use std::io::{BufRead, BufReader, Write};
@@ -111,6 +111,25 @@ impl WriteTrace {
     }
 }
 
+impl WriteTrace {
+    /// The data writes (`pwritev`), each with the name of the worker's thread that made it
+    /// (`/proc/<worker>/task/<tid>/comm`, read while the worker runs).
+    fn data_writes_by_thread_name(self) -> (Vec<(String, u64)>, String) {
+        let worker = self.worker;
+        let text = self.stop();
+        let writes = calls(&text, "pwritev", |_| true)
+            .into_iter()
+            .filter_map(|(tid, result)| {
+                let comm = std::fs::read_to_string(format!("/proc/{worker}/task/{tid}/comm"))
+                    .map(|c| c.trim().to_string())
+                    .unwrap_or_else(|_| format!("gone thread {tid}"));
+                Some((comm, result? as u64))
+            })
+            .collect();
+        (writes, text)
+    }
+}
+
 /// nginx with `http` lines and the upload location's `location` lines, its worker traced;
 /// `None` (the test says it is skipped) without strace.
 fn traced(http: &str, location: &str) -> Option<(UploadEnv, WriteTrace)> {
@@ -188,11 +207,11 @@ fn a_small_segment_that_arrives_at_once_is_one_write() {
     );
 }
 
-/// A fast client fills the 256 KiB buffer again and again: each full buffer is written by the
-/// thread pool while nginx reads on into the other, and the event loop writes at most the
+/// A fast client fills the 256 KiB buffer again and again: each full buffer is written off the
+/// event loop (by the worker's write lane) while nginx reads on into the other, and the event loop writes at most the
 /// first few KiB (nginx's own first buffer) and the last piece.
 #[test]
-fn a_fast_client_s_buffers_are_written_behind_by_the_thread_pool() {
+fn a_fast_client_s_buffers_are_written_behind_off_the_event_loop() {
     let Some((env, trace)) = traced(
         "client_max_body_size 0; client_body_buffer_size 8k;",
         "upload_buffer_size 256k;",
@@ -222,6 +241,68 @@ fn a_fast_client_s_buffers_are_written_behind_by_the_thread_pool() {
     assert!(
         behind >= 14,
         "{behind} buffers of 256 KiB written behind:\n{text}"
+    );
+}
+
+/// Small segments of several uploads, sent at once on several connections, are written by the
+/// worker's write lane, one thread of its own ("upload-lane"), not by nginx's thread pool
+/// (whose idle threads would each be woken for one segment) nor by the event loop; every file
+/// lands intact.
+#[test]
+fn small_segments_are_written_by_the_worker_s_write_lane() {
+    let Some((env, trace)) = traced(
+        "client_max_body_size 0; client_body_buffer_size 8k;",
+        "upload_buffer_size 256k;",
+    ) else {
+        return;
+    };
+    const PIECE: usize = 48 << 10;
+    let files: Vec<(String, Vec<u8>)> = (0..4)
+        .map(|n| (format!("lane{n}"), test_data(8 * PIECE, 150 + n)))
+        .collect();
+    let port = env.port();
+    std::thread::scope(|scope| {
+        for (id, data) in &files {
+            let env = &env;
+            scope.spawn(move || {
+                // Shuffled, the last one completes the file.
+                for (n, k) in [5, 1, 7, 3, 0, 6, 2, 4].into_iter().enumerate() {
+                    let segment = Segment::piece(id, data, k * PIECE, (k + 1) * PIECE - 1);
+                    let r = post_segment(port, "/upload", &segment);
+                    let want = if n == 7 { 200 } else { 201 };
+                    assert_eq!(
+                        r.status,
+                        want,
+                        "{id} segment {k}: {r}\n{}",
+                        env.nginx.error_log()
+                    );
+                }
+            });
+        }
+    });
+    for (id, data) in &files {
+        assert_bytes_eq(&std::fs::read(env.stored_path(id)).unwrap(), data, id);
+    }
+    // The answers are in; strace may not have written the last calls' ends yet.
+    trace.wait_for_trace("32 finished pwritev calls in the trace", |text| {
+        let finished = calls(text, "pwritev", |_| true);
+        finished
+            .iter()
+            .filter(|(_, result)| result.is_some())
+            .count()
+            >= 32
+    });
+    let (writes, text) = trace.data_writes_by_thread_name();
+    assert_eq!(writes.len(), 32, "one pwritev per segment:\n{text}");
+    assert!(
+        writes
+            .iter()
+            .all(|(thread, len)| thread == "upload-lane" && *len == PIECE as u64),
+        "written by {:?}:\n{text}",
+        writes
+            .iter()
+            .map(|(t, _)| t.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
     );
 }
 
@@ -273,7 +354,8 @@ fn calls<'a>(
     name: &str,
     pick: impl Fn(&str) -> bool,
 ) -> Vec<(&'a str, Option<usize>)> {
-    let result = |line: &str| -> Option<usize> { line.rsplit(") = ").next()?.trim().parse().ok() };
+    // strace pads a resumed call's `)` from its ` = result` with spaces.
+    let result = |line: &str| -> Option<usize> { line.rsplit_once(" = ")?.1.trim().parse().ok() };
     let start = format!("{name}(");
     let resumed_mark = format!("<... {name} resumed>");
     let lines: Vec<&str> = text.lines().collect();

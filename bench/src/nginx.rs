@@ -284,6 +284,7 @@ fn render(setup: &Setup, prefix: &Path, port: u16, h2_port: u16) -> String {
          pid {p}/nginx.pid;\n\
          error_log {p}/error.log warn;\n\
          {user}\
+         {main}\
          events {{ worker_connections 4096; }}\n\
          http {{\n\
          \x20   access_log off;\n\
@@ -308,6 +309,7 @@ fn render(setup: &Setup, prefix: &Path, port: u16, h2_port: u16) -> String {
          \x20   }}\n\
          }}\n",
         module = setup.module.display(),
+        main = std::env::var("NGX_BENCH_MAIN").unwrap_or_default(),
         workers = setup.workers,
         extra = setup
             .http_lines

@@ -116,23 +116,37 @@ pub fn run_blocking<R: Send + 'static>(
     work: impl FnOnce() -> R + Send + 'static,
     then: impl FnOnce(&mut Request, &UploadCtx, Option<R>) + 'static,
 ) {
-    run_job(request, ctx, true, work, then);
+    run_job(request, ctx, true, false, work, then);
 }
 
-/// [`run_blocking`], with the body read on meanwhile (a buffer written behind).
+/// [`run_blocking`], for a `short` job (a write, a state-file append without fsync) on the
+/// worker's write lane ([`crate::lane`]).
+pub(super) fn run_blocking_short<R: Send + 'static>(
+    short: bool,
+    request: &mut Request,
+    ctx: &UploadCtx,
+    work: impl FnOnce() -> R + Send + 'static,
+    then: impl FnOnce(&mut Request, &UploadCtx, Option<R>) + 'static,
+) {
+    run_job(request, ctx, true, short, work, then);
+}
+
+/// [`run_blocking`], with the body read on meanwhile (a buffer written behind, on the write
+/// lane).
 pub(super) fn run_beside_reading<R: Send + 'static>(
     request: &mut Request,
     ctx: &UploadCtx,
     work: impl FnOnce() -> R + Send + 'static,
     then: impl FnOnce(&mut Request, &UploadCtx, Option<R>) + 'static,
 ) {
-    run_job(request, ctx, false, work, then);
+    run_job(request, ctx, false, true, work, then);
 }
 
 fn run_job<R: Send + 'static>(
     request: &mut Request,
     ctx: &UploadCtx,
     pauses_reading: bool,
+    short: bool,
     work: impl FnOnce() -> R + Send + 'static,
     then: impl FnOnce(&mut Request, &UploadCtx, Option<R>) + 'static,
 ) {
@@ -149,7 +163,12 @@ fn run_job<R: Send + 'static>(
         (*r).set_aio(u32::from(pauses_reading));
         (*r).write_event_handler = Some(job_continuation);
     }
-    offload::run(
+    let run = if short {
+        offload::run_short
+    } else {
+        offload::run
+    };
+    run(
         offload::Pool(ctx.conf.thread_pool),
         request.log(),
         work,

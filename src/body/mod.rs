@@ -34,7 +34,7 @@ use buffers::{
     body_buffer_size, consume_pending, grow_body_buffer, initial_buffer_size,
     move_to_larger_buffer, next_buffer, shrink_body_buffer, unread_body,
 };
-use jobs::{commit_off_loop, prepare_commit, run_beside_reading, BodyBytes};
+use jobs::{commit_off_loop, prepare_commit, run_beside_reading, run_blocking_short, BodyBytes};
 pub use jobs::{flatten, run_blocking, run_commit};
 
 /// A long segment records its progress every this many bytes, so an interrupted one keeps
@@ -489,7 +489,11 @@ fn write_last_off_loop(
         let record = written.is_ok().then(|| commit.map(|job| job())).flatten();
         (written, record)
     };
-    run_blocking(request, ctx, work, move |request, ctx, result| {
+    // A fsync or a hash to catch up is long work: nginx's pool; a write and an append, the
+    // write lane.
+    let short = !ctx.conf.sessions().durable
+        && ctx.conf.hash_algorithms() == ngx_upload_engine::hashing::Algorithms::NONE;
+    run_blocking_short(short, request, ctx, work, move |request, ctx, result| {
         // SAFETY: request_body exists once ngx_http_read_client_request_body ran.
         let rb = unsafe { &mut *request.as_ref().request_body };
         consume_pending(request, ctx, rb);
