@@ -10,10 +10,13 @@
 //! it never holds a lane job up for long, and no lane job waits for another one.
 //!
 //! Without thread support, or if the lane cannot start (no `eventfd`, an event method other
-//! than epoll), `offload::run_short` uses nginx's pool as before.
+//! than epoll), `offload::run_short` uses nginx's pool as before; so it does while the lane's
+//! current job has run for over 2 ms (slow storage), so that one slow write does not hold up
+//! the others (each request has one job at a time, so its own stay in order).
 
 use core::ffi::c_void;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 
 use ngx::ffi::{ngx_connection_t, ngx_cycle_t, ngx_event_t, ngx_log_t};
@@ -40,6 +43,8 @@ struct Lane {
     /// Jobs submitted and not yet run; `idle` is told when it falls to 0.
     unfinished: Mutex<usize>,
     idle: Condvar,
+    /// When the job now running started (CLOCK_MONOTONIC, ns), 0 while the thread waits.
+    busy_since_ns: AtomicU64,
     /// Jobs run, whose continuations the event loop has yet to run.
     done: Mutex<Vec<Entry>>,
     eventfd: i32,
@@ -69,9 +74,29 @@ static mut DONE_WRITE: ngx_event_t = {
 const EPOLL_READ_EVENT: isize = (libc::EPOLLIN | libc::EPOLLRDHUP) as isize;
 const EPOLL_CLEAR_EVENT: usize = libc::EPOLLET as u32 as usize;
 
-/// Whether the lane runs in this process.
-pub fn running() -> bool {
-    LANE.get().is_some()
+/// How long one job may have been running before new ones go to nginx's pool instead: on
+/// slow storage (a network filesystem) a worker's writes are not all held up behind one.
+/// Writes into the page cache take tens of microseconds.
+const STALLED_AFTER_NS: u64 = 2_000_000;
+
+/// Whether the lane takes a job now: it runs in this process, and its current job (if any)
+/// has not been running for [`STALLED_AFTER_NS`].
+pub fn accepting() -> bool {
+    let Some(lane) = LANE.get() else {
+        return false;
+    };
+    let since = lane.busy_since_ns.load(Ordering::Relaxed);
+    since == 0 || now_ns().saturating_sub(since) < STALLED_AFTER_NS
+}
+
+fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime fills the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Queues `entry` for the lane; `Err(entry)` if the lane does not run.
@@ -147,6 +172,7 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t) {
         wake: Condvar::new(),
         unfinished: Mutex::new(0),
         idle: Condvar::new(),
+        busy_since_ns: AtomicU64::new(0),
         done: Mutex::new(Vec::new()),
         eventfd: fd,
     };
@@ -192,10 +218,12 @@ fn run_lane() {
                 queue = lane.wake.wait(queue).unwrap_or_else(|e| e.into_inner());
             }
         };
+        lane.busy_since_ns.store(now_ns().max(1), Ordering::Relaxed);
         // SAFETY: the entry's work function and data belong together (offload::run_short);
         // the job is this thread's until it is handed back below. The work catches its own
         // panics.
         unsafe { (entry.work)(entry.data, entry.log) };
+        lane.busy_since_ns.store(0, Ordering::Relaxed);
         let first = {
             let mut done = lane.done.lock().unwrap_or_else(|e| e.into_inner());
             done.push(entry);

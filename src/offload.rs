@@ -97,7 +97,7 @@ where
     W: FnOnce() -> R + Send + 'static,
     T: FnOnce(Option<R>) + 'static,
 {
-    if !crate::lane::running() {
+    if !crate::lane::accepting() {
         return run(pool, log, work, then);
     }
     let job = Box::into_raw(Box::new(Job::<R, W, T> {
