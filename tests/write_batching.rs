@@ -111,10 +111,13 @@ impl WriteTrace {
     }
 }
 
+/// A thread of the worker: its name (`comm`) and id.
+type Thread = (String, String);
+
 impl WriteTrace {
     /// The data writes (`pwritev`), each with the name and id of the worker's thread that
     /// made it (`/proc/<worker>/task/<tid>/comm`, read while the worker runs).
-    fn data_writes_by_thread_name(self) -> (Vec<((String, String), u64)>, String) {
+    fn data_writes_by_thread_name(self) -> (Vec<(Thread, u64)>, String) {
         let worker = self.worker;
         let text = self.stop();
         let writes = calls(&text, "pwritev", |_| true)
