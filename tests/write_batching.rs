@@ -416,3 +416,80 @@ fn the_segments_of_an_upload_open_its_file_once() {
         .count();
     assert_eq!(opens, 1, "openat of {stored} by the worker:\n{text}");
 }
+
+/// The names of the threads of process `pid`.
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|dir| {
+            dir.filter_map(|t| {
+                let path = t.ok()?.path().join("comm");
+                Some(std::fs::read_to_string(path).ok()?.trim().to_string())
+            })
+            .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A reload: the new workers start lanes of their own and take the upload on where the old
+/// ones left it; the old workers, whose lanes wrote its first segments, exit cleanly (the
+/// lane's eventfd is no connection of nginx's to be reported left open).
+#[test]
+fn after_a_reload_new_workers_lanes_go_on_with_an_upload() {
+    const PIECE: usize = 64 << 10;
+    let env = UploadEnv::start_server(
+        Nginx::builder()
+            .worker_processes(2)
+            .http("client_max_body_size 0;"),
+        &upload_server("upload_buffer_size 256k;"),
+    );
+    let data = test_data(4 * PIECE, 160);
+    let id = "reload1";
+    let post = |k: usize| {
+        post_segment(
+            env.port(),
+            "/upload",
+            &Segment::piece(id, &data, k * PIECE, (k + 1) * PIECE - 1),
+        )
+    };
+    for k in [1, 3] {
+        let r = post(k);
+        assert_eq!(r.status, 201, "segment {k}: {r}\n{}", env.nginx.error_log());
+    }
+    let old = env.nginx.worker_pids();
+    assert_eq!(old.len(), 2);
+    for pid in &old {
+        assert!(
+            thread_names(*pid).iter().any(|n| n == "upload-lane"),
+            "worker {pid}: threads {:?}",
+            thread_names(*pid)
+        );
+    }
+    env.nginx.signal_master(libc::SIGHUP);
+    wait_for("the old workers to be replaced", WAIT_TIMEOUT, || {
+        let now = env.nginx.worker_pids();
+        let gone = old
+            .iter()
+            .all(|p| !std::path::Path::new(&format!("/proc/{p}")).exists());
+        let lanes = now
+            .iter()
+            .all(|p| thread_names(*p).iter().any(|n| n == "upload-lane"));
+        if gone && now.len() == 2 && lanes && now.iter().all(|p| !old.contains(p)) {
+            Ok(())
+        } else {
+            Err(format!("old {old:?}, now {now:?}"))
+        }
+    });
+    for k in [0, 2] {
+        let r = post(k);
+        let want = if k == 2 { 200 } else { 201 };
+        assert_eq!(
+            r.status,
+            want,
+            "segment {k}: {r}\n{}",
+            env.nginx.error_log()
+        );
+    }
+    assert_bytes_eq(&std::fs::read(env.stored_path(id)).unwrap(), &data, "file");
+    let serious = env.nginx.serious_log_lines();
+    assert!(serious.is_empty(), "{serious:#?}");
+}
