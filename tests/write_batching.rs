@@ -493,3 +493,93 @@ fn after_a_reload_new_workers_lanes_go_on_with_an_upload() {
     let serious = env.nginx.serious_log_lines();
     assert!(serious.is_empty(), "{serious:#?}");
 }
+
+/// Whether thread `tid` of process `pid` is blocked in system call `nr` now
+/// (`/proc/<pid>/task/<tid>/syscall` starts with its number).
+fn in_syscall(pid: u32, tid: &str, nr: libc::c_long) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall"))
+        .is_ok_and(|s| s.split_whitespace().next() == Some(&nr.to_string()))
+}
+
+/// The id of the thread named `name` in process `pid`.
+fn thread_id(pid: u32, name: &str) -> Option<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .find_map(|t| {
+            let t = t.ok()?;
+            let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+            (comm.trim() == name).then(|| t.file_name().to_string_lossy().into_owned())
+        })
+}
+
+/// Slow storage does not hold a worker's writes up behind one: while a lane job has been stuck
+/// for over 2 ms (here the record of upload A waits for A's writers' lock, which the test
+/// holds), another upload's segment is written and answered by nginx's thread pool; A's is
+/// answered once the lock goes, and both files are whole.
+#[test]
+fn a_stuck_lane_job_does_not_hold_up_other_uploads() {
+    const PIECE: usize = 64 << 10;
+    let env = UploadEnv::start_server(
+        Nginx::builder().http("client_max_body_size 0;"),
+        &upload_server("upload_buffer_size 256k;"),
+    );
+    let a = test_data(2 * PIECE, 161);
+    let b = test_data(2 * PIECE, 162);
+    let port = env.port();
+    let segment = |id: &'static str, data: &[u8], k: usize| {
+        post_segment(
+            port,
+            "/upload",
+            &Segment::piece(id, data, k * PIECE, (k + 1) * PIECE - 1),
+        )
+    };
+    assert_eq!(segment("stuckA", &a, 0).status, 201);
+    assert_eq!(segment("stuckB", &b, 0).status, 201);
+    let worker = env.nginx.worker_pids()[0];
+    let lane = thread_id(worker, "upload-lane").expect("the worker's lane thread");
+    // The writers' lock of A: an flock on its output file.
+    let held = std::fs::File::open(env.stored_path("stuckA")).unwrap();
+    // SAFETY: flock on a descriptor this test owns.
+    assert_eq!(
+        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&held), libc::LOCK_EX) },
+        0
+    );
+    std::thread::scope(|scope| {
+        let answer_a = scope.spawn(|| segment("stuckA", &a, 1));
+        // A's last write and record run on the lane, which now waits for the lock; the lane
+        // hands new jobs to nginx's pool once that has lasted 2 ms.
+        let mut blocked_since = None;
+        wait_for(
+            "A's record to wait for the lock for 3 ms",
+            WAIT_TIMEOUT,
+            || {
+                if !in_syscall(worker, &lane, libc::SYS_flock) {
+                    blocked_since = None;
+                    return Err("the lane is not in flock".into());
+                }
+                let since = *blocked_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() >= std::time::Duration::from_millis(3) {
+                    Ok(())
+                } else {
+                    Err("not for 3 ms yet".into())
+                }
+            },
+        );
+        let r = segment("stuckB", &b, 1);
+        assert_eq!(
+            r.status,
+            200,
+            "B, while A waits: {r}\n{}",
+            env.nginx.error_log()
+        );
+        assert!(
+            !answer_a.is_finished(),
+            "A was answered while its lock was held"
+        );
+        drop(held);
+        let r = answer_a.join().unwrap();
+        assert_eq!(r.status, 200, "A: {r}\n{}", env.nginx.error_log());
+    });
+    assert_bytes_eq(&std::fs::read(env.stored_path("stuckA")).unwrap(), &a, "A");
+    assert_bytes_eq(&std::fs::read(env.stored_path("stuckB")).unwrap(), &b, "B");
+}
