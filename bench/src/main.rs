@@ -2,7 +2,6 @@
 //! a location that discards the body (the ceiling) and WebDAV `PUT` (nginx's own body-to-file
 //! path) — and prints markdown tables. See docs/benchmark.md.
 
-mod h2;
 mod http;
 mod nginx;
 mod payload;
