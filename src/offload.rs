@@ -42,18 +42,7 @@ where
     W: FnOnce() -> R + Send + 'static,
     T: FnOnce(Option<R>) + 'static,
 {
-    let job = Box::new(Job::<R, W, T> {
-        #[cfg(ngx_feature = "threads")]
-        // SAFETY: ngx_thread_task_t is plain C data; all-zero is its initial state, as
-        // ngx_thread_task_alloc makes it.
-        task: unsafe { core::mem::zeroed() },
-        // SAFETY: as above, for ngx_event_t.
-        inline_done: unsafe { core::mem::zeroed() },
-        work: Some(work),
-        result: None,
-        then: Some(then),
-    });
-    let job = Box::into_raw(job);
+    let job = Job::leak(work, then);
     #[cfg(ngx_feature = "threads")]
     if !pool.0.is_null() {
         // SAFETY: job is a live, leaked Box; nginx owns the task until it calls the event
@@ -76,8 +65,39 @@ where
         );
     }
     let _ = pool;
-    // SAFETY: job is a live, leaked Box not given to nginx; its event is posted once and taken
-    // back by work_finished.
+    // SAFETY: job is a live, leaked job given to nobody.
+    unsafe { run_here(job, log) }
+}
+
+impl<R, W, T> Job<R, W, T> {
+    /// A new job, leaked: nginx's pool, the lane or [`run_here`] holds it until [`finish`]
+    /// takes it back.
+    fn leak(work: W, then: T) -> *mut Self {
+        Box::into_raw(Box::new(Job {
+            #[cfg(ngx_feature = "threads")]
+            // SAFETY: ngx_thread_task_t is plain C data; all-zero is its initial state, as
+            // ngx_thread_task_alloc makes it.
+            task: unsafe { core::mem::zeroed() },
+            // SAFETY: as above, for ngx_event_t.
+            inline_done: unsafe { core::mem::zeroed() },
+            work: Some(work),
+            result: None,
+            then: Some(then),
+        }))
+    }
+}
+
+/// Runs a job's work here, and its continuation as a posted event: after the caller returns,
+/// as on a pool.
+///
+/// # Safety
+/// `job` is a live job from [`Job::leak`] that nothing else holds.
+unsafe fn run_here<R, W, T>(job: *mut Job<R, W, T>, log: *mut ngx_log_t)
+where
+    W: FnOnce() -> R,
+    T: FnOnce(Option<R>),
+{
+    // SAFETY: see above; the event is posted once and takes the job back (work_finished).
     unsafe {
         work_on_thread::<R, W, T>(job.cast::<c_void>(), log);
         let ev = &raw mut (*job).inline_done;
@@ -100,33 +120,16 @@ where
     if !crate::lane::accepting() {
         return run(pool, log, work, then);
     }
-    let job = Box::into_raw(Box::new(Job::<R, W, T> {
-        #[cfg(ngx_feature = "threads")]
-        // SAFETY: as in `run`; unused on the lane.
-        task: unsafe { core::mem::zeroed() },
-        // SAFETY: as above.
-        inline_done: unsafe { core::mem::zeroed() },
-        work: Some(work),
-        result: None,
-        then: Some(then),
-    }));
+    let job = Job::leak(work, then);
     let entry = crate::lane::Entry {
         data: job.cast::<c_void>(),
         log,
         work: work_on_thread::<R, W, T>,
         finish: finish_erased::<R, W, T>,
     };
-    if let Err(entry) = crate::lane::submit(entry) {
-        // SAFETY: the job was not handed to the lane; run it here, as `run` does without a
-        // pool: its continuation as a posted event.
-        unsafe {
-            work_on_thread::<R, W, T>(entry.data, log);
-            let ev = &raw mut (*job).inline_done;
-            (*ev).data = job.cast::<c_void>();
-            (*ev).handler = Some(work_finished::<R, W, T>);
-            (*ev).log = log;
-            ngx::ffi::ngx_post_event(ev, &raw mut ngx::ffi::ngx_posted_events);
-        }
+    if crate::lane::submit(entry).is_err() {
+        // SAFETY: the lane did not take the job, so nothing else holds it.
+        unsafe { run_here(job, log) }
     }
 }
 

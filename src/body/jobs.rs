@@ -94,12 +94,18 @@ pub fn run_commit(
         Ok(job) => job,
         Err(failure) => return then(request, ctx, Some(Err(failure))),
     };
-    if ctx.conf.sessions().durable || ctx.conf.hash_algorithms() != Algorithms::NONE {
+    if commit_is_long(ctx) {
         return run_blocking(request, ctx, job, then);
     }
     // A panic must not unwind into nginx: it becomes a failure, as on the thread pool.
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).ok();
     then(request, ctx, result);
+}
+
+/// Whether a commit is long work (an fsync, a hash to catch up by reading the file back), for
+/// nginx's pool; else it is a state-file append under a lock.
+pub(super) fn commit_is_long(ctx: &UploadCtx) -> bool {
+    ctx.conf.sessions().durable || ctx.conf.hash_algorithms() != Algorithms::NONE
 }
 
 /// A job's result, with a panicked job as a failure.
@@ -119,9 +125,9 @@ pub fn run_blocking<R: Send + 'static>(
     run_job(request, ctx, true, false, work, then);
 }
 
-/// [`run_blocking`], for a `short` job (a write, a state-file append without fsync) on the
-/// worker's write lane ([`crate::lane`]).
-pub(super) fn run_blocking_short<R: Send + 'static>(
+/// [`run_blocking`], on the worker's write lane ([`crate::lane`]) if the job is `short` (a
+/// write, a state-file append without fsync).
+pub(super) fn run_blocking_maybe_on_lane<R: Send + 'static>(
     short: bool,
     request: &mut Request,
     ctx: &UploadCtx,

@@ -34,7 +34,10 @@ use buffers::{
     body_buffer_size, consume_pending, grow_body_buffer, initial_buffer_size,
     move_to_larger_buffer, next_buffer, shrink_body_buffer, unread_body,
 };
-use jobs::{commit_off_loop, prepare_commit, run_beside_reading, run_blocking_short, BodyBytes};
+use jobs::{
+    commit_is_long, commit_off_loop, prepare_commit, run_beside_reading,
+    run_blocking_maybe_on_lane, BodyBytes,
+};
 pub use jobs::{flatten, run_blocking, run_commit};
 
 /// A long segment records its progress every this many bytes, so an interrupted one keeps
@@ -491,21 +494,25 @@ fn write_last_off_loop(
     };
     // A fsync or a hash to catch up is long work: nginx's pool; a write and an append, the
     // write lane.
-    let short = !ctx.conf.sessions().durable
-        && ctx.conf.hash_algorithms() == ngx_upload_engine::hashing::Algorithms::NONE;
-    run_blocking_short(short, request, ctx, work, move |request, ctx, result| {
-        // SAFETY: request_body exists once ngx_http_read_client_request_body ran.
-        let rb = unsafe { &mut *request.as_ref().request_body };
-        consume_pending(request, ctx, rb);
-        let (written, record) = match result {
-            Some((written, record)) => (written, record),
-            None => (flatten(None), None),
-        };
-        *ctx.progress.recorded_with_write.borrow_mut() = record;
-        if count_written(request, ctx, end, written) {
-            finish_paced(request, ctx);
-        }
-    });
+    run_blocking_maybe_on_lane(
+        !commit_is_long(ctx),
+        request,
+        ctx,
+        work,
+        move |request, ctx, result| {
+            // SAFETY: request_body exists once ngx_http_read_client_request_body ran.
+            let rb = unsafe { &mut *request.as_ref().request_body };
+            consume_pending(request, ctx, rb);
+            let (written, record) = match result {
+                Some((written, record)) => (written, record),
+                None => (flatten(None), None),
+            };
+            *ctx.progress.recorded_with_write.borrow_mut() = record;
+            if count_written(request, ctx, end, written) {
+                finish_paced(request, ctx);
+            }
+        },
+    );
     true
 }
 
